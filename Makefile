@@ -1,0 +1,33 @@
+# Makefile for durable_cluster (PGXS)
+#
+#   make && make install     build and install into the PostgreSQL found by pg_config
+#   make demo                throw-away server with 3 nodes and the tutorial (scripts/demo.sh)
+#   make test                whole suite: pg_regress + TAP, as root or as a normal user
+#                            (test/run_tests.sh)
+#   make installcheck        the suite against an already installed extension; needs a
+#                            server started with shared_preload_libraries = 'durable_cluster'
+
+EXTENSION = durable_cluster
+MODULE_big = durable_cluster
+OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+DATA = $(wildcard sql/durable_cluster--*.sql)
+
+PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(srcdir)/include
+
+# pg_regress runs in the database the nodes serve by default (durable_cluster.database)
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/durable_cluster--%,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --use-existing --dbname=postgres
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+.PHONY: demo test
+demo:
+	bash scripts/demo.sh
+
+test:
+	bash test/run_tests.sh

@@ -1,0 +1,48 @@
+/*-------------------------------------------------------------------------
+ *
+ * durable_cluster.h
+ *	  Settings, limits and cross-module entry points of durable_cluster.
+ *
+ * The extension is split by concern (see README "Source layout"):
+ *	 shard_hash.c		Java String.hashCode and shard ids
+ *	 entity.c			entity state and the built-in command handlers
+ *	 inbox.c			shared memory: shard map, node table, request slots
+ *	 store.c			the only code that reads or writes the cluster tables
+ *	 node.c				the node background worker
+ *	 api.c				SQL-callable functions
+ *	 durable_cluster.c	module load: GUCs, hooks, static workers
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DURABLE_CLUSTER_H
+#define DURABLE_CLUSTER_H
+
+#include "postgres.h"
+
+/* Hard limits; shared memory is sized from them. */
+#define DC_MAX_NODES			64
+#define DC_MAX_SHARDS			10000
+#define DC_DEFAULT_SHARDS		100
+#define DC_MAX_ID_BYTES			255
+
+/* GUCs (durable_cluster.c) */
+extern char *dc_database;
+extern int	dc_nodes;
+extern int	dc_ask_timeout_ms;
+extern int	dc_heartbeat_interval_ms;
+extern int	dc_failure_timeout_ms;
+
+/* true when loaded through shared_preload_libraries */
+extern bool dc_preloaded;
+
+/* Raise an error unless the library was preloaded and serves this database. */
+extern void dc_check_usable(void);
+
+/* "host:port" of this server, as members and cluster status report it */
+extern const char *dc_self_address(void);
+
+/* node.c */
+extern PGDLLEXPORT void dc_node_main(Datum main_arg);
+extern void dc_node_name(int node_index, char *buf, size_t len);
+
+#endif							/* DURABLE_CLUSTER_H */

@@ -1,0 +1,79 @@
+/*-------------------------------------------------------------------------
+ *
+ * entity.h
+ *	  The user entity's state and the built-in commands, as plain functions
+ *	  from (state, command) to (new state, result).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DC_ENTITY_H
+#define DC_ENTITY_H
+
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
+
+/* 64 characters of at most 4 bytes each, plus the terminator */
+#define DC_MAX_NICKNAME_CHARS	64
+#define DC_NICKNAME_BUFSIZE		(DC_MAX_NICKNAME_CHARS * 4 + 1)
+
+/* amounts are exact: kept in hundredths (cents) */
+#define DC_MAX_AMOUNT_CENTS		INT64CONST(100000000000000)	/* 10^12 units */
+
+typedef struct DcEntityState
+{
+	bool		logged_in;
+	int64		login_count;
+	bool		has_nickname;
+	char		nickname[DC_NICKNAME_BUFSIZE];
+	int64		balance_cents;
+	bool		has_event_time;
+	TimestampTz last_event_time;
+	int64		revision;		/* 0 = never stored */
+} DcEntityState;
+
+typedef enum DcCommandKind
+{
+	DC_CMD_LOGIN,
+	DC_CMD_LOGOUT,
+	DC_CMD_GET_STATE,
+	DC_CMD_UPDATE_PROFILE,
+	DC_CMD_ADD_BALANCE,
+	DC_CMD_DEDUCT_BALANCE,
+	DC_CMD_REFUND_BALANCE
+} DcCommandKind;
+
+/* A validated command, as it travels from the caller to the node. */
+typedef struct DcCommand
+{
+	DcCommandKind kind;
+	int64		amount_cents;	/* balance commands */
+	char		nickname[DC_NICKNAME_BUFSIZE];	/* update_profile */
+} DcCommand;
+
+typedef enum DcOutcome
+{
+	DC_OUTCOME_CHANGED,			/* state changed: must be stored */
+	DC_OUTCOME_UNCHANGED,		/* read only */
+	DC_OUTCOME_REJECTED			/* domain rejection: a reply, not an error */
+} DcOutcome;
+
+extern void dc_entity_init(DcEntityState *state);
+
+/* Validate a command name and payload; ereport(ERROR) on bad input. */
+extern void dc_command_parse(const char *name, Jsonb *payload, DcCommand *cmd);
+
+/*
+ * Apply a command to *state in place.  *label is the reply's "result" for a
+ * success or its "error" for a rejection.
+ */
+extern DcOutcome dc_command_apply(const DcCommand *cmd, DcEntityState *state,
+								  TimestampTz now, const char **label);
+
+extern Jsonb *dc_entity_to_jsonb(const char *mall_id, const char *user_id,
+								 const DcEntityState *state);
+extern void dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state);
+
+extern Jsonb *dc_build_reply(bool ok, const char *label, Jsonb *state_doc,
+							 int64 revision, int shard, const char *node_name);
+
+#endif							/* DC_ENTITY_H */

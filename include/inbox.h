@@ -1,0 +1,109 @@
+/*-------------------------------------------------------------------------
+ *
+ * inbox.h
+ *	  Shared memory of durable_cluster: the shard map, the node table and
+ *	  the request slots through which callers hand commands to nodes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DC_INBOX_H
+#define DC_INBOX_H
+
+#include "postgres_ext.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/spin.h"
+
+#include "durable_cluster.h"
+#include "entity.h"
+
+/* room for a reply document or an error message */
+#define DC_REPLY_BYTES			4096
+
+typedef enum DcSlotState
+{
+	DC_SLOT_FREE,				/* on the free list */
+	DC_SLOT_FILLING,			/* owned by its caller, not yet queued */
+	DC_SLOT_QUEUED,				/* in a node's inbox */
+	DC_SLOT_TAKEN,				/* a node is working on it */
+	DC_SLOT_DONE				/* reply written, caller may read it */
+} DcSlotState;
+
+typedef enum DcReplyKind
+{
+	DC_REPLY_OK,				/* reply holds a jsonb document */
+	DC_REPLY_ERROR,				/* reply holds an error message */
+	DC_REPLY_MOVED				/* the node does not own the shard: route again */
+} DcReplyKind;
+
+typedef struct DcRequestSlot
+{
+	/* protected by DcShared->mutex */
+	DcSlotState state;
+	bool		abandoned;		/* caller gave up; whoever finishes frees it */
+	int			next;			/* free list or inbox link, -1 = end */
+	int			node;			/* inbox it was queued to */
+	Latch	   *caller_latch;
+
+	/* written by the caller while FILLING, read by the node while TAKEN */
+	int			shard;
+	int			number_of_shards;
+	char		mall_id[DC_MAX_ID_BYTES + 1];
+	char		user_id[DC_MAX_ID_BYTES + 1];
+	DcCommand	command;
+
+	/* written by the node while TAKEN, read by the caller once DONE */
+	DcReplyKind reply_kind;
+	int			reply_sqlstate;
+	Size		reply_len;
+	char		reply[DC_REPLY_BYTES];
+} DcRequestSlot;
+
+typedef struct DcNodeSlot
+{
+	/* protected by DcShared->mutex */
+	pid_t		pid;			/* 0 when the node is not running */
+	Latch	   *latch;
+	int			inbox_head;
+	int			inbox_tail;
+} DcNodeSlot;
+
+typedef struct DcShared
+{
+	slock_t		mutex;			/* request slots, inboxes, node table */
+	int			free_head;
+	int			nslots;
+	DcNodeSlot	nodes[DC_MAX_NODES];
+
+	/* shard map, a copy of the shards table; protected by map_lock */
+	LWLock	   *map_lock;
+	Oid			map_extension;	/* pg_extension oid it was loaded from */
+	int64		map_version;	/* settings.map_version it was loaded from */
+	int			number_of_shards;	/* 0 = not loaded */
+	int16		owner[DC_MAX_SHARDS];	/* node index, -1 = none */
+	int64		epoch[DC_MAX_SHARDS];
+
+	DcRequestSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} DcShared;
+
+extern DcShared *dc_shared;
+
+extern Size dc_shmem_size(void);
+extern void dc_shmem_init(void);
+
+/* caller side */
+extern int	dc_slot_acquire(void);
+extern void dc_slot_enqueue(int slot, int node);
+extern DcSlotState dc_slot_state(int slot);
+extern void dc_slot_release(int slot);
+extern DcSlotState dc_slot_abandon(int slot);
+
+/* node side */
+extern void dc_node_attach(int node);
+extern void dc_node_detach(int node);
+extern int	dc_inbox_take(int node, int *slots, int max);
+extern void dc_slot_reply(int slot, DcReplyKind kind, int sqlstate,
+						  const void *data, Size len);
+extern void dc_wake_nodes(void);
+
+#endif							/* DC_INBOX_H */

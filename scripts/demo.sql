@@ -1,0 +1,84 @@
+--
+-- scripts/demo.sql
+--     The durable_cluster tutorial, as "make demo" (scripts/demo.sh) runs it.
+--
+-- One user of one mall, mall001/user001, goes through a session: log in,
+-- look at the state, set a nickname, add and spend money (once more than
+-- there is), get a refund.  Every command goes to the single node that owns
+-- the entity's shard; the reply carries the new state, its revision, the
+-- shard and the node.  Then the durable side: what is stored, and how the
+-- shards are spread over the nodes.
+--
+-- Expects a server with durable_cluster preloaded, CREATE EXTENSION done in
+-- this database, and the nodes up; can be rerun, although the balance then
+-- goes on from where the last run left it.
+--
+
+-- Show each query before its result, so the output reads as a transcript.
+\set ECHO queries
+\set ON_ERROR_STOP on
+\pset pager off
+
+\echo
+\echo '---- 1. Log in.  The first command to an entity creates it. ----'
+SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'login'));
+
+\echo
+\echo '---- 2. The state as the owning node holds it. ----'
+SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'get_state'));
+
+\echo
+\echo '---- 3. Set a nickname. ----'
+SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'update_profile',
+                                    '{"nickname": "Alice"}'));
+
+\echo
+\echo '---- 4. Add 100.50 to the balance. ----'
+SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'add_balance',
+                                    '{"amount": 100.50}'));
+
+\echo
+\echo '---- 5. Spend 30. ----'
+SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'deduct_balance',
+                                    '{"amount": 30}'));
+
+\echo
+\echo '---- 6. Try to spend 1000: more than the balance.  The node refuses ----'
+\echo '----    ("ok": false, "error": "insufficient_balance"); nothing changes. ----'
+SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'deduct_balance',
+                                    '{"amount": 1000}'));
+
+\echo
+\echo '---- 7. A refund of 10.  Balance: 100.50 - 30 + 10 = 80.50. ----'
+SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'refund_balance',
+                                    '{"amount": 10}'));
+
+\echo
+\echo '---- 8. The last committed state, read from storage (not from the node). ----'
+SELECT jsonb_pretty(dc_get_state('mall001', 'user001'));
+
+\echo
+\echo '---- 9. The row behind it. ----'
+SELECT mall_id, user_id, shard_id, revision,
+       state->>'balance' AS balance, state->>'nickname' AS nickname, updated_at
+  FROM durable_cluster.entity_state
+ WHERE mall_id = 'mall001' AND user_id = 'user001';
+
+\echo
+\echo '---- 10. Which shard the entity hashes to (62 for mall001/user001). ----'
+SELECT dc_shard_id('mall001', 'user001') AS shard_id;
+
+\echo
+\echo '---- 11. The cluster as this server sees it. ----'
+SELECT jsonb_pretty(dc_cluster_status());
+
+\echo
+\echo '---- 12. The members (nodes). ----'
+SELECT * FROM dc_members ORDER BY 1;
+
+\echo
+\echo '---- 13. How many shards each node owns. ----'
+SELECT node, count(*) AS shards
+  FROM dc_shards
+ GROUP BY node
+ ORDER BY node;

@@ -1,0 +1,284 @@
+/* durable_cluster--0.1.sql: tables, views and functions of durable_cluster 0.1 */
+
+\echo Use "CREATE EXTENSION durable_cluster" to load this file. \quit
+
+/*
+ * Internal tables live in their own schema; the user-facing API (dc_*)
+ * lives in the extension's schema.  Only node workers write these tables,
+ * through store.c, with the exceptions of dc_set_number_of_shards().
+ */
+CREATE SCHEMA durable_cluster;
+COMMENT ON SCHEMA durable_cluster IS 'durable_cluster internal tables; written only by node workers';
+
+CREATE TABLE durable_cluster.settings (
+    singleton        boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    number_of_shards integer NOT NULL DEFAULT 100
+                     CHECK (number_of_shards BETWEEN 1 AND 10000),
+    map_version      bigint NOT NULL DEFAULT 0      -- bumped on every shard map change
+);
+INSERT INTO durable_cluster.settings DEFAULT VALUES;
+
+CREATE TABLE durable_cluster.members (
+    name            text PRIMARY KEY,
+    node_index      integer NOT NULL UNIQUE,
+    address         text NOT NULL,
+    roles           text[] NOT NULL DEFAULT '{dc-default}',
+    status          text NOT NULL CHECK (status IN ('up', 'left', 'down')),
+    incarnation     bigint NOT NULL,
+    pid             integer,
+    started_at      timestamptz NOT NULL,
+    last_heartbeat  timestamptz NOT NULL
+);
+
+CREATE TABLE durable_cluster.shards (
+    shard_id  integer PRIMARY KEY,
+    node      text,                     -- owning member's name, NULL = unassigned
+    epoch     bigint NOT NULL           -- grows on every change of owner
+);
+INSERT INTO durable_cluster.shards (shard_id, node, epoch)
+    SELECT g, NULL, 0 FROM generate_series(0, 99) g;
+
+CREATE TABLE durable_cluster.entity_state (
+    mall_id     text NOT NULL,
+    user_id     text NOT NULL,
+    shard_id    integer NOT NULL,
+    state       jsonb NOT NULL,
+    revision    bigint NOT NULL CHECK (revision > 0),
+    updated_at  timestamptz NOT NULL,
+    PRIMARY KEY (mall_id, user_id)
+);
+
+-- entity state and settings are user data: pg_dump keeps them
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.entity_state', '');
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.settings', '');
+
+/* ---- control plane, called by node workers (store.c) ---- */
+
+CREATE FUNCTION durable_cluster.self_address() RETURNS text
+    AS 'MODULE_PATHNAME', 'dc_self_address_sql' LANGUAGE C STABLE;
+
+/*
+ * Serialises every change of membership or shard map, whichever node makes
+ * it: one transaction-level advisory lock, so exactly one reconciler runs at
+ * a time.
+ */
+CREATE FUNCTION durable_cluster.lock_map() RETURNS void
+LANGUAGE sql AS $$ SELECT pg_advisory_xact_lock(7310145832764101) $$;
+
+CREATE FUNCTION durable_cluster.announce(event jsonb) RETURNS void
+LANGUAGE sql AS $$ SELECT pg_notify('durable_cluster', event::text) $$;
+
+/*
+ * Bring the shard map in line with the live members: members whose
+ * heartbeat is older than failure_timeout are marked down, then every shard
+ * goes to a live member in balanced contiguous ranges (sizes differ by at
+ * most one), ordered by node index.  A shard whose owner changes gets a new
+ * epoch, which fences its previous owner.
+ */
+CREATE FUNCTION durable_cluster.reconcile(failure_timeout_ms integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    live     text[];
+    k        integer;
+    n        integer;
+    base     integer;
+    extra    integer;
+    gone     record;
+    moves    jsonb;
+    nmoved   integer;
+BEGIN
+    PERFORM durable_cluster.lock_map();
+
+    FOR gone IN
+        UPDATE durable_cluster.members
+           SET status = 'down'
+         WHERE status = 'up'
+           AND last_heartbeat < now() - make_interval(secs => failure_timeout_ms / 1000.0)
+        RETURNING name, incarnation
+    LOOP
+        PERFORM durable_cluster.announce(jsonb_build_object(
+            'event', 'down', 'node', gone.name, 'incarnation', gone.incarnation));
+    END LOOP;
+
+    live := ARRAY(SELECT name FROM durable_cluster.members
+                   WHERE status = 'up' ORDER BY node_index);
+    k := cardinality(live);
+    SELECT number_of_shards INTO n FROM durable_cluster.settings;
+
+    IF k > 0 THEN
+        base := n / k;
+        extra := n % k;
+    END IF;
+
+    WITH desired AS (
+        SELECT s.shard_id,
+               CASE WHEN k = 0 THEN NULL
+                    WHEN s.shard_id < extra * (base + 1)
+                        THEN live[1 + s.shard_id / (base + 1)]
+                    ELSE live[1 + extra + (s.shard_id - extra * (base + 1)) / base]
+               END AS node
+          FROM durable_cluster.shards s
+    ), moved AS (
+        UPDATE durable_cluster.shards s
+           SET node = d.node, epoch = s.epoch + 1
+          FROM desired d
+         WHERE s.shard_id = d.shard_id
+           AND s.node IS DISTINCT FROM d.node
+        RETURNING s.shard_id, s.node, s.epoch
+    )
+    SELECT count(*), jsonb_agg(jsonb_build_object('shard', shard_id, 'node', node, 'epoch', epoch)
+                               ORDER BY shard_id)
+      INTO nmoved, moves
+      FROM moved;
+
+    IF nmoved > 0 THEN
+        UPDATE durable_cluster.settings SET map_version = map_version + 1;
+        PERFORM durable_cluster.announce(jsonb_build_object(
+            'event', 'rebalanced', 'shards_moved', nmoved, 'moves', moves));
+    END IF;
+    RETURN nmoved;
+END
+$$;
+
+/*
+ * A node joins as a new incarnation.  Shards still assigned to its name get
+ * a new epoch, so nothing an earlier incarnation held can be written.
+ */
+CREATE FUNCTION durable_cluster.node_join(node_name text, node_index integer,
+                                          node_address text, node_pid integer)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    inc bigint;
+BEGIN
+    PERFORM durable_cluster.lock_map();
+    INSERT INTO durable_cluster.members AS m
+           (name, node_index, address, status, incarnation, pid, started_at, last_heartbeat)
+    VALUES (node_name, node_index, node_address, 'up', 1, node_pid, now(), now())
+    ON CONFLICT (name) DO UPDATE
+       SET address = EXCLUDED.address, status = 'up', incarnation = m.incarnation + 1,
+           pid = EXCLUDED.pid, started_at = now(), last_heartbeat = now()
+    RETURNING incarnation INTO inc;
+
+    UPDATE durable_cluster.shards SET epoch = epoch + 1 WHERE node = node_name;
+    UPDATE durable_cluster.settings SET map_version = map_version + 1;
+    PERFORM durable_cluster.announce(jsonb_build_object(
+        'event', 'joined', 'node', node_name, 'incarnation', inc, 'address', node_address));
+    RETURN inc;
+END
+$$;
+
+CREATE FUNCTION durable_cluster.node_leave(node_name text, node_incarnation bigint,
+                                           failure_timeout_ms integer)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM durable_cluster.lock_map();
+    UPDATE durable_cluster.members SET status = 'left'
+     WHERE name = node_name AND incarnation = node_incarnation AND status = 'up';
+    IF FOUND THEN
+        PERFORM durable_cluster.announce(jsonb_build_object(
+            'event', 'left', 'node', node_name, 'incarnation', node_incarnation));
+        PERFORM durable_cluster.reconcile(failure_timeout_ms);
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.node_join(text, integer, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.node_leave(text, bigint, integer) FROM PUBLIC;
+
+/* ---- SQL API ---- */
+
+CREATE FUNCTION dc_send_command(mall_id text, user_id text, command text,
+                                payload jsonb DEFAULT '{}')
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'dc_send_command' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION dc_send_command(text, text, text, jsonb) IS
+    'apply a command to entity (mall_id, user_id) on the node owning its shard; replies after commit';
+
+CREATE FUNCTION dc_get_state(mall_id text, user_id text) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'dc_get_state' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION dc_get_state(text, text) IS
+    'last committed state of an entity with its revision, NULL if never stored';
+
+CREATE FUNCTION dc_shard_id(mall_id text, user_id text, number_of_shards integer DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'dc_shard_id' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION dc_shard_id(text, text, integer) IS
+    'shard of an entity: abs(Java hashCode of mall_id-user_id) % number_of_shards, as Pekko';
+
+CREATE FUNCTION dc_java_hashcode(text) RETURNS integer
+AS 'MODULE_PATHNAME', 'dc_java_hashcode_sql' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION dc_java_hashcode(text) IS 'Java String.hashCode() of a text';
+
+CREATE FUNCTION dc_set_number_of_shards(number_of_shards integer) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    stored bigint;
+BEGIN
+    IF number_of_shards IS NULL OR number_of_shards NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION 'number of shards must be between 1 and 10000, got %', number_of_shards
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- wait for in-flight batches, then keep writers out until we commit
+    LOCK TABLE durable_cluster.entity_state IN SHARE MODE;
+    SELECT count(*) INTO stored FROM durable_cluster.entity_state;
+    IF stored > 0 THEN
+        RAISE EXCEPTION 'cannot change the number of shards once the cluster holds data'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s entities are stored.', stored),
+                  HINT = 'Set the number of shards right after CREATE EXTENSION, before any command is sent.';
+    END IF;
+    PERFORM durable_cluster.lock_map();
+    UPDATE durable_cluster.settings s SET number_of_shards = dc_set_number_of_shards.number_of_shards;
+    -- new shards start past every epoch used so far, so no stale owner matches
+    WITH old AS (DELETE FROM durable_cluster.shards RETURNING epoch)
+    INSERT INTO durable_cluster.shards (shard_id, node, epoch)
+         SELECT g, NULL, (SELECT coalesce(max(epoch), 0) + 1 FROM old)
+           FROM generate_series(0, dc_set_number_of_shards.number_of_shards - 1) g;
+    UPDATE durable_cluster.settings SET map_version = map_version + 1;
+    PERFORM durable_cluster.reconcile(
+        (extract(epoch FROM current_setting('durable_cluster.failure_timeout')::interval) * 1000)::integer);
+END
+$$;
+REVOKE ALL ON FUNCTION dc_set_number_of_shards(integer) FROM PUBLIC;
+COMMENT ON FUNCTION dc_set_number_of_shards(integer) IS
+    'change the number of shards; refused once any entity state is stored';
+
+CREATE VIEW dc_members AS
+SELECT m.name, m.status, m.address, m.roles, m.incarnation, m.pid,
+       m.started_at, m.last_heartbeat,
+       now() - m.last_heartbeat AS heartbeat_age,
+       count(s.shard_id)::integer AS shard_count,
+       min(s.shard_id) AS first_shard,
+       max(s.shard_id) AS last_shard
+  FROM durable_cluster.members m
+  LEFT JOIN durable_cluster.shards s ON s.node = m.name
+ GROUP BY m.name
+ ORDER BY m.node_index;
+
+CREATE VIEW dc_shards AS
+SELECT shard_id, node, epoch FROM durable_cluster.shards ORDER BY shard_id;
+
+CREATE FUNCTION dc_cluster_status() RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+SELECT jsonb_build_object(
+    'number_of_members', (SELECT count(*) FROM dc_members WHERE status = 'up'),
+    'self_address', durable_cluster.self_address(),
+    'self_roles', (SELECT coalesce(jsonb_agg(DISTINCT r), '[]')
+                     FROM dc_members, unnest(roles) r
+                    WHERE status = 'up' AND address = durable_cluster.self_address()),
+    'number_of_shards', (SELECT number_of_shards FROM durable_cluster.settings),
+    'members', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'name', name, 'status', status, 'address', address,
+                    'roles', to_jsonb(roles), 'incarnation', incarnation,
+                    'shard_count', shard_count,
+                    'shards', CASE WHEN shard_count > 0
+                                   THEN first_shard || '-' || last_shard END,
+                    'heartbeat_age_ms',
+                        round(extract(epoch FROM heartbeat_age) * 1000)::bigint)), '[]')
+                  FROM dc_members))
+$$;
+COMMENT ON FUNCTION dc_cluster_status() IS
+    'members, shard ownership and this server''s address, as Pekko''s getClusterStatus';

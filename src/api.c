@@ -1,0 +1,349 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *	  SQL-callable functions: dc_send_command, dc_get_state, dc_shard_id,
+ *	  dc_java_hashcode and durable_cluster.self_address.
+ *
+ * dc_send_command runs in the caller's backend: it validates the input,
+ * finds the shard's owner in the shared-memory map, queues the command in
+ * the owner's inbox and sleeps until the reply arrives or ask_timeout
+ * passes.  The command runs in the node's transaction, not the caller's.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "durable_cluster.h"
+#include "entity.h"
+#include "inbox.h"
+#include "shard_hash.h"
+
+PG_FUNCTION_INFO_V1(dc_send_command);
+PG_FUNCTION_INFO_V1(dc_get_state);
+PG_FUNCTION_INFO_V1(dc_shard_id);
+PG_FUNCTION_INFO_V1(dc_java_hashcode_sql);
+PG_FUNCTION_INFO_V1(dc_self_address_sql);
+
+/* how long to wait before routing again when no owner is known */
+#define ROUTE_RETRY_MS	10
+
+/* Fetch an entity id argument: not NULL, not empty, at most 255 bytes. */
+static char *
+id_argument(FunctionCallInfo fcinfo, int argno, const char *what)
+{
+	text	   *t;
+	int			len;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("%s must not be NULL", what));
+	t = PG_GETARG_TEXT_PP(argno);
+	len = VARSIZE_ANY_EXHDR(t);
+	if (len == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("%s must not be empty", what));
+	if (len > DC_MAX_ID_BYTES)
+		ereport(ERROR,
+				errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				errmsg("%s is %d bytes long; the limit is %d bytes",
+					   what, len, DC_MAX_ID_BYTES));
+	return text_to_cstring(t);
+}
+
+/* Owner node of a shard per the shared-memory map, or -1. */
+static int
+route(const char *mall_id, const char *user_id, int *shard, int *nshards)
+{
+	int			owner = -1;
+
+	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+	*nshards = dc_shared->number_of_shards;
+	LWLockRelease(dc_shared->map_lock);
+	if (*nshards == 0)
+		return -1;
+
+	*shard = dc_entity_shard(mall_id, user_id, *nshards);
+
+	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+	if (dc_shared->number_of_shards == *nshards)
+		owner = dc_shared->owner[*shard];
+	LWLockRelease(dc_shared->map_lock);
+
+	/* a node that is not running cannot take the command now */
+	if (owner >= 0 && dc_shared->nodes[owner].pid == 0)
+		owner = -1;
+	return owner;
+}
+
+static long
+ms_until(TimestampTz deadline)
+{
+	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+}
+
+static void
+sleep_ms(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 Max(ms, 1), PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * Hand a validated command to the owner of its shard and wait for the reply.
+ * The slot is given up on any error, including a cancel while waiting, so
+ * nothing is left behind in shared memory.
+ */
+static Jsonb *
+ask(const char *mall_id, const char *user_id, const DcCommand *cmd)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   dc_ask_timeout_ms);
+	volatile int slot = -1;
+	Jsonb	   *result = NULL;
+
+	PG_TRY();
+	{
+		while (result == NULL)
+		{
+			DcRequestSlot *s;
+			int			shard = -1;
+			int			nshards;
+			int			owner;
+
+			if (slot < 0 && (slot = dc_slot_acquire()) < 0)
+			{
+				if (ms_until(deadline) <= 0)
+					ereport(ERROR,
+							errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+							errmsg("no free durable_cluster request slot within ask_timeout"));
+				sleep_ms(ROUTE_RETRY_MS);
+				continue;
+			}
+
+			owner = route(mall_id, user_id, &shard, &nshards);
+			if (owner < 0)
+			{
+				if (ms_until(deadline) <= 0)
+				{
+					if (nshards == 0)
+						ereport(ERROR,
+								errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+								errmsg("no durable_cluster node is serving: the shard map is not loaded"),
+								errhint("Check that durable_cluster.nodes > 0 and that the nodes run (SELECT * FROM dc_members)."));
+					ereport(ERROR,
+							errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							errmsg("no live durable_cluster node owns shard %d", shard),
+							errdetail("Waited durable_cluster.ask_timeout (%d ms).", dc_ask_timeout_ms),
+							errhint("Check the nodes with SELECT * FROM dc_members."));
+				}
+				sleep_ms(ROUTE_RETRY_MS);
+				continue;
+			}
+
+			s = &dc_shared->slots[slot];
+			s->shard = shard;
+			s->number_of_shards = nshards;
+			strlcpy(s->mall_id, mall_id, sizeof(s->mall_id));
+			strlcpy(s->user_id, user_id, sizeof(s->user_id));
+			s->command = *cmd;
+			dc_slot_enqueue(slot, owner);
+
+			while (dc_slot_state(slot) != DC_SLOT_DONE)
+			{
+				long		left = ms_until(deadline);
+
+				if (left <= 0)
+				{
+					char		name[NAMEDATALEN];
+					DcSlotState was = dc_slot_abandon(slot);
+
+					slot = -1;
+					dc_node_name(owner, name, sizeof(name));
+					if (was == DC_SLOT_QUEUED)
+						ereport(ERROR,
+								errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+								errmsg("%s did not take the command within ask_timeout (%d ms); it was not applied",
+									   name, dc_ask_timeout_ms));
+					ereport(ERROR,
+							errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
+							errmsg("no reply from %s within ask_timeout (%d ms); the command may or may not have been applied",
+								   name, dc_ask_timeout_ms),
+							errhint("Read the entity with dc_get_state() before retrying."));
+				}
+				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+								 left, PG_WAIT_EXTENSION);
+				ResetLatch(MyLatch);
+				CHECK_FOR_INTERRUPTS();
+			}
+
+			switch (s->reply_kind)
+			{
+				case DC_REPLY_OK:
+					result = palloc(s->reply_len);
+					memcpy(result, s->reply, s->reply_len);
+					break;
+				case DC_REPLY_ERROR:
+					{
+						char	   *msg = pnstrdup(s->reply, s->reply_len);
+						int			sqlstate = s->reply_sqlstate;
+
+						dc_slot_release(slot);
+						slot = -1;
+						ereport(ERROR, errcode(sqlstate), errmsg("%s", msg));
+					}
+					break;
+				case DC_REPLY_MOVED:
+					/* the shard changed hands: route again with the new map */
+					dc_slot_release(slot);
+					slot = -1;
+					sleep_ms(1);
+					break;
+			}
+		}
+		dc_slot_release(slot);
+		slot = -1;
+	}
+	PG_CATCH();
+	{
+		if (slot >= 0)
+			dc_slot_abandon(slot);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	return result;
+}
+
+Datum
+dc_send_command(PG_FUNCTION_ARGS)
+{
+	char	   *mall_id;
+	char	   *user_id;
+	char	   *command;
+	DcCommand	cmd;
+
+	dc_check_usable();
+	mall_id = id_argument(fcinfo, 0, "mall_id");
+	user_id = id_argument(fcinfo, 1, "user_id");
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("command must not be NULL"),
+				errhint("Known commands are: login, logout, get_state, update_profile, add_balance, deduct_balance, refund_balance."));
+	command = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("payload must not be NULL"),
+				errhint("Pass '{}' for a command without arguments."));
+
+	dc_command_parse(command, PG_GETARG_JSONB_P(3), &cmd);
+	PG_RETURN_JSONB_P(ask(mall_id, user_id, &cmd));
+}
+
+/* The last committed state with its revision, read straight from the store. */
+Datum
+dc_get_state(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+	Datum		result = (Datum) 0;
+	bool		isnull = true;
+
+	dc_check_usable();
+	args[0] = CStringGetTextDatum(id_argument(fcinfo, 0, "mall_id"));
+	args[1] = CStringGetTextDatum(id_argument(fcinfo, 1, "user_id"));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, TEXTOID};
+		SPIPlanPtr	p = SPI_prepare("SELECT state || jsonb_build_object('revision', revision) "
+									"  FROM durable_cluster.entity_state "
+									" WHERE mall_id = $1 AND user_id = $2",
+									2, types);
+
+		if (p == NULL)
+			elog(ERROR, "could not prepare dc_get_state: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		plan = p;
+	}
+	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "dc_get_state query failed");
+	if (SPI_processed == 1)
+	{
+		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			result = SPI_datumTransfer(result, false, -1);
+	}
+	SPI_finish();
+
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
+}
+
+static int
+stored_number_of_shards(void)
+{
+	bool		isnull;
+	int			n;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute("SELECT number_of_shards FROM durable_cluster.settings", true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not read durable_cluster.settings");
+	n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	return n;
+}
+
+Datum
+dc_shard_id(PG_FUNCTION_ARGS)
+{
+	char	   *mall_id = id_argument(fcinfo, 0, "mall_id");
+	char	   *user_id = id_argument(fcinfo, 1, "user_id");
+	int			nshards;
+
+	if (PG_NARGS() < 3 || PG_ARGISNULL(2))
+		nshards = stored_number_of_shards();
+	else
+		nshards = PG_GETARG_INT32(2);
+	if (nshards < 1 || nshards > DC_MAX_SHARDS)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("number of shards must be between 1 and %d, got %d",
+					   DC_MAX_SHARDS, nshards));
+	PG_RETURN_INT32(dc_entity_shard(mall_id, user_id, nshards));
+}
+
+Datum
+dc_java_hashcode_sql(PG_FUNCTION_ARGS)
+{
+	text	   *t = PG_GETARG_TEXT_PP(0);
+
+	PG_RETURN_INT32(dc_java_hashcode(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t)));
+}
+
+Datum
+dc_self_address_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(dc_self_address()));
+}

@@ -1,0 +1,190 @@
+/*-------------------------------------------------------------------------
+ *
+ * durable_cluster.c
+ *	  Module load: settings (GUCs), shared memory hooks and the static node
+ *	  workers.
+ *
+ * Everything that needs shared memory or starts workers works only when
+ * the library is in shared_preload_libraries; loaded any other way, the SQL
+ * functions refuse to run and say how to fix it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <netdb.h>
+#include <unistd.h>
+
+#include "commands/dbcommands.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/postmaster.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
+
+#include "durable_cluster.h"
+#include "inbox.h"
+
+PG_MODULE_MAGIC;
+
+char	   *dc_database = NULL;
+int			dc_nodes = 3;
+int			dc_ask_timeout_ms = 5000;
+int			dc_heartbeat_interval_ms = 1000;
+int			dc_failure_timeout_ms = 5000;
+
+bool		dc_preloaded = false;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+void		_PG_init(void);
+
+static void
+dc_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(dc_shmem_size());
+	RequestNamedLWLockTranche("durable_cluster", 1);
+}
+
+static void
+dc_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	dc_shmem_init();
+}
+
+static void
+define_settings(void)
+{
+	DefineCustomStringVariable("durable_cluster.database",
+							   "Database whose durable_cluster extension the nodes serve.",
+							   NULL,
+							   &dc_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("durable_cluster.nodes",
+							"Number of node workers started with the server.",
+							NULL,
+							&dc_nodes,
+							3, 0, DC_MAX_NODES,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("durable_cluster.ask_timeout",
+							"How long dc_send_command waits for a node's reply.",
+							NULL,
+							&dc_ask_timeout_ms,
+							5000, 1, INT_MAX,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("durable_cluster.heartbeat_interval",
+							"How often a node writes its heartbeat and checks the shard map.",
+							NULL,
+							&dc_heartbeat_interval_ms,
+							1000, 10, 60 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("durable_cluster.failure_timeout",
+							"Heartbeat age after which a node is marked down and loses its shards.",
+							NULL,
+							&dc_failure_timeout_ms,
+							5000, 100, 60 * 60 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("durable_cluster");
+}
+
+static void
+register_node(int index)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "durable_cluster");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "dc_node_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "durable_cluster node %d", index + 1);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "durable_cluster node %d", index + 1);
+	worker.bgw_main_arg = Int32GetDatum(index);
+	RegisterBackgroundWorker(&worker);
+}
+
+void
+_PG_init(void)
+{
+	define_settings();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	dc_preloaded = true;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = dc_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = dc_shmem_startup;
+
+	for (int i = 0; i < dc_nodes; i++)
+		register_node(i);
+}
+
+void
+dc_check_usable(void)
+{
+	static bool database_checked = false;
+
+	if (!dc_preloaded || dc_shared == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("durable_cluster must be loaded via shared_preload_libraries"),
+				errhint("Add durable_cluster to shared_preload_libraries in postgresql.conf and restart the server."));
+
+	if (!database_checked)
+	{
+		char	   *here = get_database_name(MyDatabaseId);
+
+		if (here == NULL || strcmp(here, dc_database) != 0)
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("durable_cluster nodes serve database \"%s\", not \"%s\"",
+						   dc_database, here ? here : "?"),
+					errhint("Connect to \"%s\", or set durable_cluster.database = '%s' and restart the server.",
+							dc_database, here ? here : "?"));
+		database_checked = true;
+	}
+}
+
+const char *
+dc_self_address(void)
+{
+	static char address[NI_MAXHOST + 16];
+
+	if (address[0] == '\0')
+	{
+		char		host[NI_MAXHOST];
+
+		if (gethostname(host, sizeof(host)) != 0)
+			strlcpy(host, "localhost", sizeof(host));
+		host[sizeof(host) - 1] = '\0';
+		snprintf(address, sizeof(address), "%s:%d", host, PostPortNumber);
+	}
+	return address;
+}

@@ -1,0 +1,442 @@
+/*-------------------------------------------------------------------------
+ *
+ * entity.c
+ *	  The user entity: its state, the built-in commands and their validation,
+ *	  and the jsonb documents it is stored and replied as.
+ *
+ * Command handlers are plain functions from (state, command) to (new state,
+ * result), with no I/O: the node decides when state is loaded and stored.
+ * Validation runs in the caller's backend before anything is queued, so bad
+ * input raises an error in the caller's session and never reaches a node.
+ *
+ * Money is exact: amounts and balances are kept as int64 hundredths and
+ * shown as numeric with two decimals, never as floating point.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/int.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "entity.h"
+
+typedef enum PayloadNeed
+{
+	NEEDS_NOTHING,
+	NEEDS_AMOUNT,
+	NEEDS_NICKNAME
+} PayloadNeed;
+
+typedef struct CommandSpec
+{
+	const char *name;
+	DcCommandKind kind;
+	PayloadNeed need;
+} CommandSpec;
+
+static const CommandSpec command_specs[] = {
+	{"login", DC_CMD_LOGIN, NEEDS_NOTHING},
+	{"logout", DC_CMD_LOGOUT, NEEDS_NOTHING},
+	{"get_state", DC_CMD_GET_STATE, NEEDS_NOTHING},
+	{"update_profile", DC_CMD_UPDATE_PROFILE, NEEDS_NICKNAME},
+	{"add_balance", DC_CMD_ADD_BALANCE, NEEDS_AMOUNT},
+	{"deduct_balance", DC_CMD_DEDUCT_BALANCE, NEEDS_AMOUNT},
+	{"refund_balance", DC_CMD_REFUND_BALANCE, NEEDS_AMOUNT},
+};
+
+#define KNOWN_COMMANDS "login, logout, get_state, update_profile, add_balance, deduct_balance, refund_balance"
+
+typedef enum CentsParse
+{
+	CENTS_OK,
+	CENTS_SYNTAX,
+	CENTS_TOO_PRECISE,
+	CENTS_TOO_LARGE
+} CentsParse;
+
+/*
+ * Parse a plain decimal ("-12", "100.50", " 7.") into hundredths.  Digits
+ * past the second decimal are accepted only when they are zeros.
+ */
+static CentsParse
+parse_cents(const char *s, int64 *cents)
+{
+	bool		negative = false;
+	bool		too_large = false;
+	int64		units = 0;
+	int64		fraction = 0;
+	int			ndigits = 0;
+	int			nfrac = 0;
+
+	while (isspace((unsigned char) *s))
+		s++;
+	if (*s == '+' || *s == '-')
+		negative = (*s++ == '-');
+	for (; isdigit((unsigned char) *s); s++, ndigits++)
+	{
+		if (units <= DC_MAX_AMOUNT_CENTS / 100)
+			units = units * 10 + (*s - '0');
+		if (units > DC_MAX_AMOUNT_CENTS / 100)
+			too_large = true;
+	}
+	if (*s == '.')
+	{
+		for (s++; isdigit((unsigned char) *s); s++, ndigits++, nfrac++)
+		{
+			if (nfrac < 2)
+				fraction = fraction * 10 + (*s - '0');
+			else if (*s != '0')
+				return CENTS_TOO_PRECISE;
+		}
+	}
+	while (isspace((unsigned char) *s))
+		s++;
+	if (*s != '\0' || ndigits == 0)
+		return CENTS_SYNTAX;
+	if (nfrac == 1)
+		fraction *= 10;
+	if (too_large)
+		return CENTS_TOO_LARGE;
+
+	*cents = units * 100 + fraction;
+	if (negative)
+		*cents = -*cents;
+	return CENTS_OK;
+}
+
+static char *
+jsonb_string_dup(const JsonbValue *v)
+{
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+static JsonbValue *
+payload_key(Jsonb *payload, const char *key)
+{
+	return getKeyJsonValueFromContainer(&payload->root, key, strlen(key), NULL);
+}
+
+static int64
+parse_amount(const char *command, Jsonb *payload)
+{
+	JsonbValue *v = payload_key(payload, "amount");
+	char	   *text;
+	int64		cents;
+
+	if (v == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("command \"%s\" needs an \"amount\" in its payload", command),
+				errhint("Pass a payload such as '{\"amount\": 100.50}'."));
+
+	if (v->type == jbvNumeric)
+		text = DatumGetCString(DirectFunctionCall1(numeric_out,
+												   NumericGetDatum(v->val.numeric)));
+	else if (v->type == jbvString)
+		text = jsonb_string_dup(v);
+	else
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("\"amount\" of command \"%s\" must be a number or a numeric string", command));
+
+	switch (parse_cents(text, &cents))
+	{
+		case CENTS_SYNTAX:
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+					errmsg("\"amount\" of command \"%s\" is not a number: \"%s\"", command, text));
+			break;
+		case CENTS_TOO_PRECISE:
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("\"amount\" %s has more than 2 decimal places", text));
+			break;
+		case CENTS_TOO_LARGE:
+			ereport(ERROR,
+					errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					errmsg("\"amount\" %s is larger than the maximum of 1000000000000", text));
+			break;
+		case CENTS_OK:
+			break;
+	}
+	if (cents <= 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("\"amount\" must be greater than zero, got %s", text));
+	if (cents > DC_MAX_AMOUNT_CENTS)
+		ereport(ERROR,
+				errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				errmsg("\"amount\" %s is larger than the maximum of 1000000000000", text));
+	return cents;
+}
+
+static void
+parse_nickname(const char *command, Jsonb *payload, char *out)
+{
+	JsonbValue *v = payload_key(payload, "nickname");
+	int			nchars;
+
+	if (v == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("command \"%s\" needs a \"nickname\" in its payload", command),
+				errhint("Pass a payload such as '{\"nickname\": \"alice\"}'."));
+	if (v->type != jbvString)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("\"nickname\" must be a string"));
+	if (v->val.string.len == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("\"nickname\" must not be empty"));
+	nchars = pg_mbstrlen_with_len(v->val.string.val, v->val.string.len);
+	if (nchars > DC_MAX_NICKNAME_CHARS || v->val.string.len >= DC_NICKNAME_BUFSIZE)
+		ereport(ERROR,
+				errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				errmsg("\"nickname\" is %d characters long; the limit is %d",
+					   nchars, DC_MAX_NICKNAME_CHARS));
+	memcpy(out, v->val.string.val, v->val.string.len);
+	out[v->val.string.len] = '\0';
+}
+
+void
+dc_command_parse(const char *name, Jsonb *payload, DcCommand *cmd)
+{
+	const CommandSpec *spec = NULL;
+
+	for (int i = 0; i < lengthof(command_specs); i++)
+	{
+		if (strcmp(command_specs[i].name, name) == 0)
+		{
+			spec = &command_specs[i];
+			break;
+		}
+	}
+	if (spec == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("unknown command \"%s\"", name),
+				errdetail("Known commands are: %s.", KNOWN_COMMANDS));
+
+	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("payload of command \"%s\" must be a JSON object", name),
+				errhint("Pass '{}' for a command without arguments."));
+
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->kind = spec->kind;
+	if (spec->need == NEEDS_AMOUNT)
+		cmd->amount_cents = parse_amount(name, payload);
+	else if (spec->need == NEEDS_NICKNAME)
+		parse_nickname(name, payload, cmd->nickname);
+}
+
+void
+dc_entity_init(DcEntityState *state)
+{
+	memset(state, 0, sizeof(*state));
+}
+
+DcOutcome
+dc_command_apply(const DcCommand *cmd, DcEntityState *state,
+				 TimestampTz now, const char **label)
+{
+	int64		balance;
+
+	switch (cmd->kind)
+	{
+		case DC_CMD_LOGIN:
+			state->logged_in = true;
+			state->login_count++;
+			*label = "logged_in";
+			break;
+		case DC_CMD_LOGOUT:
+			state->logged_in = false;
+			*label = "logged_out";
+			break;
+		case DC_CMD_GET_STATE:
+			*label = "state";
+			return DC_OUTCOME_UNCHANGED;
+		case DC_CMD_UPDATE_PROFILE:
+			state->has_nickname = true;
+			strlcpy(state->nickname, cmd->nickname, sizeof(state->nickname));
+			*label = "profile_updated";
+			break;
+		case DC_CMD_ADD_BALANCE:
+		case DC_CMD_REFUND_BALANCE:
+			if (pg_add_s64_overflow(state->balance_cents, cmd->amount_cents, &balance))
+			{
+				*label = "balance_out_of_range";
+				return DC_OUTCOME_REJECTED;
+			}
+			state->balance_cents = balance;
+			*label = cmd->kind == DC_CMD_ADD_BALANCE ? "balance_added" : "balance_refunded";
+			break;
+		case DC_CMD_DEDUCT_BALANCE:
+			if (state->balance_cents < cmd->amount_cents)
+			{
+				*label = "insufficient_balance";
+				return DC_OUTCOME_REJECTED;
+			}
+			state->balance_cents -= cmd->amount_cents;
+			*label = "balance_deducted";
+			break;
+	}
+
+	state->has_event_time = true;
+	state->last_event_time = now;
+	state->revision++;
+	return DC_OUTCOME_CHANGED;
+}
+
+/* ---- jsonb documents ---- */
+
+static void
+push_key(JsonbParseState **ps, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(ps, WJB_KEY, &k);
+}
+
+static void
+push_string(JsonbParseState **ps, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	push_key(ps, key);
+	if (value == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.type = jbvString;
+		v.val.string.val = (char *) value;
+		v.val.string.len = strlen(value);
+	}
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_numeric(JsonbParseState **ps, const char *key, Numeric value)
+{
+	JsonbValue	v;
+
+	push_key(ps, key);
+	v.type = jbvNumeric;
+	v.val.numeric = value;
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static void
+push_bool(JsonbParseState **ps, const char *key, bool value)
+{
+	JsonbValue	v;
+
+	push_key(ps, key);
+	v.type = jbvBool;
+	v.val.boolean = value;
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+Jsonb *
+dc_entity_to_jsonb(const char *mall_id, const char *user_id,
+				   const DcEntityState *state)
+{
+	JsonbParseState *ps = NULL;
+	JsonbValue *res;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_string(&ps, "mall_id", mall_id);
+	push_string(&ps, "user_id", user_id);
+	push_bool(&ps, "logged_in", state->logged_in);
+	push_numeric(&ps, "login_count", int64_to_numeric(state->login_count));
+	push_string(&ps, "nickname", state->has_nickname ? state->nickname : NULL);
+	push_numeric(&ps, "balance", int64_div_fast_to_numeric(state->balance_cents, 2));
+	push_string(&ps, "last_event_time",
+				state->has_event_time
+				? JsonEncodeDateTime(NULL, TimestampTzGetDatum(state->last_event_time),
+									 TIMESTAMPTZOID, NULL)
+				: NULL);
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}
+
+/*
+ * Read back a stored document.  The store is written only by nodes, so a
+ * document that does not have our shape means the table was edited by hand:
+ * that is an error, not something to repair silently.
+ */
+void
+dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state)
+{
+	JsonbValue *v;
+	char	   *text;
+
+	dc_entity_init(state);
+	state->revision = revision;
+
+	if ((v = payload_key(doc, "logged_in")) != NULL && v->type == jbvBool)
+		state->logged_in = v->val.boolean;
+	if ((v = payload_key(doc, "login_count")) != NULL && v->type == jbvNumeric)
+		state->login_count = DatumGetInt64(DirectFunctionCall1(numeric_int8,
+															   NumericGetDatum(v->val.numeric)));
+	if ((v = payload_key(doc, "nickname")) != NULL && v->type == jbvString)
+	{
+		if (v->val.string.len >= DC_NICKNAME_BUFSIZE)
+			elog(ERROR, "stored nickname is too long");
+		state->has_nickname = true;
+		memcpy(state->nickname, v->val.string.val, v->val.string.len);
+		state->nickname[v->val.string.len] = '\0';
+	}
+	if ((v = payload_key(doc, "balance")) != NULL && v->type == jbvNumeric)
+	{
+		text = DatumGetCString(DirectFunctionCall1(numeric_out,
+												   NumericGetDatum(v->val.numeric)));
+		if (parse_cents(text, &state->balance_cents) != CENTS_OK)
+			elog(ERROR, "stored balance \"%s\" is not an amount", text);
+	}
+	if ((v = payload_key(doc, "last_event_time")) != NULL && v->type == jbvString)
+	{
+		text = jsonb_string_dup(v);
+		state->has_event_time = true;
+		state->last_event_time =
+			DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+													CStringGetDatum(text),
+													ObjectIdGetDatum(InvalidOid),
+													Int32GetDatum(-1)));
+	}
+}
+
+Jsonb *
+dc_build_reply(bool ok, const char *label, Jsonb *state_doc,
+			   int64 revision, int shard, const char *node_name)
+{
+	JsonbParseState *ps = NULL;
+	JsonbValue	v;
+	JsonbValue *res;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_bool(&ps, "ok", ok);
+	push_string(&ps, ok ? "result" : "error", label);
+	push_key(&ps, "state");
+	v.type = jbvBinary;
+	v.val.binary.data = &state_doc->root;
+	v.val.binary.len = VARSIZE(state_doc) - VARHDRSZ;
+	pushJsonbValue(&ps, WJB_VALUE, &v);
+	push_numeric(&ps, "revision", int64_to_numeric(revision));
+	push_numeric(&ps, "shard", int64_to_numeric(shard));
+	push_string(&ps, "node", node_name);
+	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	return JsonbValueToJsonb(res);
+}

@@ -1,0 +1,316 @@
+/*-------------------------------------------------------------------------
+ *
+ * inbox.c
+ *	  Request slots and node inboxes in shared memory.
+ *
+ * A caller takes a free slot, fills in the command, and appends the slot to
+ * the owner node's inbox (a FIFO list threaded through the slots), then
+ * sleeps on its own latch.  The node takes everything in its inbox at once,
+ * works on the batch, and after COMMIT writes each reply into its slot and
+ * sets the caller's latch.
+ *
+ * Slot life cycle (all transitions under DcShared->mutex):
+ *
+ *	 FREE -> FILLING (caller) -> QUEUED (caller) -> TAKEN (node) -> DONE (node)
+ *	 DONE -> FREE (caller, after copying the reply)
+ *
+ * A caller that gives up (cancel, statement_timeout, ask_timeout) marks its
+ * slot abandoned; whichever side touches the slot last puts it back on the
+ * free list.  A QUEUED slot that is abandoned is dropped by the node without
+ * being applied, so "not delivered" really means not applied.
+ *
+ * The spinlock covers only list and state updates: request and reply bodies
+ * are copied while the slot is private to one side.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+#include "utils/elog.h"
+
+#include "inbox.h"
+
+DcShared   *dc_shared = NULL;
+
+static int
+slot_count(void)
+{
+	/* every backend may have an abandoned slot pending plus a live one */
+	return 2 * MaxBackends + 16;
+}
+
+Size
+dc_shmem_size(void)
+{
+	return add_size(offsetof(DcShared, slots),
+					mul_size(slot_count(), sizeof(DcRequestSlot)));
+}
+
+void
+dc_shmem_init(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	dc_shared = ShmemInitStruct("durable_cluster", dc_shmem_size(), &found);
+	if (!found)
+	{
+		int			n = slot_count();
+
+		SpinLockInit(&dc_shared->mutex);
+		dc_shared->nslots = n;
+		for (int i = 0; i < n; i++)
+		{
+			dc_shared->slots[i].state = DC_SLOT_FREE;
+			dc_shared->slots[i].next = (i + 1 < n) ? i + 1 : -1;
+		}
+		dc_shared->free_head = 0;
+		for (int i = 0; i < DC_MAX_NODES; i++)
+		{
+			dc_shared->nodes[i].pid = 0;
+			dc_shared->nodes[i].latch = NULL;
+			dc_shared->nodes[i].inbox_head = -1;
+			dc_shared->nodes[i].inbox_tail = -1;
+		}
+		dc_shared->map_lock = &(GetNamedLWLockTranche("durable_cluster"))->lock;
+		dc_shared->map_extension = InvalidOid;
+		dc_shared->map_version = -1;
+		dc_shared->number_of_shards = 0;
+		for (int i = 0; i < DC_MAX_SHARDS; i++)
+		{
+			dc_shared->owner[i] = -1;
+			dc_shared->epoch[i] = 0;
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* caller must hold the mutex */
+static void
+push_free(int slot)
+{
+	DcRequestSlot *s = &dc_shared->slots[slot];
+
+	s->state = DC_SLOT_FREE;
+	s->abandoned = false;
+	s->next = dc_shared->free_head;
+	dc_shared->free_head = slot;
+}
+
+/* Returns a slot in FILLING state owned by the caller, or -1 if none is free. */
+int
+dc_slot_acquire(void)
+{
+	int			slot;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	slot = dc_shared->free_head;
+	if (slot >= 0)
+	{
+		DcRequestSlot *s = &dc_shared->slots[slot];
+
+		dc_shared->free_head = s->next;
+		s->state = DC_SLOT_FILLING;
+		s->abandoned = false;
+		s->next = -1;
+		s->node = -1;
+		s->caller_latch = MyLatch;
+	}
+	SpinLockRelease(&dc_shared->mutex);
+	return slot;
+}
+
+void
+dc_slot_enqueue(int slot, int node)
+{
+	DcRequestSlot *s = &dc_shared->slots[slot];
+	DcNodeSlot *n = &dc_shared->nodes[node];
+	Latch	   *latch;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	Assert(s->state == DC_SLOT_FILLING);
+	s->state = DC_SLOT_QUEUED;
+	s->node = node;
+	s->next = -1;
+	if (n->inbox_tail >= 0)
+		dc_shared->slots[n->inbox_tail].next = slot;
+	else
+		n->inbox_head = slot;
+	n->inbox_tail = slot;
+	latch = n->latch;
+	SpinLockRelease(&dc_shared->mutex);
+
+	if (latch)
+		SetLatch(latch);
+}
+
+DcSlotState
+dc_slot_state(int slot)
+{
+	DcSlotState st;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	st = dc_shared->slots[slot].state;
+	SpinLockRelease(&dc_shared->mutex);
+	return st;
+}
+
+/* The caller is done with a DONE (or still FILLING) slot. */
+void
+dc_slot_release(int slot)
+{
+	SpinLockAcquire(&dc_shared->mutex);
+	push_free(slot);
+	SpinLockRelease(&dc_shared->mutex);
+}
+
+/*
+ * The caller gives up on its slot.  Returns the state it was in: QUEUED means
+ * the command will not be applied, TAKEN means its outcome is unknown.
+ */
+DcSlotState
+dc_slot_abandon(int slot)
+{
+	DcRequestSlot *s = &dc_shared->slots[slot];
+	DcSlotState st;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	st = s->state;
+	if (st == DC_SLOT_DONE || st == DC_SLOT_FILLING)
+		push_free(slot);
+	else if (st != DC_SLOT_FREE)
+		s->abandoned = true;
+	SpinLockRelease(&dc_shared->mutex);
+	return st;
+}
+
+static void
+node_detach_callback(int code, Datum arg)
+{
+	dc_node_detach(DatumGetInt32(arg));
+}
+
+/*
+ * A node starts serving its inbox.  Slots that an earlier incarnation took
+ * but never answered (it exited between taking and replying) are answered
+ * now: whether their batch committed is unknown.
+ */
+void
+dc_node_attach(int node)
+{
+	DcNodeSlot *n = &dc_shared->nodes[node];
+	int		   *orphans = palloc(sizeof(int) * dc_shared->nslots);
+	int			norphans = 0;
+	static const char msg[] =
+		"the node restarted while working on this command; it may or may not have been applied";
+
+	SpinLockAcquire(&dc_shared->mutex);
+	n->pid = MyProcPid;
+	n->latch = MyLatch;
+	for (int i = 0; i < dc_shared->nslots; i++)
+	{
+		DcRequestSlot *s = &dc_shared->slots[i];
+
+		if (s->state == DC_SLOT_TAKEN && s->node == node)
+			orphans[norphans++] = i;
+	}
+	SpinLockRelease(&dc_shared->mutex);
+
+	before_shmem_exit(node_detach_callback, Int32GetDatum(node));
+
+	for (int i = 0; i < norphans; i++)
+		dc_slot_reply(orphans[i], DC_REPLY_ERROR,
+					  ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN, msg, sizeof(msg));
+	pfree(orphans);
+}
+
+void
+dc_node_detach(int node)
+{
+	DcNodeSlot *n = &dc_shared->nodes[node];
+
+	SpinLockAcquire(&dc_shared->mutex);
+	if (n->pid == MyProcPid)
+	{
+		n->pid = 0;
+		n->latch = NULL;
+	}
+	SpinLockRelease(&dc_shared->mutex);
+}
+
+/*
+ * Take up to max queued requests, oldest first.  Abandoned ones are dropped
+ * unapplied.
+ */
+int
+dc_inbox_take(int node, int *slots, int max)
+{
+	DcNodeSlot *n = &dc_shared->nodes[node];
+	int			count = 0;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	while (n->inbox_head >= 0 && count < max)
+	{
+		int			i = n->inbox_head;
+		DcRequestSlot *s = &dc_shared->slots[i];
+
+		n->inbox_head = s->next;
+		if (s->abandoned)
+			push_free(i);
+		else
+		{
+			s->state = DC_SLOT_TAKEN;
+			slots[count++] = i;
+		}
+	}
+	if (n->inbox_head < 0)
+		n->inbox_tail = -1;
+	SpinLockRelease(&dc_shared->mutex);
+	return count;
+}
+
+void
+dc_slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size len)
+{
+	DcRequestSlot *s = &dc_shared->slots[slot];
+	Latch	   *latch = NULL;
+
+	/* the slot is ours while TAKEN */
+	s->reply_kind = kind;
+	s->reply_sqlstate = sqlstate;
+	s->reply_len = Min(len, DC_REPLY_BYTES);
+	if (s->reply_len > 0)
+		memcpy(s->reply, data, s->reply_len);
+
+	SpinLockAcquire(&dc_shared->mutex);
+	if (s->abandoned)
+		push_free(slot);
+	else
+	{
+		s->state = DC_SLOT_DONE;
+		latch = s->caller_latch;
+	}
+	SpinLockRelease(&dc_shared->mutex);
+
+	if (latch)
+		SetLatch(latch);
+}
+
+void
+dc_wake_nodes(void)
+{
+	Latch	   *latches[DC_MAX_NODES];
+	int			n = 0;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	for (int i = 0; i < DC_MAX_NODES; i++)
+		if (dc_shared->nodes[i].latch)
+			latches[n++] = dc_shared->nodes[i].latch;
+	SpinLockRelease(&dc_shared->mutex);
+
+	for (int i = 0; i < n; i++)
+		SetLatch(latches[i]);
+}

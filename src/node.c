@@ -1,0 +1,627 @@
+/*-------------------------------------------------------------------------
+ *
+ * node.c
+ *	  The node: a background worker that owns shards, keeps the entities of
+ *	  those shards in memory and applies their commands.
+ *
+ * Node life cycle (mirrored in the README):
+ *
+ *	 waiting --CREATE EXTENSION--> up --SIGTERM / shutdown--> left (exit)
+ *	   ^                           |  \
+ *	   +------DROP EXTENSION-------+   +--heartbeat finds us down--> up again
+ *	                                        (new incarnation, cache dropped)
+ *
+ * The main loop alternates two kinds of work:
+ *
+ * - a tick every heartbeat_interval, in its own transaction: join or
+ *	 heartbeat, reconcile membership and shard map (any node may do it; an
+ *	 advisory lock makes one run at a time), and copy the map into shared
+ *	 memory when it changed;
+ * - batches: everything waiting in the inbox is taken at once and applied
+ *	 in one transaction (group commit).  Commands are applied in arrival
+ *	 order, in memory, one entity at a time; each entity the batch changed
+ *	 is written once with its final state; replies go out after COMMIT.
+ *
+ * While a batch commits, new commands queue up in the inbox and form the
+ * next batch, so the number of commits per second stays bounded by the
+ * disk while throughput grows with the number of callers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/async.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "durable_cluster.h"
+#include "entity.h"
+#include "inbox.h"
+#include "store.h"
+
+/* ---- the entity cache ---- */
+
+typedef struct EntityKey
+{
+	uint16		mall_len;
+	uint16		user_len;
+	char		ids[2 * DC_MAX_ID_BYTES];	/* mall_id then user_id, no terminators */
+} EntityKey;
+
+typedef struct CachedEntity
+{
+	EntityKey	key;			/* hash key, must be first */
+	int			shard;
+	int			batch_index;	/* index in the current batch, -1 if none */
+	DcEntityState state;		/* last committed state */
+} CachedEntity;
+
+/* An entity's working copy while a batch is applied. */
+typedef struct BatchEntity
+{
+	CachedEntity *entry;
+	const char *mall_id;
+	const char *user_id;
+	DcEntityState pending;
+	int64		base_revision;	/* committed revision the batch started from */
+	Jsonb	   *doc;			/* document of the pending state, once built */
+} BatchEntity;
+
+/* What a batch decided for one request. */
+typedef struct BatchRequest
+{
+	int			slot;
+	DcReplyKind kind;
+	Jsonb	   *reply;
+} BatchRequest;
+
+static int	node_index;
+static char node_name[NAMEDATALEN];
+static int64 incarnation;		/* 0 = not a member */
+static Oid	extension_oid = InvalidOid;
+
+/* shards this node owns: epoch, 0 = not ours; valid for map_seen only */
+static int64 owned_epoch[DC_MAX_SHARDS];
+static int	owned_nshards;
+static int64 map_seen = -1;
+static Oid	map_seen_extension = InvalidOid;
+
+static HTAB *entity_cache;
+static MemoryContext batch_context;
+static bool tick_now;
+
+void
+dc_node_name(int index, char *buf, size_t len)
+{
+	snprintf(buf, len, "node-%d", index + 1);
+}
+
+static uint32
+entity_key_hash(const void *key, Size keysize)
+{
+	const EntityKey *k = key;
+
+	return hash_bytes((const unsigned char *) k->ids, k->mall_len + k->user_len)
+		^ k->mall_len;
+}
+
+static int
+entity_key_match(const void *a, const void *b, Size keysize)
+{
+	const EntityKey *x = a;
+	const EntityKey *y = b;
+
+	if (x->mall_len != y->mall_len || x->user_len != y->user_len)
+		return 1;
+	return memcmp(x->ids, y->ids, x->mall_len + x->user_len);
+}
+
+static void
+entity_cache_create(void)
+{
+	HASHCTL		ctl;
+
+	if (entity_cache)
+		hash_destroy(entity_cache);
+	ctl.keysize = sizeof(EntityKey);
+	ctl.entrysize = sizeof(CachedEntity);
+	ctl.hash = entity_key_hash;
+	ctl.match = entity_key_match;
+	ctl.hcxt = TopMemoryContext;
+	entity_cache = hash_create("durable_cluster entities", 1024, &ctl,
+							   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+}
+
+static void
+entity_key_fill(EntityKey *key, const char *mall_id, const char *user_id)
+{
+	key->mall_len = strlen(mall_id);
+	key->user_len = strlen(user_id);
+	memcpy(key->ids, mall_id, key->mall_len);
+	memcpy(key->ids + key->mall_len, user_id, key->user_len);
+}
+
+/* Forget cached entities of the given shards (all shards if NULL). */
+static void
+entity_cache_evict(const bool *shards)
+{
+	HASH_SEQ_STATUS seq;
+	CachedEntity *e;
+
+	hash_seq_init(&seq, entity_cache);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if (shards == NULL || shards[e->shard])
+			hash_search(entity_cache, &e->key, HASH_REMOVE, NULL);
+	}
+}
+
+/* ---- shard ownership ---- */
+
+/*
+ * Take our shards from the shared-memory map.  A shard we lost, or got back
+ * under a new epoch, may have been written by another node meanwhile: its
+ * cached entities are dropped and will be reloaded from the store.
+ */
+static void
+adopt_shard_map(void)
+{
+	bool	   *changed;
+	bool		any = false;
+	bool		resized;
+	int			nshards;
+
+	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+	if (dc_shared->map_version == map_seen &&
+		dc_shared->map_extension == map_seen_extension)
+	{
+		LWLockRelease(dc_shared->map_lock);
+		return;
+	}
+	changed = palloc0(sizeof(bool) * DC_MAX_SHARDS);
+	nshards = dc_shared->number_of_shards;
+	resized = (nshards != owned_nshards);
+	for (int i = 0; i < DC_MAX_SHARDS; i++)
+	{
+		int64		epoch = 0;
+
+		if (i < nshards && dc_shared->owner[i] == node_index)
+			epoch = dc_shared->epoch[i];
+		if (epoch != owned_epoch[i])
+		{
+			changed[i] = any = true;
+			owned_epoch[i] = epoch;
+		}
+	}
+	owned_nshards = nshards;
+	map_seen = dc_shared->map_version;
+	map_seen_extension = dc_shared->map_extension;
+	LWLockRelease(dc_shared->map_lock);
+
+	if (resized)
+		entity_cache_evict(NULL);
+	else if (any)
+		entity_cache_evict(changed);
+	pfree(changed);
+}
+
+/* Forget membership, ownership and cache: the extension went away or came back. */
+static void
+forget_everything(void)
+{
+	incarnation = 0;
+	dc_store_forget_plans();
+	entity_cache_create();
+	memset(owned_epoch, 0, sizeof(owned_epoch));
+	owned_nshards = 0;
+	map_seen = -1;
+	map_seen_extension = InvalidOid;
+
+	LWLockAcquire(dc_shared->map_lock, LW_EXCLUSIVE);
+	if (dc_shared->map_extension != extension_oid)
+	{
+		dc_shared->map_extension = InvalidOid;
+		dc_shared->map_version = -1;
+		dc_shared->number_of_shards = 0;
+	}
+	LWLockRelease(dc_shared->map_lock);
+}
+
+/* ---- transactions ---- */
+
+static void
+begin_work(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "durable_cluster: SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+commit_work(void)
+{
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+}
+
+/* Log the error being handled and roll back; returns a copy of it. */
+static ErrorData *
+abort_work(const char *what)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(batch_context);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	ereport(LOG,
+			errmsg("durable_cluster %s: %s failed: %s", node_name, what, edata->message));
+	return edata;
+}
+
+/*
+ * The periodic tick: notice CREATE/DROP EXTENSION, join or heartbeat,
+ * reconcile membership and shard map, refresh shared memory.
+ */
+static void
+node_tick(void)
+{
+	bool		map_changed = false;
+
+	PG_TRY();
+	{
+		Oid			ext;
+
+		begin_work();
+		pgstat_report_activity(STATE_RUNNING, "durable_cluster heartbeat");
+		ext = dc_store_extension_oid();
+		if (ext != extension_oid)
+		{
+			extension_oid = ext;
+			forget_everything();
+		}
+		if (OidIsValid(ext))
+		{
+			if (incarnation > 0 && !dc_store_heartbeat(node_name, incarnation))
+			{
+				ereport(LOG,
+						errmsg("durable_cluster %s: incarnation %lld is no longer an up member; rejoining",
+							   node_name, (long long) incarnation));
+				entity_cache_create();
+				incarnation = 0;
+			}
+			if (incarnation == 0)
+			{
+				incarnation = dc_store_join(node_name, node_index, dc_self_address());
+				ereport(LOG,
+						errmsg("durable_cluster %s joined as incarnation %lld",
+							   node_name, (long long) incarnation));
+			}
+			dc_store_reconcile();
+			map_changed = dc_store_refresh_map();
+		}
+		commit_work();
+	}
+	PG_CATCH();
+	{
+		abort_work("heartbeat");
+		MemoryContextReset(batch_context);
+	}
+	PG_END_TRY();
+
+	pgstat_report_activity(STATE_IDLE, NULL);
+	adopt_shard_map();
+	if (map_changed)
+		dc_wake_nodes();
+}
+
+/* ---- batches ---- */
+
+/*
+ * The entities of the batch being applied.  File-level rather than local so
+ * that the error path sees every entry registered before the error.
+ */
+static BatchEntity *batch_entities;
+static int	batch_nentities;
+
+static BatchEntity *
+batch_entity(DcRequestSlot *req)
+{
+	EntityKey	key;
+	CachedEntity *entry;
+	bool		found;
+	BatchEntity *be;
+
+	entity_key_fill(&key, req->mall_id, req->user_id);
+	entry = hash_search(entity_cache, &key, HASH_ENTER, &found);
+	if (found && entry->batch_index >= 0)
+		return &batch_entities[entry->batch_index];
+
+	be = &batch_entities[batch_nentities];
+	entry->batch_index = batch_nentities++;
+	be->entry = entry;
+	be->mall_id = req->mall_id;
+	be->user_id = req->user_id;
+	be->doc = NULL;
+	if (!found)
+	{
+		/* not cached: load it from the store, or start it */
+		entry->shard = req->shard;
+		dc_store_load_entity(req->mall_id, req->user_id, &entry->state);
+	}
+	be->pending = entry->state;
+	be->base_revision = entry->state.revision;
+	return be;
+}
+
+/*
+ * Apply and store one batch of requests.  Everything is decided before the
+ * commit; replies are released only after it.
+ */
+static void
+process_batch(const int *slots, int n)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(batch_context);
+	BatchRequest *reqs = palloc(sizeof(BatchRequest) * n);
+	int		   *shards = palloc(sizeof(int) * n);
+	int64	   *epochs = palloc(sizeof(int64) * n);
+	bool	   *owned = palloc(sizeof(bool) * n);
+	int			nshards = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	ErrorData  *volatile failure = NULL;
+
+	adopt_shard_map();
+	batch_entities = palloc(sizeof(BatchEntity) * n);
+	batch_nentities = 0;
+
+	/* requests for shards we do not believe we own go back to be routed again */
+	for (int i = 0; i < n; i++)
+	{
+		DcRequestSlot *req = &dc_shared->slots[slots[i]];
+		bool		seen = false;
+
+		reqs[i].slot = slots[i];
+		reqs[i].reply = NULL;
+		if (req->number_of_shards != owned_nshards || owned_epoch[req->shard] == 0)
+		{
+			reqs[i].kind = DC_REPLY_MOVED;
+			continue;
+		}
+		reqs[i].kind = DC_REPLY_OK;
+		for (int j = 0; j < nshards && !seen; j++)
+			seen = (shards[j] == req->shard);
+		if (!seen)
+		{
+			shards[nshards] = req->shard;
+			epochs[nshards++] = owned_epoch[req->shard];
+		}
+	}
+
+	PG_TRY();
+	{
+		DcEntityWrite *writes;
+		int			nwrites = 0;
+
+		begin_work();
+		pgstat_report_activity(STATE_RUNNING, "durable_cluster batch");
+		MemoryContextSwitchTo(batch_context);
+
+		if (nshards > 0)
+			dc_store_fence(node_name, nshards, shards, epochs, owned);
+		for (int j = 0; j < nshards; j++)
+		{
+			if (owned[j])
+				continue;
+			/* the map moved on without us noticing yet */
+			tick_now = true;
+			for (int i = 0; i < n; i++)
+				if (reqs[i].kind == DC_REPLY_OK &&
+					dc_shared->slots[reqs[i].slot].shard == shards[j])
+					reqs[i].kind = DC_REPLY_MOVED;
+		}
+
+		for (int i = 0; i < n; i++)
+		{
+			DcRequestSlot *req = &dc_shared->slots[reqs[i].slot];
+			BatchEntity *be;
+			DcOutcome	outcome;
+			const char *label;
+
+			if (reqs[i].kind != DC_REPLY_OK)
+				continue;
+			be = batch_entity(req);
+			outcome = dc_command_apply(&req->command, &be->pending, now, &label);
+			if (outcome == DC_OUTCOME_CHANGED || be->doc == NULL)
+				be->doc = dc_entity_to_jsonb(be->mall_id, be->user_id, &be->pending);
+			reqs[i].reply = dc_build_reply(outcome != DC_OUTCOME_REJECTED, label, be->doc,
+										   be->pending.revision, req->shard, node_name);
+		}
+
+		writes = palloc(sizeof(DcEntityWrite) * Max(batch_nentities, 1));
+		for (int e = 0; e < batch_nentities; e++)
+		{
+			BatchEntity *be = &batch_entities[e];
+
+			if (be->pending.revision == be->base_revision)
+				continue;
+			writes[nwrites].mall_id = be->mall_id;
+			writes[nwrites].user_id = be->user_id;
+			writes[nwrites].shard = be->entry->shard;
+			writes[nwrites].state_doc = be->doc;
+			writes[nwrites].revision = be->pending.revision;
+			writes[nwrites].old_revision = be->base_revision;
+			nwrites++;
+		}
+		if (nwrites > 0)
+			dc_store_write_batch(writes, nwrites);
+
+		commit_work();
+	}
+	PG_CATCH();
+	{
+		failure = abort_work("batch");
+	}
+	PG_END_TRY();
+	/* commit and abort both leave us in TopMemoryContext */
+	MemoryContextSwitchTo(batch_context);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	/* publish committed states; after a failure, reload from the store instead */
+	for (int e = 0; e < batch_nentities; e++)
+	{
+		CachedEntity *entry = batch_entities[e].entry;
+
+		entry->batch_index = -1;
+		if (failure)
+			hash_search(entity_cache, &entry->key, HASH_REMOVE, NULL);
+		else
+			entry->state = batch_entities[e].pending;
+	}
+	batch_entities = NULL;
+	batch_nentities = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		if (reqs[i].kind == DC_REPLY_MOVED)
+			dc_slot_reply(reqs[i].slot, DC_REPLY_MOVED, 0, NULL, 0);
+		else if (failure)
+		{
+			char	   *msg = psprintf("could not apply the command: %s", failure->message);
+
+			dc_slot_reply(reqs[i].slot, DC_REPLY_ERROR, failure->sqlerrcode,
+						  msg, strlen(msg) + 1);
+		}
+		else if (VARSIZE(reqs[i].reply) > DC_REPLY_BYTES)
+		{
+			static const char msg[] = "the reply is larger than a request slot can hold";
+
+			dc_slot_reply(reqs[i].slot, DC_REPLY_ERROR, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+						  msg, sizeof(msg));
+		}
+		else
+			dc_slot_reply(reqs[i].slot, DC_REPLY_OK, 0,
+						  reqs[i].reply, VARSIZE(reqs[i].reply));
+	}
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(batch_context);
+}
+
+/*
+ * Leave the cluster on SIGTERM: mark ourselves left, which hands our shards
+ * to the other nodes, then send everything still queued back to be routed
+ * to them.
+ */
+static void
+node_leave(void)
+{
+	int		   *slots = palloc(sizeof(int) * dc_shared->nslots);
+	int			n;
+
+	if (incarnation > 0 && OidIsValid(extension_oid))
+	{
+		PG_TRY();
+		{
+			begin_work();
+			dc_store_leave(node_name, incarnation);
+			dc_store_refresh_map();
+			commit_work();
+			ereport(LOG, errmsg("durable_cluster %s left the cluster", node_name));
+		}
+		PG_CATCH();
+		{
+			abort_work("leaving");
+		}
+		PG_END_TRY();
+		dc_wake_nodes();
+	}
+	dc_node_detach(node_index);
+	while ((n = dc_inbox_take(node_index, slots, dc_shared->nslots)) > 0)
+		for (int i = 0; i < n; i++)
+			dc_slot_reply(slots[i], DC_REPLY_MOVED, 0, NULL, 0);
+}
+
+void
+dc_node_main(Datum main_arg)
+{
+	int		   *slots;
+	TimestampTz next_tick = 0;
+
+	node_index = DatumGetInt32(main_arg);
+	dc_node_name(node_index, node_name, sizeof(node_name));
+
+	/* SIGTERM asks for a graceful leave, not an immediate exit */
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(dc_database, NULL, 0);
+	pgstat_report_appname(node_name);
+
+	batch_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster batch",
+										  ALLOCSET_DEFAULT_SIZES);
+	entity_cache_create();
+	slots = MemoryContextAlloc(TopMemoryContext, sizeof(int) * dc_shared->nslots);
+	dc_node_attach(node_index);
+
+	for (;;)
+	{
+		int			n = 0;
+		TimestampTz now;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ShutdownRequestPending)
+			break;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		now = GetCurrentTimestamp();
+		if (tick_now || now >= next_tick)
+		{
+			tick_now = false;
+			node_tick();
+			next_tick = TimestampTzPlusMilliseconds(now, dc_heartbeat_interval_ms);
+		}
+
+		if (incarnation > 0)
+		{
+			n = dc_inbox_take(node_index, slots, dc_shared->nslots);
+			if (n > 0)
+				process_batch(slots, n);
+		}
+		if (n == 0 && !tick_now)
+		{
+			long		wait_ms;
+
+			now = GetCurrentTimestamp();
+			wait_ms = TimestampDifferenceMilliseconds(now, next_tick);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Max(wait_ms, 1), PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+
+	node_leave();
+
+	/* exit code 1: restarted after bgw_restart_time unless the server is stopping */
+	proc_exit(1);
+}

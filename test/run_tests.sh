@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+#
+# test/run_tests.sh
+#     The test command of durable_cluster: "make test" runs this script.
+#
+# It builds and installs the extension, then runs the whole suite -- the
+# pg_regress tests (sql/*.sql against expected/*.out) and the TAP tests
+# (test/t/*.pl) -- through "make installcheck" against a throw-away server
+# made by Debian's pg_virtualenv with durable_cluster preloaded.
+#
+# Why it is shaped like this:
+#
+#   * initdb refuses to run as root, and both pg_virtualenv (in its non-root
+#     mode) and the TAP tests' PostgreSQL::Test::Cluster run initdb.  So when
+#     we are root, the suite runs as the "postgres" OS user.
+#   * The postgres user may not be able to read, let alone write, the source
+#     tree (think /root/... or a CI workspace), and pg_regress and prove write
+#     results/ and tmp_check/ next to the sources.  So the suite runs in a
+#     private copy of the tree in a temporary directory, removed on exit.
+#   * "make installcheck" runs pg_regress first and stops there if it fails.
+#     We run the two halves as separate "make installcheck" calls (switching
+#     the other half off on the command line), so that a pg_regress failure
+#     does not hide what the TAP tests would have said.
+#
+# Usage:  test/run_tests.sh            (normally via "make test")
+#
+# Environment:
+#   PG_CONFIG          pg_config to build against (default: the one of
+#                      PostgreSQL $PG_MAJOR, else whatever is in PATH)
+#   PG_MAJOR           server major version for pg_virtualenv (default 15)
+#   DC_KEEP_TMP=1      keep the temporary copy (results, TAP logs) for a
+#                      post-mortem instead of removing it
+#   PROVE_FLAGS        passed through to prove, e.g. PROVE_FLAGS=--verbose
+#
+# Internal:  test/run_tests.sh --inside-virtualenv
+#     is how the script re-enters itself inside pg_virtualenv, in the
+#     temporary copy; not meant to be called by hand.
+#
+# Exit status is 0 only if every suite passed.  The last line of output is
+# "Result: PASS" or "Result: FAIL".
+
+set -euo pipefail
+
+PG_MAJOR=${PG_MAJOR:-15}
+
+if [ -z "${PG_CONFIG:-}" ]; then
+	if [ -x "/usr/lib/postgresql/$PG_MAJOR/bin/pg_config" ]; then
+		PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
+	else
+		PG_CONFIG=pg_config
+	fi
+fi
+export PG_CONFIG
+
+me=$(basename "$0")
+
+say()
+{
+	printf '%s: %s\n' "$me" "$*"
+}
+
+die()
+{
+	printf '%s: ERROR: %s\n' "$me" "$*" >&2
+	exit 1
+}
+
+# Print at most $2 lines of file $1 under a header, if it exists.
+show_file()
+{
+	local file=$1 max=$2 lines
+
+	[ -f "$file" ] || return 0
+	lines=$(wc -l < "$file")
+	echo
+	if [ "$lines" -gt "$max" ]; then
+		echo "======== $file (last $max of $lines lines) ========"
+		tail -n "$max" "$file"
+	else
+		echo "======== $file ========"
+		cat "$file"
+	fi
+	echo "======== end of $file ========"
+}
+
+# Server logs can be long (the TAP test logs every statement); what is worth
+# reading after a failure is the complaints and the last stretch.
+show_server_log()
+{
+	local file=$1
+
+	[ -f "$file" ] || return 0
+	echo
+	echo "======== $file: ERROR/FATAL/PANIC/WARNING and crash lines (at most 200) ========"
+	grep -E 'ERROR|FATAL|PANIC|WARNING|TRAP|terminated by signal|exited with exit code' "$file" | tail -n 200 || true
+	show_file "$file" 150
+}
+
+# ---------------------------------------------------------------------------
+# Inner half: runs inside pg_virtualenv, as a non-root user, with the current
+# directory being the temporary copy of the tree.  pg_virtualenv has set
+# PGHOST/PGPORT/PGUSER/PGPASSWORD for its server.
+#
+# Writes the exit status of each suite to *.rc files and their output to
+# *.out files in the current directory, for the outer half to summarise.
+# ---------------------------------------------------------------------------
+inside_virtualenv()
+{
+	local rc server_log
+
+	# pg_virtualenv registers its cluster under PG_CLUSTER_CONF_ROOT, so
+	# pg_lsclusters can tell us where the server writes its log.
+	server_log=$(pg_lsclusters -h 2>/dev/null | awk '$2 == "regress" { print $7; exit }') || true
+
+	# ---- pg_regress ----
+	say "running pg_regress (make installcheck, TAP tests switched off)"
+	rc=0
+	# CONTRIB_TESTDB: pgxs.mk appends --dbname=$(CONTRIB_TESTDB) after the
+	# Makefile's REGRESS_OPTS, and pg_regress keeps the last --dbname.  With
+	# --use-existing nothing creates that database, so name the one the
+	# nodes serve (durable_cluster.database = postgres) explicitly.
+	make installcheck TAP_TESTS= CONTRIB_TESTDB=postgres 2>&1 | tee pg_regress.out || rc=$?
+	echo "$rc" > pg_regress.rc
+	if [ "$rc" -ne 0 ]; then
+		say "pg_regress FAILED (exit status $rc)"
+		show_file regression.diffs 1000
+		show_server_log "$server_log"
+	fi
+
+	# ---- TAP ----
+	# The TAP tests start servers of their own with PostgreSQL::Test::Cluster;
+	# the pg_virtualenv server is simply not used by them.
+	say "running TAP tests (make installcheck, pg_regress switched off)"
+	rc=0
+	# PROVE_FLAGS must go on the make command line: Makefile.global assigns
+	# it, which would override a plain environment variable.
+	make installcheck REGRESS= ${PROVE_FLAGS:+PROVE_FLAGS="$PROVE_FLAGS"} 2>&1 | tee tap.out || rc=$?
+	echo "$rc" > tap.rc
+	if [ "$rc" -ne 0 ]; then
+		say "TAP tests FAILED (exit status $rc)"
+		local f
+		for f in tmp_check/log/regress_log_*; do
+			show_file "$f" 300
+		done
+		for f in tmp_check/log/*.log; do
+			show_server_log "$f"
+		done
+	fi
+
+	# The verdict is in the .rc files; a non-zero exit here would only make
+	# pg_virtualenv print its own copy of the server log tail.
+	return 0
+}
+
+if [ "${1:-}" = "--inside-virtualenv" ]; then
+	inside_virtualenv
+	exit 0
+fi
+
+# ---------------------------------------------------------------------------
+# Outer half.
+# ---------------------------------------------------------------------------
+srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$srcdir"
+
+# Fail early, naming the Debian package, rather than deep inside make.
+missing=()
+command -v make >/dev/null 2>&1 || missing+=("make (build-essential)")
+command -v gcc >/dev/null 2>&1 || missing+=("gcc (build-essential)")
+command -v "$PG_CONFIG" >/dev/null 2>&1 || missing+=("$PG_CONFIG (postgresql-server-dev-$PG_MAJOR)")
+[ -x "/usr/lib/postgresql/$PG_MAJOR/bin/postgres" ] || missing+=("postgres server (postgresql-$PG_MAJOR)")
+command -v pg_virtualenv >/dev/null 2>&1 || missing+=("pg_virtualenv (postgresql-common)")
+command -v prove >/dev/null 2>&1 || missing+=("prove (perl)")
+perl -MIPC::Run -e 1 >/dev/null 2>&1 || missing+=("IPC::Run (libipc-run-perl)")
+if [ "${#missing[@]}" -gt 0 ]; then
+	die "missing: ${missing[*]}; install them (as root, .ci/run shows how) and retry"
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+	run_as=postgres
+	id postgres >/dev/null 2>&1 || die "no 'postgres' OS user to run the tests as (is postgresql-common installed?)"
+else
+	run_as=$(id -un)
+fi
+
+say "building with $PG_CONFIG ($("$PG_CONFIG" --version))"
+make PG_CONFIG="$PG_CONFIG"
+
+# "make install" writes into the server's lib and share directories.  Root
+# can; a non-root user can if those are writable for them (a private PGXS
+# install), or through password-less sudo.  Otherwise give up clearly.
+pkglibdir=$("$PG_CONFIG" --pkglibdir)
+sharedir=$("$PG_CONFIG" --sharedir)
+installed_is_current()
+{
+	local f
+
+	cmp -s durable_cluster.so "$pkglibdir/durable_cluster.so" || return 1
+	cmp -s durable_cluster.control "$sharedir/extension/durable_cluster.control" || return 1
+	for f in sql/durable_cluster--*.sql; do
+		cmp -s "$f" "$sharedir/extension/${f#sql/}" || return 1
+	done
+	return 0
+}
+
+if [ "$(id -u)" -eq 0 ] || { [ -w "$pkglibdir" ] && [ -w "$sharedir/extension" ]; }; then
+	say "installing into $pkglibdir"
+	make install PG_CONFIG="$PG_CONFIG"
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+	say "installing into $pkglibdir (via sudo)"
+	sudo -n make install PG_CONFIG="$PG_CONFIG"
+elif installed_is_current; then
+	# Someone (root) already ran "make install" of this very build.
+	say "cannot write $pkglibdir, but what is installed there is this build; going on"
+else
+	die "cannot install into $pkglibdir as $(id -un): run 'make install' as root first, or run this script as root"
+fi
+
+# A private copy of the tree for the run, readable and writable by $run_as.
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/durable_cluster_test.XXXXXX")
+# shellcheck disable=SC2317  # (called through the trap)
+cleanup()
+{
+	if [ "${DC_KEEP_TMP:-}" != 1 ]; then
+		rm -rf "$workdir"
+	fi
+}
+trap cleanup EXIT
+
+# tar rather than rsync: nothing beyond coreutils/tar needed.  Leftovers of
+# earlier runs in the source tree are not copied.
+tar -C "$srcdir" -cf - \
+	--exclude=./.git \
+	--exclude=./results \
+	--exclude=./tmp_check \
+	--exclude=./log \
+	--exclude=./regression.diffs \
+	--exclude=./regression.out \
+	. | tar -C "$workdir" -xf -
+
+virtualenv_cmd=(
+	pg_virtualenv -v "$PG_MAJOR"
+	# A fixed locale keeps pg_regress output independent of the caller's
+	# environment; C.UTF-8 exists on every Debian system.
+	-c "--locale=C.UTF-8"
+	-o "shared_preload_libraries=durable_cluster"
+	-o "max_worker_processes=32"
+	bash "$workdir/test/run_tests.sh" --inside-virtualenv
+)
+
+say "running the suite as OS user '$run_as' in $workdir"
+rc=0
+if [ "$(id -u)" -eq 0 ]; then
+	chown -R postgres:postgres "$workdir"
+	# runuser (util-linux) needs no password and no tty.  TMPDIR is reset
+	# because root's may not be usable by postgres.
+	(cd "$workdir" && runuser -u postgres -- env TMPDIR=/tmp PG_CONFIG="$PG_CONFIG" \
+		PROVE_FLAGS="${PROVE_FLAGS:-}" "${virtualenv_cmd[@]}") || rc=$?
+else
+	(cd "$workdir" && "${virtualenv_cmd[@]}") || rc=$?
+fi
+
+# ---------------------------------------------------------------------------
+# Summary.  pg_virtualenv talks after the suite ("Dropping cluster ..."), so
+# repeat the verdicts here and end with one clear line.
+# ---------------------------------------------------------------------------
+regress_rc=$(cat "$workdir/pg_regress.rc" 2>/dev/null || echo missing)
+tap_rc=$(cat "$workdir/tap.rc" 2>/dev/null || echo missing)
+
+# The closing words of each tool, if it got that far.
+regress_line=$(grep -E '^ *(All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed)' "$workdir/pg_regress.out" 2>/dev/null | tail -n 1 | sed -e 's/^ *//' -e 's/ *$//') || true
+tap_files_line=$(grep -oE '^Files=[0-9]+, Tests=[0-9]+' "$workdir/tap.out" 2>/dev/null | tail -n 1) || true
+tap_result_line=$(grep -E '^Result: ' "$workdir/tap.out" 2>/dev/null | tail -n 1) || true
+
+echo
+echo "================ durable_cluster test summary ================"
+if [ "$rc" -ne 0 ]; then
+	say "pg_virtualenv itself failed (exit status $rc)"
+fi
+if [ "$regress_rc" = 0 ]; then
+	say "pg_regress: PASS ${regress_line:+($regress_line)}"
+else
+	say "pg_regress: FAIL (exit status $regress_rc) ${regress_line:+($regress_line)}"
+fi
+if [ "$tap_rc" = 0 ]; then
+	say "TAP:        PASS ${tap_files_line:+($tap_files_line)}"
+else
+	say "TAP:        FAIL (exit status $tap_rc) ${tap_result_line:+($tap_result_line)}"
+fi
+
+if [ "${DC_KEEP_TMP:-}" = 1 ]; then
+	say "kept $workdir (results/, tmp_check/log/) as asked by DC_KEEP_TMP=1"
+fi
+if [ "$rc" -eq 0 ] && [ "$regress_rc" = 0 ] && [ "$tap_rc" = 0 ]; then
+	echo "Result: PASS"
+	exit 0
+fi
+if [ "${DC_KEEP_TMP:-}" != 1 ]; then
+	say "rerun with DC_KEEP_TMP=1 to keep the run's results/ and tmp_check/log/"
+fi
+echo "Result: FAIL"
+exit 1
