@@ -15,15 +15,18 @@ DATA = $(wildcard sql/durable_cluster--*.sql)
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/include
 
-# pg_regress runs in the database the nodes serve by default (durable_cluster.database)
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/durable_cluster--%,$(wildcard sql/*.sql))))
-REGRESS_OPTS = --use-existing --dbname=postgres
+REGRESS_OPTS = --use-existing
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# pg_regress runs in the database the nodes serve by default
+# (durable_cluster.database); set after PGXS, which defines its own.
+CONTRIB_TESTDB = postgres
 
 .PHONY: demo test
 demo:

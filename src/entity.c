@@ -53,6 +53,11 @@ static const CommandSpec command_specs[] = {
 
 #define KNOWN_COMMANDS "login, logout, get_state, update_profile, add_balance, deduct_balance, refund_balance"
 
+/* digits, in cents, of the largest amount (10^12) and balance (10^16 - 0.01) */
+#define DC_AMOUNT_DIGITS		15
+#define DC_BALANCE_DIGITS		18
+#define DC_MAX_BALANCE_CENTS	INT64CONST(999999999999999999)
+
 typedef enum CentsParse
 {
 	CENTS_OK,
@@ -62,50 +67,95 @@ typedef enum CentsParse
 } CentsParse;
 
 /*
- * Parse a plain decimal ("-12", "100.50", " 7.") into hundredths.  Digits
- * past the second decimal are accepted only when they are zeros.
+ * Parse a decimal number, with an optional exponent ("100.50", "-3",
+ * "1.5e2"), into hundredths.  The value is read as M * 10^E with M the
+ * significant digits; zeros are deferred so that "1.000" or "1e2" are exact
+ * and no digit string can overflow.  Values of more than max_digits digits
+ * (in cents) are too large.
  */
 static CentsParse
-parse_cents(const char *s, int64 *cents)
+parse_cents(const char *s, int max_digits, int64 *cents)
 {
+	char		m[20];			/* significant digits, at most 19 kept */
+	int			mlen = 0;		/* number of significant digits */
+	int			zeros = 0;		/* zeros not yet appended to m */
+	int			e = 0;
+	int			shift;
 	bool		negative = false;
-	bool		too_large = false;
-	int64		units = 0;
-	int64		fraction = 0;
-	int			ndigits = 0;
-	int			nfrac = 0;
+	bool		seen_digit = false;
+	bool		in_fraction = false;
 
 	while (isspace((unsigned char) *s))
 		s++;
 	if (*s == '+' || *s == '-')
 		negative = (*s++ == '-');
-	for (; isdigit((unsigned char) *s); s++, ndigits++)
+	for (;; s++)
 	{
-		if (units <= DC_MAX_AMOUNT_CENTS / 100)
-			units = units * 10 + (*s - '0');
-		if (units > DC_MAX_AMOUNT_CENTS / 100)
-			too_large = true;
-	}
-	if (*s == '.')
-	{
-		for (s++; isdigit((unsigned char) *s); s++, ndigits++, nfrac++)
+		if (*s == '.' && !in_fraction)
 		{
-			if (nfrac < 2)
-				fraction = fraction * 10 + (*s - '0');
-			else if (*s != '0')
-				return CENTS_TOO_PRECISE;
+			in_fraction = true;
+			continue;
 		}
+		if (!isdigit((unsigned char) *s))
+			break;
+		seen_digit = true;
+		if (in_fraction)
+			e--;
+		if (*s == '0')
+		{
+			zeros++;
+			continue;
+		}
+		/* a non-zero digit: the deferred zeros are significant after all */
+		for (; zeros > 0; zeros--)
+		{
+			if (mlen > 0 && mlen < (int) sizeof(m))
+				m[mlen] = '0';
+			if (mlen > 0)
+				mlen++;
+		}
+		if (mlen < (int) sizeof(m))
+			m[mlen] = *s;
+		mlen++;
+	}
+	if (!seen_digit)
+		return CENTS_SYNTAX;
+	e += zeros;
+	if (*s == 'e' || *s == 'E')
+	{
+		int			sign = 1;
+		int			x = 0;
+
+		s++;
+		if (*s == '+' || *s == '-')
+			sign = (*s++ == '-') ? -1 : 1;
+		if (!isdigit((unsigned char) *s))
+			return CENTS_SYNTAX;
+		for (; isdigit((unsigned char) *s); s++)
+			x = Min(x * 10 + (*s - '0'), 100000);
+		e += sign * x;
 	}
 	while (isspace((unsigned char) *s))
 		s++;
-	if (*s != '\0' || ndigits == 0)
+	if (*s != '\0')
 		return CENTS_SYNTAX;
-	if (nfrac == 1)
-		fraction *= 10;
-	if (too_large)
+
+	if (mlen == 0)
+	{
+		*cents = 0;
+		return CENTS_OK;
+	}
+	shift = e + 2;
+	if (shift < 0)
+		return CENTS_TOO_PRECISE;
+	if (mlen + shift > max_digits)
 		return CENTS_TOO_LARGE;
 
-	*cents = units * 100 + fraction;
+	*cents = 0;
+	for (int i = 0; i < mlen; i++)
+		*cents = *cents * 10 + (m[i] - '0');
+	for (int i = 0; i < shift; i++)
+		*cents *= 10;
 	if (negative)
 		*cents = -*cents;
 	return CENTS_OK;
@@ -146,7 +196,7 @@ parse_amount(const char *command, Jsonb *payload)
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("\"amount\" of command \"%s\" must be a number or a numeric string", command));
 
-	switch (parse_cents(text, &cents))
+	switch (parse_cents(text, DC_AMOUNT_DIGITS, &cents))
 	{
 		case CENTS_SYNTAX:
 			ereport(ERROR,
@@ -272,7 +322,8 @@ dc_command_apply(const DcCommand *cmd, DcEntityState *state,
 			break;
 		case DC_CMD_ADD_BALANCE:
 		case DC_CMD_REFUND_BALANCE:
-			if (pg_add_s64_overflow(state->balance_cents, cmd->amount_cents, &balance))
+			if (pg_add_s64_overflow(state->balance_cents, cmd->amount_cents, &balance) ||
+				balance > DC_MAX_BALANCE_CENTS)
 			{
 				*label = "balance_out_of_range";
 				return DC_OUTCOME_REJECTED;
@@ -403,7 +454,7 @@ dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state)
 	{
 		text = DatumGetCString(DirectFunctionCall1(numeric_out,
 												   NumericGetDatum(v->val.numeric)));
-		if (parse_cents(text, &state->balance_cents) != CENTS_OK)
+		if (parse_cents(text, DC_BALANCE_DIGITS, &state->balance_cents) != CENTS_OK)
 			elog(ERROR, "stored balance \"%s\" is not an amount", text);
 	}
 	if ((v = payload_key(doc, "last_event_time")) != NULL && v->type == jbvString)

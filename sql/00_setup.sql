@@ -1,0 +1,66 @@
+--
+-- A fresh extension, served by the nodes of the test server.
+--
+-- The server must run with shared_preload_libraries = 'durable_cluster' and
+-- the default durable_cluster.nodes = 3 (test/run_tests.sh starts one).
+--
+\set VERBOSITY terse
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS durable_cluster CASCADE;
+RESET client_min_messages;
+CREATE EXTENSION durable_cluster;
+
+-- Wait, with a deadline, until the nodes joined and own every shard.
+CREATE FUNCTION wait_for_cluster(nodes int, shards int) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '60 seconds';
+BEGIN
+    LOOP
+        IF (SELECT count(*) FROM dc_members WHERE status = 'up') = nodes
+           AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
+                 WHERE m.status = 'up') = shards
+           AND (SELECT max(shard_count) - min(shard_count) FROM dc_members
+                 WHERE status = 'up') <= 1
+        THEN
+            RETURN 'ready';
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RETURN 'timed out';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+
+SELECT wait_for_cluster(3, 100);
+
+-- The number of shards can change while the cluster holds no data.
+SELECT dc_set_number_of_shards(10);
+SELECT wait_for_cluster(3, 10);
+SELECT node, count(*) AS shards, min(shard_id) AS first, max(shard_id) AS last
+  FROM dc_shards GROUP BY node ORDER BY node;
+SELECT dc_shard_id('mall001', 'user001');          -- uses the stored number: 10
+SELECT dc_set_number_of_shards(0);
+SELECT dc_set_number_of_shards(NULL);
+SELECT dc_set_number_of_shards(100);
+SELECT wait_for_cluster(3, 100);
+SELECT dc_shard_id('mall001', 'user001');
+
+-- Replies without the volatile timestamp, which is checked on its own.
+CREATE FUNCTION show(reply jsonb) RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT CASE WHEN reply #> '{state,last_event_time}' = 'null' THEN reply
+                ELSE jsonb_set(reply, '{state,last_event_time}', '"<set>"') END
+$$;
+
+-- Runs a statement; returns its SQLSTATE and message, or 'ok'.
+CREATE FUNCTION try(stmt text) RETURNS text
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE stmt;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END
+$$;

@@ -1,0 +1,78 @@
+--
+-- Every command, the shape of its reply, revisions and the stored state.
+--
+
+-- A new entity: get_state answers the initial state and stores nothing.
+SELECT show(dc_send_command('mall001', 'user001', 'get_state'));
+SELECT dc_get_state('mall001', 'user001') IS NULL AS not_stored;
+
+SELECT show(dc_send_command('mall001', 'user001', 'login'));
+SELECT show(dc_send_command('mall001', 'user001', 'login'));
+SELECT show(dc_send_command('mall001', 'user001', 'logout'));
+SELECT show(dc_send_command('mall001', 'user001', 'update_profile', '{"nickname": "홍길동"}'));
+SELECT show(dc_send_command('mall001', 'user001', 'add_balance', '{"amount": 100.50}'));
+SELECT show(dc_send_command('mall001', 'user001', 'add_balance', '{"amount": "0.05"}'));
+SELECT show(dc_send_command('mall001', 'user001', 'deduct_balance', '{"amount": 30}'));
+-- a domain rejection is a reply, not an error; nothing changes
+SELECT show(dc_send_command('mall001', 'user001', 'deduct_balance', '{"amount": 1000}'));
+SELECT show(dc_send_command('mall001', 'user001', 'refund_balance', '{"amount": 1e1}'));
+-- the default payload is '{}'; extra keys are ignored
+SELECT show(dc_send_command('mall001', 'user001', 'get_state'));
+SELECT show(dc_send_command('mall001', 'user001', 'login', '{"note": "ignored"}'));
+
+-- The stored state is the last reply's state plus its revision.
+SELECT (dc_get_state('mall001', 'user001') - 'revision')
+       = (dc_send_command('mall001', 'user001', 'get_state') -> 'state') AS same_state,
+       dc_get_state('mall001', 'user001') -> 'revision' AS revision;
+SELECT revision, shard_id, state - 'last_event_time' AS state
+  FROM durable_cluster.entity_state WHERE mall_id = 'mall001' AND user_id = 'user001';
+
+-- Exactly the documented keys; exact types; ISO 8601 time with zone.
+SELECT array_agg(k ORDER BY k) AS keys
+  FROM jsonb_object_keys(dc_send_command('mall001', 'user001', 'get_state') -> 'state') k;
+SELECT jsonb_typeof(s -> 'logged_in') AS logged_in, jsonb_typeof(s -> 'login_count') AS login_count,
+       jsonb_typeof(s -> 'nickname') AS nickname, jsonb_typeof(s -> 'balance') AS balance,
+       s ->> 'last_event_time' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$' AS iso_8601,
+       (s ->> 'last_event_time')::timestamptz BETWEEN now() - interval '1 minute' AND clock_timestamp()
+           AS recent
+  FROM dc_get_state('mall001', 'user001') s;
+
+-- Each persisted change raises the revision by one and moves last_event_time.
+CREATE TEMP TABLE prior_state AS SELECT dc_get_state('mall001', 'user001') AS s;
+SELECT (r ->> 'revision')::int - (b.s ->> 'revision')::int AS revision_step,
+       (r #>> '{state,last_event_time}')::timestamptz > (b.s ->> 'last_event_time')::timestamptz
+           AS time_moved
+  FROM prior_state b, dc_send_command('mall001', 'user001', 'logout') r;
+
+-- Money is exact: 0.1 + 0.2 is 0.30; trailing zeros past 2 decimals are fine.
+SELECT dc_send_command('mall001', 'money', 'add_balance', '{"amount": 0.1}') #> '{state,balance}';
+SELECT dc_send_command('mall001', 'money', 'add_balance', '{"amount": 0.2}') #> '{state,balance}';
+SELECT dc_send_command('mall001', 'money', 'add_balance', '{"amount": "1.230"}') #> '{state,balance}';
+SELECT dc_send_command('mall001', 'money', 'add_balance', '{"amount": "1.5e2"}') #> '{state,balance}';
+SELECT dc_send_command('mall001', 'money', 'add_balance', '{"amount": 1000000000000}') #> '{state,balance}';
+SELECT dc_send_command('mall001', 'money', 'deduct_balance', '{"amount": 1000000000000}') #> '{state,balance}';
+
+-- Each reply comes from the node that owns the entity's shard.
+SELECT count(*) AS replies,
+       count(*) FILTER (WHERE (r ->> 'shard')::int = dc_shard_id('mall002', u)) AS right_shard,
+       count(*) FILTER (WHERE r ->> 'node' = (SELECT node FROM dc_shards
+                                              WHERE shard_id = (r ->> 'shard')::int)) AS right_node,
+       count(DISTINCT r ->> 'node') AS nodes_used
+  FROM generate_series(1, 30) g, LATERAL (SELECT 'user' || g AS u) u,
+       LATERAL dc_send_command('mall002', u.u, 'login') r;
+
+-- Commands on one entity apply one at a time, in order: revisions 1..20.
+SELECT array_agg((dc_send_command('mall003', 'seq', 'add_balance', '{"amount": 1}') ->> 'revision')::int
+                 ORDER BY g) = array_agg(g ORDER BY g) AS in_order
+  FROM generate_series(1, 20) g;
+
+-- A command runs in the node's transaction: rolling back the caller's
+-- transaction does not undo it.
+BEGIN;
+SELECT dc_send_command('mall001', 'rollback', 'login') -> 'revision' AS revision;
+ROLLBACK;
+SELECT dc_get_state('mall001', 'rollback') -> 'revision' AS still_stored;
+
+-- Once data is stored the number of shards is fixed.
+SELECT try($$SELECT dc_set_number_of_shards(50)$$);
+SELECT number_of_shards FROM durable_cluster.settings;
