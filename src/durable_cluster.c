@@ -131,11 +131,14 @@ register_node(int index)
 void
 _PG_init(void)
 {
-	define_settings();
-
+	/*
+	 * Loaded any other way, define nothing (PGC_POSTMASTER settings cannot be
+	 * created after startup); dc_check_usable() explains the fix.
+	 */
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	dc_preloaded = true;
+	define_settings();
 
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = dc_shmem_request;
