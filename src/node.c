@@ -271,61 +271,99 @@ abort_work(const char *what)
 	FlushErrorState();
 	AbortCurrentTransaction();
 	ereport(LOG,
-			errmsg("durable_cluster %s: %s failed: %s", node_name, what, edata->message));
+			errmsg("%s: %s failed: %s", node_name, what, edata->message));
 	return edata;
 }
 
 /*
- * The periodic tick: notice CREATE/DROP EXTENSION, join or heartbeat,
- * reconcile membership and shard map, refresh shared memory.
+ * Run work() in a transaction of its own; on error, log it, roll back and
+ * return false.
  */
-static void
-node_tick(void)
+static bool
+in_transaction(void (*work) (void), const char *what)
 {
-	bool		map_changed = false;
+	bool		ok = true;
 
 	PG_TRY();
 	{
-		Oid			ext;
-
 		begin_work();
-		pgstat_report_activity(STATE_RUNNING, "durable_cluster heartbeat");
-		ext = dc_store_extension_oid();
-		if (ext != extension_oid)
-		{
-			extension_oid = ext;
-			forget_everything();
-		}
-		if (OidIsValid(ext))
-		{
-			if (incarnation > 0 && !dc_store_heartbeat(node_name, incarnation))
-			{
-				ereport(LOG,
-						errmsg("durable_cluster %s: incarnation %lld is no longer an up member; rejoining",
-							   node_name, (long long) incarnation));
-				entity_cache_create();
-				incarnation = 0;
-			}
-			if (incarnation == 0)
-			{
-				incarnation = dc_store_join(node_name, node_index, dc_self_address());
-				ereport(LOG,
-						errmsg("durable_cluster %s joined as incarnation %lld",
-							   node_name, (long long) incarnation));
-			}
-			dc_store_reconcile();
-			map_changed = dc_store_refresh_map();
-		}
+		pgstat_report_activity(STATE_RUNNING, what);
+		work();
 		commit_work();
 	}
 	PG_CATCH();
 	{
-		abort_work("heartbeat");
+		abort_work(what);
 		MemoryContextReset(batch_context);
+		ok = false;
 	}
 	PG_END_TRY();
-
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
+}
+
+/* Notice CREATE/DROP EXTENSION; join, or prove we are alive. */
+static void
+heartbeat_work(void)
+{
+	Oid			ext = dc_store_extension_oid();
+
+	if (ext != extension_oid)
+	{
+		extension_oid = ext;
+		forget_everything();
+	}
+	if (!OidIsValid(ext))
+		return;
+
+	if (incarnation > 0 && !dc_store_heartbeat(node_name, incarnation))
+	{
+		ereport(LOG,
+				errmsg("durable_cluster %s: incarnation %lld is no longer an up member; rejoining",
+					   node_name, (long long) incarnation));
+		entity_cache_create();
+		incarnation = 0;
+	}
+	if (incarnation == 0)
+	{
+		incarnation = dc_store_join(node_name, node_index, dc_self_address());
+		ereport(LOG,
+				errmsg("durable_cluster %s joined as incarnation %lld",
+					   node_name, (long long) incarnation));
+	}
+}
+
+static bool map_changed;
+
+/* Mark silent members down, rebalance, refresh the shared-memory map. */
+static void
+reconcile_work(void)
+{
+	dc_store_reconcile();
+	map_changed = dc_store_refresh_map();
+}
+
+/*
+ * The periodic tick.  The heartbeat commits on its own, so that waiting on
+ * the map lock behind another node's reconcile can never delay it.
+ */
+static void
+node_tick(void)
+{
+	int64		before = incarnation;
+
+	if (!in_transaction(heartbeat_work, "durable_cluster heartbeat"))
+	{
+		/* a join that did not commit did not happen */
+		if (incarnation != before)
+			incarnation = 0;
+		return;
+	}
+	if (incarnation == 0)
+		return;
+
+	map_changed = false;
+	in_transaction(reconcile_work, "durable_cluster reconcile");
 	adopt_shard_map();
 	if (map_changed)
 		dc_wake_nodes();
@@ -475,7 +513,7 @@ process_batch(const int *slots, int n)
 	}
 	PG_CATCH();
 	{
-		failure = abort_work("batch");
+		failure = abort_work("durable_cluster batch");
 	}
 	PG_END_TRY();
 	/* commit and abort both leave us in TopMemoryContext */
@@ -523,6 +561,13 @@ process_batch(const int *slots, int n)
 	MemoryContextReset(batch_context);
 }
 
+static void
+leave_work(void)
+{
+	dc_store_leave(node_name, incarnation);
+	dc_store_refresh_map();
+}
+
 /*
  * Leave the cluster on SIGTERM: mark ourselves left, which hands our shards
  * to the other nodes, then send everything still queued back to be routed
@@ -534,21 +579,10 @@ node_leave(void)
 	int		   *slots = palloc(sizeof(int) * dc_shared->nslots);
 	int			n;
 
-	if (incarnation > 0 && OidIsValid(extension_oid))
+	if (incarnation > 0 && OidIsValid(extension_oid) &&
+		in_transaction(leave_work, "durable_cluster leave"))
 	{
-		PG_TRY();
-		{
-			begin_work();
-			dc_store_leave(node_name, incarnation);
-			dc_store_refresh_map();
-			commit_work();
-			ereport(LOG, errmsg("durable_cluster %s left the cluster", node_name));
-		}
-		PG_CATCH();
-		{
-			abort_work("leaving");
-		}
-		PG_END_TRY();
+		ereport(LOG, errmsg("durable_cluster %s left the cluster", node_name));
 		dc_wake_nodes();
 	}
 	dc_node_detach(node_index);
