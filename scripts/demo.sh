@@ -24,6 +24,8 @@
 #   DC_DEMO_PORT   port of the demo server (default 5499)
 #   DC_DEMO_DIR    where it lives (default /tmp/durable_cluster_demo)
 #   PG_CONFIG      pg_config to build against (default: PostgreSQL 15's)
+#   DC_SKIP_INSTALL=1  do not install; use what is installed (for a
+#                  non-root user after "sudo make install")
 
 set -euo pipefail
 
@@ -75,7 +77,6 @@ packages=(
 	"postgresql-$PG_MAJOR"
 	"postgresql-server-dev-$PG_MAJOR"
 	postgresql-common
-	util-linux
 )
 
 missing=()
@@ -112,7 +113,9 @@ make PG_CONFIG="$PG_CONFIG"
 
 pkglibdir=$("$PG_CONFIG" --pkglibdir)
 sharedir=$("$PG_CONFIG" --sharedir)
-if is_root || { [ -w "$pkglibdir" ] && [ -w "$sharedir/extension" ]; }; then
+if [ "${DC_SKIP_INSTALL:-}" = 1 ]; then
+	say "DC_SKIP_INSTALL=1: using what is installed in $pkglibdir"
+elif is_root || { [ -w "$pkglibdir" ] && [ -w "$sharedir/extension" ]; }; then
 	say "installing into $pkglibdir"
 	make install PG_CONFIG="$PG_CONFIG"
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
@@ -121,7 +124,7 @@ elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
 elif cmp -s durable_cluster.so "$pkglibdir/durable_cluster.so"; then
 	say "cannot write $pkglibdir, but the installed durable_cluster.so is this build; going on"
 else
-	die "cannot install into $pkglibdir as $(id -un): run 'make install' as root first, or run this as root"
+	die "cannot install into $pkglibdir as $(id -un): run this as root, or 'sudo make install' and then DC_SKIP_INSTALL=1 $0"
 fi
 
 # ---------------------------------------------------------------------------

@@ -15,9 +15,16 @@
 --
 
 -- Show each query before its result, so the output reads as a transcript.
+-- QUIET keeps the \pset switches below from announcing themselves.
 \set ECHO queries
 \set ON_ERROR_STOP on
+\set QUIET on
 \pset pager off
+
+-- Replies are JSON: print jsonb_pretty's lines as they are, without the
+-- table frame and the "+" that aligned format puts at every line break.
+\pset format unaligned
+\pset tuples_only on
 
 \echo
 \echo '---- 1. Log in.  The first command to an entity creates it. ----'
@@ -57,6 +64,10 @@ SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'refund_balance',
 \echo '---- 8. The last committed state, read from storage (not from the node). ----'
 SELECT jsonb_pretty(dc_get_state('mall001', 'user001'));
 
+-- Back to tables for the rest, apart from the cluster status.
+\pset format aligned
+\pset tuples_only off
+
 \echo
 \echo '---- 9. The row behind it. ----'
 SELECT mall_id, user_id, shard_id, revision,
@@ -70,11 +81,18 @@ SELECT dc_shard_id('mall001', 'user001') AS shard_id;
 
 \echo
 \echo '---- 11. The cluster as this server sees it. ----'
+\pset format unaligned
+\pset tuples_only on
 SELECT jsonb_pretty(dc_cluster_status());
+\pset format aligned
+\pset tuples_only off
 
 \echo
 \echo '---- 12. The members (nodes). ----'
+-- One member per record: the rows are too wide for a terminal.
+\x on
 SELECT * FROM dc_members ORDER BY 1;
+\x off
 
 \echo
 \echo '---- 13. How many shards each node owns. ----'

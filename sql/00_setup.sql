@@ -11,7 +11,7 @@ RESET client_min_messages;
 CREATE EXTENSION durable_cluster;
 
 -- Wait, with a deadline, until the nodes joined and own every shard.
-CREATE FUNCTION wait_for_cluster(nodes int, shards int) RETURNS text
+CREATE OR REPLACE FUNCTION wait_for_cluster(nodes int, shards int) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + interval '60 seconds';
@@ -48,14 +48,14 @@ SELECT wait_for_cluster(3, 100);
 SELECT dc_shard_id('mall001', 'user001');
 
 -- Replies without the volatile timestamp, which is checked on its own.
-CREATE FUNCTION show(reply jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION show(reply jsonb) RETURNS jsonb
 LANGUAGE sql AS $$
     SELECT CASE WHEN reply #> '{state,last_event_time}' = 'null' THEN reply
                 ELSE jsonb_set(reply, '{state,last_event_time}', '"<set>"') END
 $$;
 
 -- Runs a statement; returns its SQLSTATE and message, or 'ok'.
-CREATE FUNCTION try(stmt text) RETURNS text
+CREATE OR REPLACE FUNCTION try(stmt text) RETURNS text
 LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE stmt;

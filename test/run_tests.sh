@@ -28,6 +28,8 @@
 #   PG_CONFIG          pg_config to build against (default: the one of
 #                      PostgreSQL $PG_MAJOR, else whatever is in PATH)
 #   PG_MAJOR           server major version for pg_virtualenv (default 15)
+#   DC_SKIP_INSTALL=1  do not install; test what is already installed
+#                      (for a non-root user after "sudo make install")
 #   DC_KEEP_TMP=1      keep the temporary copy (results, TAP logs) for a
 #                      post-mortem instead of removing it
 #   PROVE_FLAGS        passed through to prove, e.g. PROVE_FLAGS=--verbose
@@ -115,11 +117,9 @@ inside_virtualenv()
 	# ---- pg_regress ----
 	say "running pg_regress (make installcheck, TAP tests switched off)"
 	rc=0
-	# CONTRIB_TESTDB: pgxs.mk appends --dbname=$(CONTRIB_TESTDB) after the
-	# Makefile's REGRESS_OPTS, and pg_regress keeps the last --dbname.  With
-	# --use-existing nothing creates that database, so name the one the
-	# nodes serve (durable_cluster.database = postgres) explicitly.
-	make installcheck TAP_TESTS= CONTRIB_TESTDB=postgres 2>&1 | tee pg_regress.out || rc=$?
+	# (The Makefile points pg_regress at the existing database "postgres",
+	# the one the nodes serve.)
+	make installcheck TAP_TESTS= 2>&1 | tee pg_regress.out || rc=$?
 	echo "$rc" > pg_regress.rc
 	if [ "$rc" -ne 0 ]; then
 		say "pg_regress FAILED (exit status $rc)"
@@ -163,6 +163,17 @@ fi
 srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$srcdir"
 
+# The TAP tests run initdb with the caller's locale (PostgreSQL::Test::Utils
+# drops LC_ALL, but not LANG or the other LC_* variables), and a locale that
+# was never generated on this machine makes initdb fail.  C.UTF-8 always
+# exists on Debian.
+for var in $(compgen -e); do
+	case $var in
+		LC_*) unset "$var" ;;
+	esac
+done
+export LANG=C.UTF-8
+
 # Fail early, naming the Debian package, rather than deep inside make.
 missing=()
 command -v make >/dev/null 2>&1 || missing+=("make (build-essential)")
@@ -203,7 +214,9 @@ installed_is_current()
 	return 0
 }
 
-if [ "$(id -u)" -eq 0 ] || { [ -w "$pkglibdir" ] && [ -w "$sharedir/extension" ]; }; then
+if [ "${DC_SKIP_INSTALL:-}" = 1 ]; then
+	say "DC_SKIP_INSTALL=1: testing what is installed in $pkglibdir, not installing"
+elif [ "$(id -u)" -eq 0 ] || { [ -w "$pkglibdir" ] && [ -w "$sharedir/extension" ]; }; then
 	say "installing into $pkglibdir"
 	make install PG_CONFIG="$PG_CONFIG"
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
@@ -213,7 +226,7 @@ elif installed_is_current; then
 	# Someone (root) already ran "make install" of this very build.
 	say "cannot write $pkglibdir, but what is installed there is this build; going on"
 else
-	die "cannot install into $pkglibdir as $(id -un): run 'make install' as root first, or run this script as root"
+	die "cannot install into $pkglibdir as $(id -un): run this script as root, or 'sudo make install' and then DC_SKIP_INSTALL=1 $0"
 fi
 
 # A private copy of the tree for the run, readable and writable by $run_as.
@@ -248,16 +261,18 @@ virtualenv_cmd=(
 	bash "$workdir/test/run_tests.sh" --inside-virtualenv
 )
 
+suite_env=(PG_CONFIG="$PG_CONFIG" PROVE_FLAGS="${PROVE_FLAGS:-}")
+
 say "running the suite as OS user '$run_as' in $workdir"
 rc=0
 if [ "$(id -u)" -eq 0 ]; then
 	chown -R postgres:postgres "$workdir"
 	# runuser (util-linux) needs no password and no tty.  TMPDIR is reset
 	# because root's may not be usable by postgres.
-	(cd "$workdir" && runuser -u postgres -- env TMPDIR=/tmp PG_CONFIG="$PG_CONFIG" \
-		PROVE_FLAGS="${PROVE_FLAGS:-}" "${virtualenv_cmd[@]}") || rc=$?
+	(cd "$workdir" && runuser -u postgres -- env TMPDIR=/tmp "${suite_env[@]}" \
+		"${virtualenv_cmd[@]}") || rc=$?
 else
-	(cd "$workdir" && "${virtualenv_cmd[@]}") || rc=$?
+	(cd "$workdir" && env "${suite_env[@]}" "${virtualenv_cmd[@]}") || rc=$?
 fi
 
 # ---------------------------------------------------------------------------

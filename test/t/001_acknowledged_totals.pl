@@ -15,7 +15,12 @@
 # checked again after "pg_ctl restart" and after a crash restart (a backend
 # killed with SIGKILL makes the postmaster reinitialise everything, node
 # workers included), both in storage and through the nodes (get_state), and
-# finally new commands must continue from the stored revision.
+# new commands must continue from the stored revision.
+#
+# Last, a crash under load: a second mall is loaded by four clients and one
+# of their backends is killed mid-stream.  Then no acknowledged revision may
+# be missing from storage, and at most the commands in flight may have been
+# applied without an acknowledgement.
 #
 # Amounts are whole cents, 0.01 to 9.99, chosen deterministically; all sums
 # are done in integer cents here and in numeric on the server, so nothing
@@ -109,6 +114,36 @@ SELECT count(*) FILTER (WHERE (r->>'ok')::boolean)
 		"$n_probes|$n_nodes");
 	ok($ready, "$when: all $n_nodes nodes answer commands")
 	  or dump_cluster($when);
+	return;
+}
+
+# After a SIGKILL: wait for the postmaster to go through its crash restart,
+# then for the server to take connections again.  Do not trust a connection
+# before the log says so: until the postmaster has noticed the death, the
+# old generation of processes could still accept one.
+sub wait_for_crash_restart
+{
+	my ($log_offset, $when) = @_;
+
+	my $reinitialised = 0;
+	my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
+	while (time < $deadline)
+	{
+		my $log =
+		  PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_offset);
+		if ($log =~ /all server processes terminated; reinitializing/)
+		{
+			$reinitialised = 1;
+			last;
+		}
+		usleep(100_000);
+	}
+	ok($reinitialised, "$when: postmaster went through a crash restart")
+	  or diag("server log since the kill:\n"
+		  . PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_offset));
+
+	ok($node->poll_query_until('postgres', 'SELECT 1', '1'),
+		"$when: server accepts connections again");
 	return;
 }
 
@@ -405,27 +440,7 @@ eval { $victim->finish; };
 isnt($victim->result, 0, 'victim psql lost its server')
   or diag("victim stdout: $victim_out\nvictim stderr: $victim_err");
 
-# Do not trust a connection until the postmaster has noticed the death and
-# reinitialised: until then a new connection could still be accepted by the
-# old generation of processes.
-my $reinitialised = 0;
-my $deadline = time + $PostgreSQL::Test::Utils::timeout_default;
-while (time < $deadline)
-{
-	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_offset);
-	if ($log =~ /all server processes terminated; reinitializing/)
-	{
-		$reinitialised = 1;
-		last;
-	}
-	usleep(100_000);
-}
-ok($reinitialised, 'postmaster went through a crash restart')
-  or diag('server log since the kill:' . "\n"
-	  . PostgreSQL::Test::Utils::slurp_file($node->logfile, $log_offset));
-
-ok($node->poll_query_until('postgres', 'SELECT 1', '1'),
-	'server accepts connections after the crash');
+wait_for_crash_restart($log_offset, 'after crash');
 wait_for_cluster('after crash');
 check_stored_totals('after crash');
 check_node_state('after crash');
@@ -476,6 +491,191 @@ is($final_revision, $base_revision + scalar(@more),
 	'after crash: stored revision advanced by the new commands');
 ok($final_cents == $cents, 'after crash: stored balance includes the new commands')
   or diag("stored cents $final_cents, expected $cents");
+
+# From here on these commands are part of what was acknowledged.
+$expected{$user}{cents} = $expected{$user}{cents} + $cents - $base_cents;
+$expected{$user}{count} += scalar(@more);
+$acked += scalar(@more);
+
+# ---------------------------------------------------------------------------
+# Crash under load: SIGKILL the backend of one of several busy clients.
+#
+# Commands in flight at that moment may or may not have been applied, so the
+# exact totals are not known.  What must hold, per entity of this second
+# mall:
+#
+#   stored revision >= the highest revision any client was told about
+#   stored revision <= acknowledged commands + commands still in flight
+#                      (at most one per client)
+#   if the two revisions are equal, the stored balance is the one in that
+#   acknowledgement
+#
+# and the first mall, untouched by this load, must still add up exactly.
+# ---------------------------------------------------------------------------
+my $mall2 = 'mall002';
+my $n2_clients = 4;
+my $n2_commands = 5000;
+my $n2_entities = 20;
+
+my %sent2;
+my @clients2;
+for my $c (1 .. $n2_clients)
+{
+	my $script = "$PostgreSQL::Test::Utils::tmp_check/crash_client_$c.sql";
+	my $sql = '';
+	for my $i (0 .. $n2_commands - 1)
+	{
+		my $user2 = sprintf('v%02d', (($i + 5 * $c) % $n2_entities) + 1);
+		my $cents2 = 1 + (($c * 3571 + $i * 7907) % 999);
+		my $amount = sprintf('%d.%02d', int($cents2 / 100), $cents2 % 100);
+
+		$sent2{"$c/$i"} = $user2;
+		$sql .=
+		    "SELECT '$c|$i|' || coalesce(r->>'ok', 'null') || '|' || coalesce(r->>'revision', '')"
+		  . " || '|' || coalesce(((r->'state'->>'balance')::numeric * 100)::text, '')"
+		  . " FROM (SELECT dc_send_command('$mall2', '$user2', 'add_balance', "
+		  . "'{\"amount\": $amount}') AS r) s;\n";
+	}
+	unlink $script;
+	PostgreSQL::Test::Utils::append_to_file($script, $sql);
+
+	my $out = "$PostgreSQL::Test::Utils::tmp_check/crash_client_$c.out";
+	my $err = "$PostgreSQL::Test::Utils::tmp_check/crash_client_$c.err";
+	unlink $out, $err;
+	push @clients2,
+	  {
+		client => $c,
+		out => $out,
+		err => $err,
+		harness => IPC::Run::start(
+			[
+				'psql', '-XAtq',
+				'-v', 'ON_ERROR_STOP=0',
+				'-d', $node->connstr('postgres') . " application_name=dc_load_$c",
+				'-f', $script
+			],
+			'<', \undef, '>', $out, '2>', $err,
+			IPC::Run::timeout($load_timeout))
+	  };
+}
+
+# Let the load get going, then pull the plug on client 1's backend.
+ok( $node->poll_query_until(
+		'postgres', qq{
+SELECT coalesce(sum(revision), 0) >= 2000
+  FROM durable_cluster.entity_state WHERE mall_id = '$mall2'}),
+	'crash under load: load is under way');
+$log_offset = -s $node->logfile;
+my $load_victim = $node->safe_psql(
+	'postgres', q{
+SELECT pid FROM pg_stat_activity WHERE application_name = 'dc_load_1'});
+like($load_victim, qr/^\d+$/, 'crash under load: found the backend of client 1');
+is(kill('KILL', $load_victim), 1,
+	"crash under load: sent SIGKILL to backend $load_victim");
+
+# Every client loses its connection in the crash restart, and psql running
+# a script gives up then.
+for my $client (@clients2)
+{
+	eval { $client->{harness}->finish; };
+	if ($@)
+	{
+		diag("crash client $client->{client}: $@");
+		$client->{harness}->kill_kill;
+	}
+}
+
+wait_for_crash_restart($log_offset, 'crash under load');
+wait_for_cluster('crash under load');
+check_stored_totals('crash under load');
+check_node_state('crash under load');
+
+# What the clients were told.
+my %acked2;    # user => { count => n, max => highest revision, cents => balance at max }
+my $n2_acked = 0;
+my $n2_lines = 0;
+my @bad2;
+for my $client (@clients2)
+{
+	for my $line (split /\n/, PostgreSQL::Test::Utils::slurp_file($client->{out}))
+	{
+		my ($c, $i, $ok, $revision, $cents2) = split /\|/, $line, -1;
+		my $user2 = $sent2{"$c/$i"};
+		if (!defined $user2 || !defined $cents2)
+		{
+			push @bad2, "unexpected output line: $line";
+			next;
+		}
+		$n2_lines++;
+		next unless $ok eq 'true';
+		$n2_acked++;
+		my $ack = $acked2{$user2} //= { count => 0, max => 0, revisions => {} };
+		$ack->{count}++;
+		push @bad2, "$user2: revision $revision acknowledged twice"
+		  if $ack->{revisions}{$revision}++;
+		if ($revision > $ack->{max})
+		{
+			$ack->{max} = $revision;
+			$ack->{cents} = $cents2;
+		}
+	}
+}
+note("crash under load: $n2_acked of "
+	  . ($n2_clients * $n2_commands)
+	  . " commands acknowledged before the crash, $n2_lines answered");
+cmp_ok($n2_acked, '>', 0,
+	'crash under load: some commands were acknowledged before the crash');
+
+my $rows2 = $node->safe_psql(
+	'postgres', qq{
+SELECT user_id, revision, (state->>'balance')::numeric * 100
+  FROM durable_cluster.entity_state
+ WHERE mall_id = '$mall2'
+ ORDER BY user_id});
+my %stored2;
+my $n2_stored = 0;
+for my $row (split /\n/, $rows2)
+{
+	my ($user2, $revision, $cents2) = split /\|/, $row, -1;
+	$stored2{$user2} = [ $revision, $cents2 ];
+	$n2_stored += $revision;
+}
+note("crash under load: $n2_stored commands stored");
+for my $user2 (sort keys %acked2)
+{
+	my $ack = $acked2{$user2};
+	my $st = $stored2{$user2};
+	if (!$st)
+	{
+		push @bad2, "$user2: $ack->{count} commands acknowledged, nothing stored";
+		next;
+	}
+	my ($revision, $cents2) = @$st;
+	push @bad2, "$user2: stored revision $revision, but revision $ack->{max} was acknowledged"
+	  if $revision < $ack->{max};
+	push @bad2,
+	  "$user2: stored revision $revision, more than $ack->{count} acknowledged + $n2_clients in flight"
+	  if $revision > $ack->{count} + $n2_clients;
+	push @bad2,
+	  "$user2: stored balance $cents2 cents at revision $revision, acknowledged $ack->{cents}"
+	  if $revision == $ack->{max} && $cents2 != $ack->{cents};
+}
+is(scalar(@bad2), 0,
+	'crash under load: nothing acknowledged was lost, nothing applied twice')
+  or diag(join("\n", @bad2[ 0 .. ($#bad2 < 49 ? $#bad2 : 49) ]));
+
+# The nodes carry on from what is stored.
+my $after = $node->safe_psql(
+	'postgres', qq{
+SELECT r->>'ok', r->>'revision', e.revision
+  FROM durable_cluster.entity_state e,
+       LATERAL (SELECT dc_send_command(e.mall_id, e.user_id, 'add_balance',
+                                       '{"amount": 0.01}') AS r) s
+ WHERE e.mall_id = '$mall2' AND e.user_id = 'v01'});
+my ($ok_after, $rev_after, $stored_before) = split /\|/, $after, -1;
+is($ok_after, 'true', 'crash under load: a new command is acknowledged');
+is($rev_after, $stored_before + 1,
+	'crash under load: and gets the stored revision + 1');
 
 # The server must still be healthy enough for a clean shutdown: node
 # workers that ignore SIGTERM would make this time out.
