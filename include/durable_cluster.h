@@ -28,6 +28,7 @@
 /* GUCs (durable_cluster.c) */
 extern char *dc_database;
 extern int	dc_nodes;
+extern int	dc_max_nodes;
 extern int	dc_ask_timeout_ms;
 extern int	dc_heartbeat_interval_ms;
 extern int	dc_failure_timeout_ms;
@@ -40,6 +41,10 @@ extern void dc_check_usable(void);
 
 /* "host:port" of this server, as members and cluster status report it */
 extern const char *dc_self_address(void);
+
+/* Fill in the background worker that runs node slot index. */
+struct BackgroundWorker;
+extern void dc_node_worker(struct BackgroundWorker *worker, int index);
 
 /* node.c */
 extern PGDLLEXPORT void dc_node_main(Datum main_arg);

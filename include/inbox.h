@@ -20,6 +20,9 @@
 /* room for a reply document or an error message */
 #define DC_REPLY_BYTES			4096
 
+/* room for a node's roles, as a text[] literal */
+#define DC_ROLES_BYTES			256
+
 typedef enum DcSlotState
 {
 	DC_SLOT_FREE,				/* on the free list */
@@ -62,6 +65,11 @@ typedef struct DcRequestSlot
 typedef struct DcNodeSlot
 {
 	/* protected by DcShared->mutex */
+	bool		in_use;			/* assigned to a node worker (static or added) */
+	char		name[NAMEDATALEN];
+	char		roles[DC_ROLES_BYTES];	/* text[] literal */
+	bool		leave_requested;	/* dc_remove_node: leave and do not come back */
+	bool		tick_requested; /* membership or shard map changed */
 	pid_t		pid;			/* 0 when the node is not running */
 	Latch	   *latch;
 	int			inbox_head;
@@ -91,12 +99,22 @@ extern DcShared *dc_shared;
 extern Size dc_shmem_size(void);
 extern void dc_shmem_init(void);
 
+/* node slots */
+extern int	dc_node_slot_claim(const char *name, const char *roles);
+extern void dc_node_slot_release(int node);
+extern int	dc_node_find(const char *name);
+extern int	dc_node_request_leave(const char *name);
+extern void dc_request_ticks(void);
+extern bool dc_node_take_tick_request(int node);
+extern bool dc_node_leave_requested(int node);
+
 /* caller side */
 extern int	dc_slot_acquire(void);
 extern void dc_slot_enqueue(int slot, int node);
 extern DcSlotState dc_slot_state(int slot);
 extern void dc_slot_release(int slot);
 extern DcSlotState dc_slot_abandon(int slot);
+extern bool dc_slot_reclaim(int slot);
 
 /* node side */
 extern void dc_node_attach(int node);
@@ -104,6 +122,5 @@ extern void dc_node_detach(int node);
 extern int	dc_inbox_take(int node, int *slots, int max);
 extern void dc_slot_reply(int slot, DcReplyKind kind, int sqlstate,
 						  const void *data, Size len);
-extern void dc_wake_nodes(void);
 
 #endif							/* DC_INBOX_H */

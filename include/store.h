@@ -27,7 +27,9 @@ typedef struct DcEntityWrite
 extern Oid	dc_store_extension_oid(void);
 extern void dc_store_forget_plans(void);
 
-extern int64 dc_store_join(const char *name, int node_index, const char *address);
+extern int64 dc_store_join(const char *name, int node_index, const char *address,
+						   const char *roles);
+extern void dc_store_leaving(const char *name, int64 incarnation);
 extern bool dc_store_heartbeat(const char *name, int64 incarnation);
 extern void dc_store_leave(const char *name, int64 incarnation);
 extern void dc_store_reconcile(void);

@@ -20,10 +20,10 @@ INSERT INTO durable_cluster.settings DEFAULT VALUES;
 
 CREATE TABLE durable_cluster.members (
     name            text PRIMARY KEY,
-    node_index      integer NOT NULL UNIQUE,
+    node_index      integer NOT NULL,       -- shared-memory slot of its worker
     address         text NOT NULL,
     roles           text[] NOT NULL DEFAULT '{dc-default}',
-    status          text NOT NULL CHECK (status IN ('up', 'left', 'down')),
+    status          text NOT NULL CHECK (status IN ('up', 'leaving', 'left', 'down')),
     incarnation     bigint NOT NULL,
     pid             integer,
     started_at      timestamptz NOT NULL,
@@ -65,24 +65,36 @@ CREATE FUNCTION durable_cluster.self_address() RETURNS text
 CREATE FUNCTION durable_cluster.lock_map() RETURNS void
 LANGUAGE sql AS $$ SELECT pg_advisory_xact_lock(7310145832764101) $$;
 
+/*
+ * Every membership or shard-map change is announced on the durable_cluster
+ * channel, and wakes the nodes when its transaction commits so that they
+ * react at once rather than at their next heartbeat.
+ */
+CREATE FUNCTION durable_cluster.wake_nodes_at_commit() RETURNS void
+    AS 'MODULE_PATHNAME', 'dc_wake_nodes_at_commit' LANGUAGE C VOLATILE;
+
 CREATE FUNCTION durable_cluster.announce(event jsonb) RETURNS void
-LANGUAGE sql AS $$ SELECT pg_notify('durable_cluster', event::text) $$;
+LANGUAGE sql AS $$
+    SELECT pg_notify('durable_cluster', event::text);
+    SELECT durable_cluster.wake_nodes_at_commit();
+$$;
 
 /*
- * Bring the shard map in line with the live members: members whose
- * heartbeat is older than failure_timeout are marked down, then every shard
- * goes to a live member in balanced contiguous ranges (sizes differ by at
- * most one), ordered by node index.  A shard whose owner changes gets a new
- * epoch, which fences its previous owner.
+ * Bring the shard map in line with the live members.  Members whose
+ * heartbeat is older than failure_timeout are marked down.  Then every
+ * shard goes to an up member, balanced (counts differ by at most one),
+ * moving as few shards as possible: each member keeps up to its quota of
+ * the shards it owns (the members owning most get the larger quotas), and
+ * only the shards of members that are gone, plus each member's surplus, are
+ * handed, in shard order, to the members below quota, in node order.  From
+ * an empty map this yields contiguous ranges.  A shard whose owner changes
+ * gets a new epoch, which fences its previous owner.
  */
 CREATE FUNCTION durable_cluster.reconcile(failure_timeout_ms integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    live     text[];
     k        integer;
     n        integer;
-    base     integer;
-    extra    integer;
     gone     record;
     moves    jsonb;
     nmoved   integer;
@@ -92,7 +104,7 @@ BEGIN
     FOR gone IN
         UPDATE durable_cluster.members
            SET status = 'down'
-         WHERE status = 'up'
+         WHERE status IN ('up', 'leaving')
            AND last_heartbeat < now() - make_interval(secs => failure_timeout_ms / 1000.0)
         RETURNING name, incarnation
     LOOP
@@ -100,30 +112,40 @@ BEGIN
             'event', 'down', 'node', gone.name, 'incarnation', gone.incarnation));
     END LOOP;
 
-    live := ARRAY(SELECT name FROM durable_cluster.members
-                   WHERE status = 'up' ORDER BY node_index);
-    k := cardinality(live);
+    SELECT count(*) INTO k FROM durable_cluster.members WHERE status = 'up';
     SELECT number_of_shards INTO n FROM durable_cluster.settings;
 
-    IF k > 0 THEN
-        base := n / k;
-        extra := n % k;
-    END IF;
-
-    WITH desired AS (
-        SELECT s.shard_id,
-               CASE WHEN k = 0 THEN NULL
-                    WHEN s.shard_id < extra * (base + 1)
-                        THEN live[1 + s.shard_id / (base + 1)]
-                    ELSE live[1 + extra + (s.shard_id - extra * (base + 1)) / base]
-               END AS node
-          FROM durable_cluster.shards s
+    WITH live AS (
+        SELECT m.name, m.node_index, count(s.shard_id) AS have
+          FROM durable_cluster.members m
+          LEFT JOIN durable_cluster.shards s ON s.node = m.name
+         WHERE m.status = 'up'
+         GROUP BY m.name, m.node_index
+    ), quota AS (
+        SELECT name, node_index, have,
+               n / nullif(k, 0) + CASE WHEN row_number() OVER (ORDER BY have DESC, node_index) <= n % nullif(k, 0)
+                            THEN 1 ELSE 0 END AS want
+          FROM live
+    ), kept AS (
+        SELECT s.shard_id
+          FROM (SELECT shard_id, node,
+                       row_number() OVER (PARTITION BY node ORDER BY shard_id) AS pos
+                  FROM durable_cluster.shards) s
+          JOIN quota q ON q.name = s.node AND s.pos <= q.want
+    ), freed AS (
+        SELECT shard_id, row_number() OVER (ORDER BY shard_id) AS k
+          FROM durable_cluster.shards
+         WHERE shard_id NOT IN (SELECT shard_id FROM kept)
+    ), open_slots AS (
+        SELECT q.name, row_number() OVER (ORDER BY q.node_index, g) AS k
+          FROM quota q, generate_series(1, q.want - least(q.have, q.want)) g
     ), moved AS (
         UPDATE durable_cluster.shards s
-           SET node = d.node, epoch = s.epoch + 1
-          FROM desired d
-         WHERE s.shard_id = d.shard_id
-           AND s.node IS DISTINCT FROM d.node
+           SET node = o.name, epoch = s.epoch + 1
+          FROM freed f
+          LEFT JOIN open_slots o ON o.k = f.k
+         WHERE s.shard_id = f.shard_id
+           AND s.node IS DISTINCT FROM o.name
         RETURNING s.shard_id, s.node, s.epoch
     )
     SELECT count(*), jsonb_agg(jsonb_build_object('shard', shard_id, 'node', node, 'epoch', epoch)
@@ -145,7 +167,8 @@ $$;
  * a new epoch, so nothing an earlier incarnation held can be written.
  */
 CREATE FUNCTION durable_cluster.node_join(node_name text, node_index integer,
-                                          node_address text, node_pid integer)
+                                          node_address text, node_pid integer,
+                                          node_roles text[])
 RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -153,10 +176,11 @@ DECLARE
 BEGIN
     PERFORM durable_cluster.lock_map();
     INSERT INTO durable_cluster.members AS m
-           (name, node_index, address, status, incarnation, pid, started_at, last_heartbeat)
-    VALUES (node_name, node_index, node_address, 'up', 1, node_pid, now(), now())
+           (name, node_index, address, roles, status, incarnation, pid, started_at, last_heartbeat)
+    VALUES (node_name, node_index, node_address, node_roles, 'up', 1, node_pid, now(), now())
     ON CONFLICT (name) DO UPDATE
-       SET address = EXCLUDED.address, status = 'up', incarnation = m.incarnation + 1,
+       SET node_index = EXCLUDED.node_index, address = EXCLUDED.address,
+           roles = EXCLUDED.roles, status = 'up', incarnation = m.incarnation + 1,
            pid = EXCLUDED.pid, started_at = now(), last_heartbeat = now()
     RETURNING incarnation INTO inc;
 
@@ -168,6 +192,18 @@ BEGIN
 END
 $$;
 
+/*
+ * A node starts to leave: it stops counting as a live member, so the
+ * reconcile in node_leave hands its shards over.
+ */
+CREATE FUNCTION durable_cluster.node_leaving(node_name text, node_incarnation bigint)
+RETURNS boolean
+LANGUAGE sql AS $$
+    UPDATE durable_cluster.members SET status = 'leaving'
+     WHERE name = node_name AND incarnation = node_incarnation AND status = 'up'
+    RETURNING true
+$$;
+
 CREATE FUNCTION durable_cluster.node_leave(node_name text, node_incarnation bigint,
                                            failure_timeout_ms integer)
 RETURNS void
@@ -175,7 +211,8 @@ LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM durable_cluster.lock_map();
     UPDATE durable_cluster.members SET status = 'left'
-     WHERE name = node_name AND incarnation = node_incarnation AND status = 'up';
+     WHERE name = node_name AND incarnation = node_incarnation
+       AND status IN ('up', 'leaving');
     IF FOUND THEN
         PERFORM durable_cluster.announce(jsonb_build_object(
             'event', 'left', 'node', node_name, 'incarnation', node_incarnation));
@@ -185,7 +222,8 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer) FROM PUBLIC;
-REVOKE ALL ON FUNCTION durable_cluster.node_join(text, integer, text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.node_join(text, integer, text, integer, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.node_leaving(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leave(text, bigint, integer) FROM PUBLIC;
 
 /* ---- SQL API ---- */
@@ -213,7 +251,7 @@ AS 'MODULE_PATHNAME', 'dc_java_hashcode_sql' LANGUAGE C IMMUTABLE STRICT PARALLE
 COMMENT ON FUNCTION dc_java_hashcode(text) IS 'Java String.hashCode() of a text';
 
 CREATE FUNCTION dc_set_number_of_shards(number_of_shards integer) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     stored bigint;
 BEGIN
@@ -245,6 +283,29 @@ $$;
 REVOKE ALL ON FUNCTION dc_set_number_of_shards(integer) FROM PUBLIC;
 COMMENT ON FUNCTION dc_set_number_of_shards(integer) IS
     'change the number of shards; refused once any entity state is stored';
+
+CREATE FUNCTION dc_add_node(name text DEFAULT NULL, roles text[] DEFAULT '{}') RETURNS text
+AS 'MODULE_PATHNAME', 'dc_add_node' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION dc_add_node(text, text[]) IS
+    'start a node worker now; it joins and receives its share of shards';
+
+CREATE FUNCTION dc_remove_node(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'dc_remove_node' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION dc_remove_node(text) IS
+    'make a node leave gracefully: it hands its shards over and exits';
+
+/* Changing membership is for superusers and members of dc_admin. */
+REVOKE ALL ON FUNCTION dc_add_node(text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION dc_remove_node(text) FROM PUBLIC;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'dc_admin') THEN
+        CREATE ROLE dc_admin NOLOGIN;
+    END IF;
+END
+$$;
+GRANT EXECUTE ON FUNCTION dc_add_node(text, text[]), dc_remove_node(text),
+                          dc_set_number_of_shards(integer) TO dc_admin;
 
 CREATE VIEW dc_members AS
 SELECT m.name, m.status, m.address, m.roles, m.incarnation, m.pid,

@@ -37,6 +37,9 @@ PG_FUNCTION_INFO_V1(dc_self_address_sql);
 /* how long to wait before routing again when no owner is known */
 #define ROUTE_RETRY_MS	10
 
+/* how often a waiting caller checks whether its shard moved */
+#define REROUTE_CHECK_MS	50
+
 /* Fetch an entity id argument: not NULL, not empty, at most 255 bytes. */
 static char *
 id_argument(FunctionCallInfo fcinfo, int argno, const char *what)
@@ -185,10 +188,24 @@ ask(const char *mall_id, const char *user_id, const DcCommand *cmd)
 							errhint("Read the entity with dc_get_state() before retrying."));
 				}
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 left, PG_WAIT_EXTENSION);
+								 Min(left, REROUTE_CHECK_MS), PG_WAIT_EXTENSION);
 				ResetLatch(MyLatch);
 				CHECK_FOR_INTERRUPTS();
+
+				/*
+				 * If the shard moved while the command still waits in the old
+				 * owner's inbox (that node may be paused or gone), take it
+				 * back and send it to the new owner.
+				 */
+				if (route(mall_id, user_id, &shard, &nshards) != owner &&
+					dc_slot_reclaim(slot))
+				{
+					slot = -1;
+					break;
+				}
 			}
+			if (slot < 0)
+				continue;
 
 			switch (s->reply_kind)
 			{

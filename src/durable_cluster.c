@@ -32,6 +32,7 @@ PG_MODULE_MAGIC;
 
 char	   *dc_database = NULL;
 int			dc_nodes = 3;
+int			dc_max_nodes = 16;
 int			dc_ask_timeout_ms = 5000;
 int			dc_heartbeat_interval_ms = 1000;
 int			dc_failure_timeout_ms = 5000;
@@ -81,6 +82,15 @@ define_settings(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("durable_cluster.max_nodes",
+							"Most node workers that may run at once, static and added.",
+							NULL,
+							&dc_max_nodes,
+							16, 1, DC_MAX_NODES,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("durable_cluster.ask_timeout",
 							"How long dc_send_command waits for a node's reply.",
 							NULL,
@@ -111,21 +121,19 @@ define_settings(void)
 	MarkGUCPrefixReserved("durable_cluster");
 }
 
-static void
-register_node(int index)
+void
+dc_node_worker(BackgroundWorker *worker, int index)
 {
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 1;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "durable_cluster");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "dc_node_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "durable_cluster node %d", index + 1);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "durable_cluster node %d", index + 1);
-	worker.bgw_main_arg = Int32GetDatum(index);
-	RegisterBackgroundWorker(&worker);
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	/* restarted one second after an exit with code 1, never after code 0 */
+	worker->bgw_restart_time = 1;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "durable_cluster");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "dc_node_main");
+	snprintf(worker->bgw_name, BGW_MAXLEN, "durable_cluster node %d", index + 1);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "durable_cluster node %d", index + 1);
+	worker->bgw_main_arg = Int32GetDatum(index);
 }
 
 void
@@ -145,8 +153,20 @@ _PG_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = dc_shmem_startup;
 
+	if (dc_nodes > dc_max_nodes)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("durable_cluster.nodes (%d) is larger than durable_cluster.max_nodes (%d)",
+					   dc_nodes, dc_max_nodes),
+				errhint("Raise durable_cluster.max_nodes or lower durable_cluster.nodes."));
+
 	for (int i = 0; i < dc_nodes; i++)
-		register_node(i);
+	{
+		BackgroundWorker worker;
+
+		dc_node_worker(&worker, i);
+		RegisterBackgroundWorker(&worker);
+	}
 }
 
 void

@@ -70,6 +70,14 @@ dc_shmem_init(void)
 		dc_shared->free_head = 0;
 		for (int i = 0; i < DC_MAX_NODES; i++)
 		{
+			DcNodeSlot *node = &dc_shared->nodes[i];
+
+			/* the static nodes own the first slots */
+			node->in_use = (i < dc_nodes);
+			dc_node_name(i, node->name, sizeof(node->name));
+			strlcpy(node->roles, "{dc-default}", sizeof(node->roles));
+			node->leave_requested = false;
+			node->tick_requested = false;
 			dc_shared->nodes[i].pid = 0;
 			dc_shared->nodes[i].latch = NULL;
 			dc_shared->nodes[i].inbox_head = -1;
@@ -187,6 +195,26 @@ dc_slot_abandon(int slot)
 	return st;
 }
 
+/*
+ * Take back a request still waiting in an inbox (its shard moved to another
+ * node): the node will drop it unapplied.  False if a node already took it.
+ */
+bool
+dc_slot_reclaim(int slot)
+{
+	DcRequestSlot *s = &dc_shared->slots[slot];
+	bool		reclaimed = false;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	if (s->state == DC_SLOT_QUEUED)
+	{
+		s->abandoned = true;
+		reclaimed = true;
+	}
+	SpinLockRelease(&dc_shared->mutex);
+	return reclaimed;
+}
+
 static void
 node_detach_callback(int code, Datum arg)
 {
@@ -299,18 +327,139 @@ dc_slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size l
 		SetLatch(latch);
 }
 
+/*
+ * Ask every node to run its tick now (membership or shard map changed) and
+ * wake it.
+ */
 void
-dc_wake_nodes(void)
+dc_request_ticks(void)
 {
 	Latch	   *latches[DC_MAX_NODES];
 	int			n = 0;
 
 	SpinLockAcquire(&dc_shared->mutex);
 	for (int i = 0; i < DC_MAX_NODES; i++)
+	{
+		dc_shared->nodes[i].tick_requested = true;
 		if (dc_shared->nodes[i].latch)
 			latches[n++] = dc_shared->nodes[i].latch;
+	}
 	SpinLockRelease(&dc_shared->mutex);
 
 	for (int i = 0; i < n; i++)
 		SetLatch(latches[i]);
+}
+
+bool
+dc_node_take_tick_request(int node)
+{
+	bool		requested;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	requested = dc_shared->nodes[node].tick_requested;
+	dc_shared->nodes[node].tick_requested = false;
+	SpinLockRelease(&dc_shared->mutex);
+	return requested;
+}
+
+bool
+dc_node_leave_requested(int node)
+{
+	bool		requested;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	requested = dc_shared->nodes[node].leave_requested;
+	SpinLockRelease(&dc_shared->mutex);
+	return requested;
+}
+
+/* caller must hold the mutex */
+static int
+find_node(const char *name)
+{
+	for (int i = 0; i < DC_MAX_NODES; i++)
+		if (dc_shared->nodes[i].in_use && strcmp(dc_shared->nodes[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+int
+dc_node_find(const char *name)
+{
+	int			node;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	node = find_node(name);
+	SpinLockRelease(&dc_shared->mutex);
+	return node;
+}
+
+/*
+ * Reserve a free node slot below durable_cluster.max_nodes for a worker
+ * started by dc_add_node.  A NULL name means "node-<slot number>".  Returns
+ * the slot, -1 if none is free, -2 if the name is taken.
+ */
+int
+dc_node_slot_claim(const char *name, const char *roles)
+{
+	int			slot = -1;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	if (name && find_node(name) >= 0)
+		slot = -2;
+	else
+	{
+		for (int i = 0; i < dc_max_nodes && slot < 0; i++)
+		{
+			DcNodeSlot *node = &dc_shared->nodes[i];
+			char		default_name[NAMEDATALEN];
+
+			if (node->in_use || node->pid != 0)
+				continue;
+			dc_node_name(i, default_name, sizeof(default_name));
+			if (name == NULL && find_node(default_name) >= 0)
+				continue;
+			node->in_use = true;
+			strlcpy(node->name, name ? name : default_name, sizeof(node->name));
+			strlcpy(node->roles, roles, sizeof(node->roles));
+			node->leave_requested = false;
+			node->tick_requested = false;
+			node->inbox_head = node->inbox_tail = -1;
+			slot = i;
+		}
+	}
+	SpinLockRelease(&dc_shared->mutex);
+	return slot;
+}
+
+void
+dc_node_slot_release(int node)
+{
+	SpinLockAcquire(&dc_shared->mutex);
+	dc_shared->nodes[node].in_use = false;
+	dc_shared->nodes[node].leave_requested = false;
+	SpinLockRelease(&dc_shared->mutex);
+}
+
+/* Ask a running node to leave for good; returns its slot or -1. */
+int
+dc_node_request_leave(const char *name)
+{
+	int			node;
+	Latch	   *latch = NULL;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	node = find_node(name);
+	if (node >= 0 && dc_shared->nodes[node].pid != 0)
+	{
+		dc_shared->nodes[node].leave_requested = true;
+		latch = dc_shared->nodes[node].latch;
+	}
+	else
+		node = -1;
+	SpinLockRelease(&dc_shared->mutex);
+
+	if (latch)
+		SetLatch(latch);
+	return node;
 }

@@ -90,6 +90,7 @@ typedef struct BatchRequest
 
 static int	node_index;
 static char node_name[NAMEDATALEN];
+static char node_roles[DC_ROLES_BYTES];
 static int64 incarnation;		/* 0 = not a member */
 static Oid	extension_oid = InvalidOid;
 
@@ -326,21 +327,22 @@ heartbeat_work(void)
 	}
 	if (incarnation == 0)
 	{
-		incarnation = dc_store_join(node_name, node_index, dc_self_address());
+		incarnation = dc_store_join(node_name, node_index, dc_self_address(), node_roles);
 		ereport(LOG,
 				errmsg("durable_cluster %s joined as incarnation %lld",
 					   node_name, (long long) incarnation));
 	}
 }
 
-static bool map_changed;
-
-/* Mark silent members down, rebalance, refresh the shared-memory map. */
+/*
+ * Mark silent members down, rebalance, refresh the shared-memory map.  A
+ * change is announced, which wakes the other nodes when this commits.
+ */
 static void
 reconcile_work(void)
 {
 	dc_store_reconcile();
-	map_changed = dc_store_refresh_map();
+	dc_store_refresh_map();
 }
 
 /*
@@ -362,11 +364,8 @@ node_tick(void)
 	if (incarnation == 0)
 		return;
 
-	map_changed = false;
 	in_transaction(reconcile_work, "durable_cluster reconcile");
 	adopt_shard_map();
-	if (map_changed)
-		dc_wake_nodes();
 }
 
 /* ---- batches ---- */
@@ -562,6 +561,12 @@ process_batch(const int *slots, int n)
 }
 
 static void
+leaving_work(void)
+{
+	dc_store_leaving(node_name, incarnation);
+}
+
+static void
 leave_work(void)
 {
 	dc_store_leave(node_name, incarnation);
@@ -569,9 +574,11 @@ leave_work(void)
 }
 
 /*
- * Leave the cluster on SIGTERM: mark ourselves left, which hands our shards
- * to the other nodes, then send everything still queued back to be routed
- * to them.
+ * Leave the cluster (SIGTERM or dc_remove_node).  Nothing is half done:
+ * batches are applied whole between iterations of the main loop.  First
+ * the member turns "leaving"; then it turns "left", which hands its shards
+ * to the other up nodes; then everything still queued here goes back to be
+ * routed to them.
  */
 static void
 node_leave(void)
@@ -580,11 +587,10 @@ node_leave(void)
 	int			n;
 
 	if (incarnation > 0 && OidIsValid(extension_oid) &&
+		in_transaction(leaving_work, "durable_cluster leaving") &&
 		in_transaction(leave_work, "durable_cluster leave"))
-	{
 		ereport(LOG, errmsg("durable_cluster %s left the cluster", node_name));
-		dc_wake_nodes();
-	}
+
 	dc_node_detach(node_index);
 	while ((n = dc_inbox_take(node_index, slots, dc_shared->nslots)) > 0)
 		for (int i = 0; i < n; i++)
@@ -596,9 +602,13 @@ dc_node_main(Datum main_arg)
 {
 	int		   *slots;
 	TimestampTz next_tick = 0;
+	bool		removed = false;
 
 	node_index = DatumGetInt32(main_arg);
-	dc_node_name(node_index, node_name, sizeof(node_name));
+	SpinLockAcquire(&dc_shared->mutex);
+	strlcpy(node_name, dc_shared->nodes[node_index].name, sizeof(node_name));
+	strlcpy(node_roles, dc_shared->nodes[node_index].roles, sizeof(node_roles));
+	SpinLockRelease(&dc_shared->mutex);
 
 	/* SIGTERM asks for a graceful leave, not an immediate exit */
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -622,6 +632,13 @@ dc_node_main(Datum main_arg)
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			break;
+		if (dc_node_leave_requested(node_index))
+		{
+			removed = true;
+			break;
+		}
+		if (dc_node_take_tick_request(node_index))
+			tick_now = true;
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -656,6 +673,15 @@ dc_node_main(Datum main_arg)
 
 	node_leave();
 
-	/* exit code 1: restarted after bgw_restart_time unless the server is stopping */
+	/*
+	 * Removed by dc_remove_node: free the slot and exit with code 0, which the
+	 * postmaster never restarts.  Otherwise code 1: restarted after
+	 * bgw_restart_time unless the server is stopping.
+	 */
+	if (removed)
+	{
+		dc_node_slot_release(node_index);
+		proc_exit(0);
+	}
 	proc_exit(1);
 }

@@ -34,6 +34,7 @@
 typedef enum StorePlan
 {
 	PLAN_JOIN,
+	PLAN_LEAVING,
 	PLAN_HEARTBEAT,
 	PLAN_LEAVE,
 	PLAN_RECONCILE,
@@ -55,8 +56,12 @@ typedef struct PlanSpec
 
 static const PlanSpec plan_specs[NUM_PLANS] = {
 	[PLAN_JOIN] = {
-		"SELECT durable_cluster.node_join($1, $2, $3, $4)",
-		4, {TEXTOID, INT4OID, TEXTOID, INT4OID}
+		"SELECT durable_cluster.node_join($1, $2, $3, $4, $5::text[])",
+		5, {TEXTOID, INT4OID, TEXTOID, INT4OID, TEXTOID}
+	},
+	[PLAN_LEAVING] = {
+		"SELECT durable_cluster.node_leaving($1, $2)",
+		2, {TEXTOID, INT8OID}
 	},
 	[PLAN_HEARTBEAT] = {
 		"UPDATE durable_cluster.members SET last_heartbeat = clock_timestamp() "
@@ -163,15 +168,16 @@ get_column(int row, int col, bool *isnull)
 }
 
 int64
-dc_store_join(const char *name, int node_index, const char *address)
+dc_store_join(const char *name, int node_index, const char *address, const char *roles)
 {
-	Datum		args[4];
+	Datum		args[5];
 	bool		isnull;
 
 	args[0] = CStringGetTextDatum(name);
 	args[1] = Int32GetDatum(node_index);
 	args[2] = CStringGetTextDatum(address);
 	args[3] = Int32GetDatum(MyProcPid);
+	args[4] = CStringGetTextDatum(roles);
 	run(PLAN_JOIN, args);
 	return DatumGetInt64(get_column(0, 1, &isnull));
 }
@@ -186,6 +192,16 @@ dc_store_heartbeat(const char *name, int64 incarnation)
 	args[1] = Int64GetDatum(incarnation);
 	run(PLAN_HEARTBEAT, args);
 	return SPI_processed == 1;
+}
+
+void
+dc_store_leaving(const char *name, int64 incarnation)
+{
+	Datum		args[2];
+
+	args[0] = CStringGetTextDatum(name);
+	args[1] = Int64GetDatum(incarnation);
+	run(PLAN_LEAVING, args);
 }
 
 void
