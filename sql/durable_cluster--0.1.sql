@@ -99,13 +99,20 @@ DECLARE
     moves    jsonb;
     nmoved   integer;
 BEGIN
-    PERFORM durable_cluster.lock_map();
+    -- another node is reconciling: it will do what we would
+    IF NOT pg_try_advisory_xact_lock(7310145832764101) THEN
+        RETURN 0;
+    END IF;
 
+    -- SKIP LOCKED: a paused node may hold its own row locked; it is marked
+    -- down at a later round rather than blocking this one
     FOR gone IN
         UPDATE durable_cluster.members
            SET status = 'down'
-         WHERE status IN ('up', 'leaving')
-           AND last_heartbeat < now() - make_interval(secs => failure_timeout_ms / 1000.0)
+         WHERE name IN (SELECT name FROM durable_cluster.members
+                         WHERE status IN ('up', 'leaving')
+                           AND last_heartbeat < now() - make_interval(secs => failure_timeout_ms / 1000.0)
+                           FOR UPDATE SKIP LOCKED)
         RETURNING name, incarnation
     LOOP
         PERFORM durable_cluster.announce(jsonb_build_object(
@@ -132,10 +139,15 @@ BEGIN
                        row_number() OVER (PARTITION BY node ORDER BY shard_id) AS pos
                   FROM durable_cluster.shards) s
           JOIN quota q ON q.name = s.node AND s.pos <= q.want
-    ), freed AS (
-        SELECT shard_id, row_number() OVER (ORDER BY shard_id) AS k
-          FROM durable_cluster.shards
+    ), movable AS (
+        -- A shard row stays locked while its owner's batch is in flight
+        -- (the fence); such a shard moves at a later round, once that batch
+        -- ended, instead of holding up every other move.
+        SELECT shard_id FROM durable_cluster.shards
          WHERE shard_id NOT IN (SELECT shard_id FROM kept)
+           FOR UPDATE SKIP LOCKED
+    ), freed AS (
+        SELECT shard_id, row_number() OVER (ORDER BY shard_id) AS k FROM movable
     ), open_slots AS (
         SELECT q.name, row_number() OVER (ORDER BY q.node_index, g) AS k
           FROM quota q, generate_series(1, q.want - least(q.have, q.want)) g
