@@ -13,7 +13,8 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 DATA = $(wildcard sql/durable_cluster--*.sql)
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/include
+PG_CPPFLAGS = -I$(srcdir)/include -I$(libpq_srcdir)
+SHLIB_LINK = $(libpq)
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/durable_cluster--%,$(wildcard sql/*.sql))))
 REGRESS_OPTS = --use-existing

@@ -27,6 +27,7 @@
 
 /* GUCs (durable_cluster.c) */
 extern char *dc_database;
+extern char *dc_store;
 extern int	dc_nodes;
 extern int	dc_max_nodes;
 extern int	dc_ask_timeout_ms;

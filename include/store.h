@@ -1,10 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * store.h
- *	  Access to the cluster store: members, shard map and entity state.
+ *	  Node access to the cluster store: members, shard map and entity state.
  *
- * Every function expects to run inside a transaction with SPI connected;
- * the caller decides where transactions begin and end.
+ * Every call is one statement sent over the node's libpq connection to the
+ * store, so each runs in a transaction of its own on a backend of the
+ * store.  Errors are raised as ERROR with the store's SQLSTATE.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,21 +25,29 @@ typedef struct DcEntityWrite
 	int64		old_revision;	/* revision it replaces, 0 = new row */
 } DcEntityWrite;
 
-extern Oid	dc_store_extension_oid(void);
-extern void dc_store_forget_plans(void);
+/* An entity to load: ids in, state out. */
+typedef struct DcEntityLoad
+{
+	const char *mall_id;
+	const char *user_id;
+	DcEntityState state;		/* initial state if never stored */
+} DcEntityLoad;
 
+extern void dc_store_init(const char *node_name, const char *user);
+extern void dc_store_disconnect(void);
+
+extern Oid	dc_store_extension_oid(void);
 extern int64 dc_store_join(const char *name, int node_index, const char *address,
 						   const char *roles);
-extern void dc_store_leaving(const char *name, int64 incarnation);
 extern bool dc_store_heartbeat(const char *name, int64 incarnation);
+extern void dc_store_leaving(const char *name, int64 incarnation);
 extern void dc_store_leave(const char *name, int64 incarnation);
 extern void dc_store_reconcile(void);
-extern bool dc_store_refresh_map(void);
+extern bool dc_store_refresh_map(Oid extension);
 
-extern void dc_store_fence(const char *name, int nshards, const int *shards,
-						   const int64 *epochs, bool *owned);
-extern bool dc_store_load_entity(const char *mall_id, const char *user_id,
-								 DcEntityState *state);
-extern void dc_store_write_batch(const DcEntityWrite *writes, int n);
+extern void dc_store_load_entities(DcEntityLoad *loads, int n);
+extern int	dc_store_write_batch(const char *name, const int *shards, const int64 *epochs,
+								 int nshards, const DcEntityWrite *writes, int nwrites,
+								 int *fenced);
 
 #endif							/* DC_STORE_H */

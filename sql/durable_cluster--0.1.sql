@@ -233,7 +233,70 @@ BEGIN
 END
 $$;
 
+/*
+ * Store one batch of a node, in the single transaction of the statement that
+ * calls this.  The fence first: the rows of the batch's shards are locked
+ * and must still name this node at the epochs it was given; if any does
+ * not, nothing is written and those shards are returned.  Then each changed
+ * entity is written once, guarded by the revision it replaces, so that a
+ * second writer can never overwrite a state it did not read.
+ *
+ * batch: {"fence":  [{"shard": s, "epoch": e}, ...],
+ *         "writes": [{"mall_id", "user_id", "shard_id", "state", "revision",
+ *                     "old_revision"}, ...]}      (old_revision 0 = new row)
+ */
+CREATE FUNCTION durable_cluster.write_batch(node_name text, batch jsonb) RETURNS integer[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    fenced   integer[];
+    expected bigint;
+    updated  bigint;
+BEGIN
+    PERFORM 1
+       FROM durable_cluster.shards s
+       JOIN jsonb_to_recordset(batch -> 'fence') AS f(shard integer, epoch bigint)
+         ON s.shard_id = f.shard
+        FOR SHARE OF s;
+    SELECT array_agg(f.shard ORDER BY f.shard) INTO fenced
+      FROM jsonb_to_recordset(batch -> 'fence') AS f(shard integer, epoch bigint)
+      LEFT JOIN durable_cluster.shards s
+        ON s.shard_id = f.shard AND s.node = node_name AND s.epoch = f.epoch
+     WHERE s.shard_id IS NULL;
+    IF fenced IS NOT NULL THEN
+        RETURN fenced;
+    END IF;
+
+    UPDATE durable_cluster.entity_state e
+       SET state = w.state, revision = w.revision, updated_at = clock_timestamp()
+      FROM jsonb_to_recordset(batch -> 'writes')
+           AS w(mall_id text, user_id text, state jsonb, revision bigint, old_revision bigint)
+     WHERE w.old_revision > 0
+       AND e.mall_id = w.mall_id AND e.user_id = w.user_id
+       AND e.revision = w.old_revision;
+    GET DIAGNOSTICS updated = ROW_COUNT;
+    SELECT count(*) INTO expected
+      FROM jsonb_to_recordset(batch -> 'writes') AS w(old_revision bigint)
+     WHERE w.old_revision > 0;
+    IF updated <> expected THEN
+        RAISE EXCEPTION 'stored state changed under the owning node'
+            USING ERRCODE = 'serialization_failure',
+                  DETAIL = format('%s of %s entity rows matched the revision the node holds.',
+                                  updated, expected);
+    END IF;
+
+    INSERT INTO durable_cluster.entity_state
+           (mall_id, user_id, shard_id, state, revision, updated_at)
+    SELECT w.mall_id, w.user_id, w.shard_id, w.state, w.revision, clock_timestamp()
+      FROM jsonb_to_recordset(batch -> 'writes')
+           AS w(mall_id text, user_id text, shard_id integer, state jsonb,
+                revision bigint, old_revision bigint)
+     WHERE w.old_revision = 0;
+    RETURN '{}';
+END
+$$;
+
 REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.write_batch(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_join(text, integer, text, integer, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leaving(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leave(text, bigint, integer) FROM PUBLIC;

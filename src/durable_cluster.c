@@ -31,6 +31,7 @@
 PG_MODULE_MAGIC;
 
 char	   *dc_database = NULL;
+char	   *dc_store = NULL;
 int			dc_nodes = 3;
 int			dc_max_nodes = 16;
 int			dc_ask_timeout_ms = 5000;
@@ -71,6 +72,15 @@ define_settings(void)
 							   "postgres",
 							   PGC_POSTMASTER,
 							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("durable_cluster.store",
+							   "libpq connection string of the cluster store; empty means this server.",
+							   "Node workers reach the store over libpq, this server included.",
+							   &dc_store,
+							   "",
+							   PGC_POSTMASTER,
+							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("durable_cluster.nodes",

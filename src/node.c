@@ -31,9 +31,8 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "commands/async.h"
+#include "catalog/pg_authid.h"
 #include "common/hashfn.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -43,8 +42,8 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "durable_cluster.h"
@@ -224,7 +223,6 @@ static void
 forget_everything(void)
 {
 	incarnation = 0;
-	dc_store_forget_plans();
 	entity_cache_create();
 	memset(owned_epoch, 0, sizeof(owned_epoch));
 	owned_nshards = 0;
@@ -241,65 +239,48 @@ forget_everything(void)
 	LWLockRelease(dc_shared->map_lock);
 }
 
-/* ---- transactions ---- */
+/* ---- store calls ---- */
 
-static void
-begin_work(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "durable_cluster: SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-static void
-commit_work(void)
-{
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-}
-
-/* Log the error being handled and roll back; returns a copy of it. */
+/*
+ * Log a failed store call and forget the error; returns a copy of it.  The
+ * same failure again and again (say, the database does not exist yet) is
+ * logged once, not every heartbeat.
+ */
 static ErrorData *
-abort_work(const char *what)
+store_failure(const char *what)
 {
+	static char last[256];
 	ErrorData  *edata;
 
 	MemoryContextSwitchTo(batch_context);
 	edata = CopyErrorData();
 	FlushErrorState();
-	AbortCurrentTransaction();
-	ereport(LOG,
-			errmsg("%s: %s failed: %s", node_name, what, edata->message));
+	if (strncmp(last, edata->message, sizeof(last) - 1) != 0)
+		ereport(LOG,
+				errmsg("%s: %s failed: %s", node_name, what, edata->message));
+	strlcpy(last, edata->message, sizeof(last));
 	return edata;
 }
 
-/*
- * Run work() in a transaction of its own; on error, log it, roll back and
- * return false.
- */
+/* Run work(); on error, log it and return false. */
 static bool
-in_transaction(void (*work) (void), const char *what)
+run_store_work(void (*work) (void), const char *what)
 {
 	bool		ok = true;
 
+	pgstat_report_activity(STATE_RUNNING, what);
 	PG_TRY();
 	{
-		begin_work();
-		pgstat_report_activity(STATE_RUNNING, what);
 		work();
-		commit_work();
 	}
 	PG_CATCH();
 	{
-		abort_work(what);
-		MemoryContextReset(batch_context);
+		store_failure(what);
 		ok = false;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextReset(batch_context);
 	return ok;
 }
 
@@ -336,111 +317,145 @@ heartbeat_work(void)
 
 /*
  * Mark silent members down, rebalance, refresh the shared-memory map.  A
- * change is announced, which wakes the other nodes when this commits.
+ * change is announced, which wakes the other nodes when it commits.
  */
 static void
 reconcile_work(void)
 {
 	dc_store_reconcile();
-	dc_store_refresh_map();
+	dc_store_refresh_map(extension_oid);
 }
 
 /*
- * The periodic tick.  The heartbeat commits on its own, so that waiting on
- * the map lock behind another node's reconcile can never delay it.
+ * The periodic tick.  The heartbeat is a statement of its own, so that
+ * waiting behind another node's reconcile can never delay it.
  */
 static void
 node_tick(void)
 {
-	int64		before = incarnation;
-
-	if (!in_transaction(heartbeat_work, "durable_cluster heartbeat"))
+	if (run_store_work(heartbeat_work, "durable_cluster heartbeat") && incarnation > 0)
 	{
-		/* a join that did not commit did not happen */
-		if (incarnation != before)
-			incarnation = 0;
-		return;
+		run_store_work(reconcile_work, "durable_cluster reconcile");
+		adopt_shard_map();
 	}
-	if (incarnation == 0)
-		return;
-
-	in_transaction(reconcile_work, "durable_cluster reconcile");
-	adopt_shard_map();
 }
 
 /* ---- batches ---- */
 
-/*
- * The entities of the batch being applied.  File-level rather than local so
- * that the error path sees every entry registered before the error.
- */
-static BatchEntity *batch_entities;
-static int	batch_nentities;
-
-static BatchEntity *
-batch_entity(DcRequestSlot *req)
+static CachedEntity *
+cache_lookup(DcRequestSlot *req, HASHACTION action, bool *found)
 {
 	EntityKey	key;
-	CachedEntity *entry;
-	bool		found;
-	BatchEntity *be;
 
 	entity_key_fill(&key, req->mall_id, req->user_id);
-	entry = hash_search(entity_cache, &key, HASH_ENTER, &found);
-	if (found && entry->batch_index >= 0)
-		return &batch_entities[entry->batch_index];
+	return hash_search(entity_cache, &key, action, found);
+}
 
-	be = &batch_entities[batch_nentities];
-	entry->batch_index = batch_nentities++;
+/*
+ * Bring every entity the OK requests name into the cache, loading the
+ * missing ones from the store in one statement.  Entries are added only
+ * once the load succeeded.
+ */
+static void
+load_missing_entities(BatchRequest *reqs, int n)
+{
+	DcEntityLoad *loads = palloc(sizeof(DcEntityLoad) * n);
+	int		   *first = palloc(sizeof(int) * n);
+	int			nloads = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		DcRequestSlot *req = &dc_shared->slots[reqs[i].slot];
+		bool		found;
+		bool		dup = false;
+
+		if (reqs[i].kind != DC_REPLY_OK)
+			continue;
+		(void) cache_lookup(req, HASH_FIND, &found);
+		for (int j = 0; j < nloads && !found && !dup; j++)
+			dup = (strcmp(loads[j].mall_id, req->mall_id) == 0 &&
+				   strcmp(loads[j].user_id, req->user_id) == 0);
+		if (found || dup)
+			continue;
+		loads[nloads].mall_id = req->mall_id;
+		loads[nloads].user_id = req->user_id;
+		first[nloads++] = i;
+	}
+	if (nloads == 0)
+		return;
+
+	dc_store_load_entities(loads, nloads);
+	for (int j = 0; j < nloads; j++)
+	{
+		DcRequestSlot *req = &dc_shared->slots[reqs[first[j]].slot];
+		bool		found;
+		CachedEntity *entry = cache_lookup(req, HASH_ENTER, &found);
+
+		entry->shard = req->shard;
+		entry->batch_index = -1;
+		entry->state = loads[j].state;
+	}
+}
+
+/*
+ * Entities of the current batch attempt.  File-level rather than local so
+ * that the error path sees every entry registered before the error.
+ */
+static int	batch_count;
+
+/* The working copy of a request's entity in this batch attempt. */
+static BatchEntity *
+batch_entity(BatchEntity *entities, DcRequestSlot *req)
+{
+	bool		found;
+	CachedEntity *entry = cache_lookup(req, HASH_FIND, &found);
+	BatchEntity *be;
+
+	Assert(found);
+	if (entry->batch_index >= 0)
+		return &entities[entry->batch_index];
+
+	be = &entities[batch_count];
+	entry->batch_index = batch_count++;
 	be->entry = entry;
 	be->mall_id = req->mall_id;
 	be->user_id = req->user_id;
 	be->doc = NULL;
-	if (!found)
-	{
-		/* not cached: load it from the store, or start it */
-		entry->shard = req->shard;
-		dc_store_load_entity(req->mall_id, req->user_id, &entry->state);
-	}
 	be->pending = entry->state;
 	be->base_revision = entry->state.revision;
 	return be;
 }
 
 /*
- * Apply and store one batch of requests.  Everything is decided before the
- * commit; replies are released only after it.
+ * Apply the OK requests in arrival order to working copies of their
+ * entities and store the result with one write_batch call.  Returns how
+ * many shards the store found fenced, listed in fenced[]; if any, nothing
+ * was written.
  */
-static void
-process_batch(const int *slots, int n)
+static int
+apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz now,
+				int *fenced)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(batch_context);
-	BatchRequest *reqs = palloc(sizeof(BatchRequest) * n);
 	int		   *shards = palloc(sizeof(int) * n);
 	int64	   *epochs = palloc(sizeof(int64) * n);
-	bool	   *owned = palloc(sizeof(bool) * n);
+	DcEntityWrite *writes = palloc(sizeof(DcEntityWrite) * n);
 	int			nshards = 0;
-	TimestampTz now = GetCurrentTimestamp();
-	ErrorData  *volatile failure = NULL;
+	int			nwrites = 0;
 
-	adopt_shard_map();
-	batch_entities = palloc(sizeof(BatchEntity) * n);
-	batch_nentities = 0;
+	batch_count = 0;
 
-	/* requests for shards we do not believe we own go back to be routed again */
 	for (int i = 0; i < n; i++)
 	{
-		DcRequestSlot *req = &dc_shared->slots[slots[i]];
+		DcRequestSlot *req = &dc_shared->slots[reqs[i].slot];
+		BatchEntity *be;
+		DcOutcome	outcome;
+		const char *label;
 		bool		seen = false;
 
-		reqs[i].slot = slots[i];
-		reqs[i].reply = NULL;
-		if (req->number_of_shards != owned_nshards || owned_epoch[req->shard] == 0)
-		{
-			reqs[i].kind = DC_REPLY_MOVED;
+		if (reqs[i].kind != DC_REPLY_OK)
 			continue;
-		}
-		reqs[i].kind = DC_REPLY_OK;
+
+		/* every shard the batch touches is fenced, reads included */
 		for (int j = 0; j < nshards && !seen; j++)
 			seen = (shards[j] == req->shard);
 		if (!seen)
@@ -448,90 +463,101 @@ process_batch(const int *slots, int n)
 			shards[nshards] = req->shard;
 			epochs[nshards++] = owned_epoch[req->shard];
 		}
+
+		be = batch_entity(entities, req);
+		outcome = dc_command_apply(&req->command, &be->pending, now, &label);
+		if (outcome == DC_OUTCOME_CHANGED || be->doc == NULL)
+			be->doc = dc_entity_to_jsonb(be->mall_id, be->user_id, &be->pending);
+		reqs[i].reply = dc_build_reply(outcome != DC_OUTCOME_REJECTED, label, be->doc,
+									   be->pending.revision, req->shard, node_name);
 	}
 
+	for (int e = 0; e < batch_count; e++)
+	{
+		BatchEntity *be = &entities[e];
+
+		be->entry->batch_index = -1;
+		if (be->pending.revision == be->base_revision)
+			continue;
+		writes[nwrites].mall_id = be->mall_id;
+		writes[nwrites].user_id = be->user_id;
+		writes[nwrites].shard = be->entry->shard;
+		writes[nwrites].state_doc = be->doc;
+		writes[nwrites].revision = be->pending.revision;
+		writes[nwrites].old_revision = be->base_revision;
+		nwrites++;
+	}
+
+	if (nshards == 0)
+		return 0;
+	return dc_store_write_batch(node_name, shards, epochs, nshards, writes, nwrites, fenced);
+}
+
+/*
+ * Apply and store one batch of requests.  Everything is decided before the
+ * commit; replies are released only after it.  If the store finds some of
+ * the batch's shards fenced, nothing was written: their requests go back to
+ * be routed again and the rest is applied anew.
+ */
+static void
+process_batch(const int *slots, int n)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(batch_context);
+	BatchRequest *reqs = palloc(sizeof(BatchRequest) * n);
+	BatchEntity *entities = palloc(sizeof(BatchEntity) * n);
+	int		   *fenced = palloc(sizeof(int) * n);
+	TimestampTz now = GetCurrentTimestamp();
+	ErrorData  *volatile failure = NULL;
+
+	adopt_shard_map();
+
+	/* requests for shards we do not believe we own go back to be routed again */
+	for (int i = 0; i < n; i++)
+	{
+		DcRequestSlot *req = &dc_shared->slots[slots[i]];
+
+		reqs[i].slot = slots[i];
+		reqs[i].reply = NULL;
+		reqs[i].kind = (req->number_of_shards == owned_nshards && owned_epoch[req->shard] > 0)
+			? DC_REPLY_OK : DC_REPLY_MOVED;
+	}
+
+	pgstat_report_activity(STATE_RUNNING, "durable_cluster batch");
 	PG_TRY();
 	{
-		DcEntityWrite *writes;
-		int			nwrites = 0;
+		int			nfenced;
 
-		begin_work();
-		pgstat_report_activity(STATE_RUNNING, "durable_cluster batch");
-		MemoryContextSwitchTo(batch_context);
-
-		if (nshards > 0)
-			dc_store_fence(node_name, nshards, shards, epochs, owned);
-		for (int j = 0; j < nshards; j++)
+		batch_count = 0;
+		load_missing_entities(reqs, n);
+		while ((nfenced = apply_and_store(reqs, n, entities, now, fenced)) > 0)
 		{
-			if (owned[j])
-				continue;
 			/* the map moved on without us noticing yet */
 			tick_now = true;
 			for (int i = 0; i < n; i++)
-				if (reqs[i].kind == DC_REPLY_OK &&
-					dc_shared->slots[reqs[i].slot].shard == shards[j])
-					reqs[i].kind = DC_REPLY_MOVED;
+				for (int j = 0; j < nfenced; j++)
+					if (reqs[i].kind == DC_REPLY_OK &&
+						dc_shared->slots[reqs[i].slot].shard == fenced[j])
+						reqs[i].kind = DC_REPLY_MOVED;
 		}
-
-		for (int i = 0; i < n; i++)
-		{
-			DcRequestSlot *req = &dc_shared->slots[reqs[i].slot];
-			BatchEntity *be;
-			DcOutcome	outcome;
-			const char *label;
-
-			if (reqs[i].kind != DC_REPLY_OK)
-				continue;
-			be = batch_entity(req);
-			outcome = dc_command_apply(&req->command, &be->pending, now, &label);
-			if (outcome == DC_OUTCOME_CHANGED || be->doc == NULL)
-				be->doc = dc_entity_to_jsonb(be->mall_id, be->user_id, &be->pending);
-			reqs[i].reply = dc_build_reply(outcome != DC_OUTCOME_REJECTED, label, be->doc,
-										   be->pending.revision, req->shard, node_name);
-		}
-
-		writes = palloc(sizeof(DcEntityWrite) * Max(batch_nentities, 1));
-		for (int e = 0; e < batch_nentities; e++)
-		{
-			BatchEntity *be = &batch_entities[e];
-
-			if (be->pending.revision == be->base_revision)
-				continue;
-			writes[nwrites].mall_id = be->mall_id;
-			writes[nwrites].user_id = be->user_id;
-			writes[nwrites].shard = be->entry->shard;
-			writes[nwrites].state_doc = be->doc;
-			writes[nwrites].revision = be->pending.revision;
-			writes[nwrites].old_revision = be->base_revision;
-			nwrites++;
-		}
-		if (nwrites > 0)
-			dc_store_write_batch(writes, nwrites);
-
-		commit_work();
 	}
 	PG_CATCH();
 	{
-		failure = abort_work("durable_cluster batch");
+		failure = store_failure("durable_cluster batch");
 	}
 	PG_END_TRY();
-	/* commit and abort both leave us in TopMemoryContext */
-	MemoryContextSwitchTo(batch_context);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	/* publish committed states; after a failure, reload from the store instead */
-	for (int e = 0; e < batch_nentities; e++)
+	for (int e = 0; e < batch_count; e++)
 	{
-		CachedEntity *entry = batch_entities[e].entry;
+		CachedEntity *entry = entities[e].entry;
 
 		entry->batch_index = -1;
 		if (failure)
 			hash_search(entity_cache, &entry->key, HASH_REMOVE, NULL);
 		else
-			entry->state = batch_entities[e].pending;
+			entry->state = entities[e].pending;
 	}
-	batch_entities = NULL;
-	batch_nentities = 0;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -570,7 +596,7 @@ static void
 leave_work(void)
 {
 	dc_store_leave(node_name, incarnation);
-	dc_store_refresh_map();
+	dc_store_refresh_map(extension_oid);
 }
 
 /*
@@ -587,8 +613,8 @@ node_leave(void)
 	int			n;
 
 	if (incarnation > 0 && OidIsValid(extension_oid) &&
-		in_transaction(leaving_work, "durable_cluster leaving") &&
-		in_transaction(leave_work, "durable_cluster leave"))
+		run_store_work(leaving_work, "durable_cluster leaving") &&
+		run_store_work(leave_work, "durable_cluster leave"))
 		ereport(LOG, errmsg("durable_cluster %s left the cluster", node_name));
 
 	dc_node_detach(node_index);
@@ -615,8 +641,15 @@ dc_node_main(Datum main_arg)
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(dc_database, NULL, 0);
+	/*
+	 * The node reaches its database only through the store connection; its
+	 * own connection, to the shared catalogs, tells the user to connect as.
+	 */
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname(node_name);
+	StartTransactionCommand();
+	dc_store_init(node_name, GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false));
+	CommitTransactionCommand();
 
 	batch_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster batch",
 										  ALLOCSET_DEFAULT_SIZES);

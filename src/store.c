@@ -4,276 +4,317 @@
  *	  The only code that reads or writes the cluster tables on behalf of
  *	  node workers: membership, the shard map, fencing and entity state.
  *
- * Statements are prepared once per process and kept (SPI_keepplan).  Batch
- * writes pass whole arrays to a single statement over unnest(), so a batch
- * costs a handful of statements however many commands it holds.
+ * A node reaches the store over libpq, even when the store is the node's
+ * own server, and waits for each answer with WaitLatchOrSocket.  Each call
+ * is a single statement, run by a backend of the store in a transaction of
+ * its own.  So a node never holds a lock in the store while it is not
+ * running: when a node worker is paused (SIGSTOP, a stalled machine), the
+ * statement it sent still finishes and commits or aborts, and nothing it
+ * holds can stop other nodes from taking its shards over.
  *
- * Fencing: before a node applies a batch it locks the rows of the shards it
- * is about to write (FOR SHARE) and checks that it still owns them at the
- * epoch it was given.  A change of owner updates those rows, so it waits for
- * the batch to commit, and a batch that starts after the change sees the new
- * epoch and refuses to write: a node that lost a shard cannot commit to it.
+ * Fencing: a batch is written by durable_cluster.write_batch(), which locks
+ * the rows of the batch's shards (FOR SHARE) and checks that they still name
+ * this node at the epochs it was given, in the same transaction as the
+ * writes.  A change of owner updates those rows, so it waits for the batch
+ * to commit, and a batch that comes after it sees the new epoch and writes
+ * nothing: a node that lost a shard cannot commit to it.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "catalog/pg_type.h"
-#include "commands/extension.h"
-#include "executor/spi.h"
+#include "libpq-fe.h"
 #include "miscadmin.h"
-#include "utils/array.h"
+#include "pgstat.h"
+#include "postmaster/postmaster.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
-#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
 
 #include "durable_cluster.h"
 #include "inbox.h"
 #include "store.h"
 
-typedef enum StorePlan
+static PGconn *store_conn = NULL;
+static char *store_conninfo = NULL;
+
+/*
+ * How to reach the store: durable_cluster.store if set, otherwise this
+ * server through its first Unix socket (or localhost), as the given user
+ * (the node's shared-catalog connection knows the bootstrap superuser).
+ */
+void
+dc_store_init(const char *node_name, const char *user)
 {
-	PLAN_JOIN,
-	PLAN_LEAVING,
-	PLAN_HEARTBEAT,
-	PLAN_LEAVE,
-	PLAN_RECONCILE,
-	PLAN_MAP_VERSION,
-	PLAN_MAP,
-	PLAN_FENCE,
-	PLAN_LOAD,
-	PLAN_UPDATE,
-	PLAN_INSERT,
-	NUM_PLANS
-} StorePlan;
+	StringInfoData info;
+	char	   *host;
+	char	   *comma;
 
-typedef struct PlanSpec
+	initStringInfo(&info);
+	if (dc_store && dc_store[0] != '\0')
+		appendStringInfoString(&info, dc_store);
+	else
+	{
+		host = pstrdup(Unix_socket_directories ? Unix_socket_directories : "");
+		if ((comma = strchr(host, ',')) != NULL)
+			*comma = '\0';
+		host = pstrdup(host + strspn(host, " "));
+		if (host[0] == '\0')
+			host = "localhost";
+		appendStringInfo(&info, "host='%s' port=%d dbname='%s' user='%s'",
+						 host, PostPortNumber, dc_database, user);
+	}
+	/* later keywords win: the store session is always named after the node */
+	appendStringInfo(&info, " application_name='durable_cluster %s'", node_name);
+	store_conninfo = MemoryContextStrdup(TopMemoryContext, info.data);
+	pfree(info.data);
+}
+
+void
+dc_store_disconnect(void)
 {
-	const char *sql;
-	int			nargs;
-	Oid			argtypes[6];
-} PlanSpec;
+	if (store_conn)
+		PQfinish(store_conn);
+	store_conn = NULL;
+}
 
-static const PlanSpec plan_specs[NUM_PLANS] = {
-	[PLAN_JOIN] = {
-		"SELECT durable_cluster.node_join($1, $2, $3, $4, $5::text[])",
-		5, {TEXTOID, INT4OID, TEXTOID, INT4OID, TEXTOID}
-	},
-	[PLAN_LEAVING] = {
-		"SELECT durable_cluster.node_leaving($1, $2)",
-		2, {TEXTOID, INT8OID}
-	},
-	[PLAN_HEARTBEAT] = {
-		"UPDATE durable_cluster.members SET last_heartbeat = clock_timestamp() "
-		" WHERE name = $1 AND incarnation = $2 AND status = 'up'",
-		2, {TEXTOID, INT8OID}
-	},
-	[PLAN_LEAVE] = {
-		"SELECT durable_cluster.node_leave($1, $2, $3)",
-		3, {TEXTOID, INT8OID, INT4OID}
-	},
-	[PLAN_RECONCILE] = {
-		"SELECT durable_cluster.reconcile($1)",
-		1, {INT4OID}
-	},
-	[PLAN_MAP_VERSION] = {
-		"SELECT map_version FROM durable_cluster.settings",
-		0, {0}
-	},
-	[PLAN_MAP] = {
-		"SELECT st.map_version, st.number_of_shards, s.shard_id, m.node_index, s.epoch "
-		"  FROM durable_cluster.settings st "
-		" CROSS JOIN durable_cluster.shards s "
-		"  LEFT JOIN durable_cluster.members m ON m.name = s.node AND m.status = 'up'",
-		0, {0}
-	},
-	[PLAN_FENCE] = {
-		"SELECT s.shard_id FROM durable_cluster.shards s "
-		"  JOIN unnest($2::int4[], $3::int8[]) AS u(shard_id, epoch) "
-		"    ON s.shard_id = u.shard_id AND s.epoch = u.epoch "
-		" WHERE s.node = $1 FOR SHARE OF s",
-		3, {TEXTOID, INT4ARRAYOID, INT8ARRAYOID}
-	},
-	[PLAN_LOAD] = {
-		"SELECT state, revision FROM durable_cluster.entity_state "
-		" WHERE mall_id = $1 AND user_id = $2",
-		2, {TEXTOID, TEXTOID}
-	},
-	[PLAN_UPDATE] = {
-		"UPDATE durable_cluster.entity_state e "
-		"   SET state = u.state, revision = u.revision, updated_at = clock_timestamp() "
-		"  FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int8[], $5::int8[]) "
-		"       AS u(mall_id, user_id, state, revision, old_revision) "
-		" WHERE e.mall_id = u.mall_id AND e.user_id = u.user_id "
-		"   AND e.revision = u.old_revision",
-		5, {TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INT8ARRAYOID, INT8ARRAYOID}
-	},
-	[PLAN_INSERT] = {
-		"INSERT INTO durable_cluster.entity_state "
-		"       (mall_id, user_id, shard_id, state, revision, updated_at) "
-		"SELECT mall_id, user_id, shard_id, state, revision, clock_timestamp() "
-		"  FROM unnest($1::text[], $2::text[], $3::int4[], $4::jsonb[], $5::int8[]) "
-		"       AS u(mall_id, user_id, shard_id, state, revision)",
-		5, {TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, JSONBARRAYOID, INT8ARRAYOID}
-	},
-};
+static PGconn *
+connection(void)
+{
+	if (store_conn && PQstatus(store_conn) == CONNECTION_OK)
+		return store_conn;
+	dc_store_disconnect();
 
-static SPIPlanPtr plans[NUM_PLANS];
+	store_conn = PQconnectdb(store_conninfo);
+	if (PQstatus(store_conn) != CONNECTION_OK)
+	{
+		char	   *msg = pchomp(PQerrorMessage(store_conn));
+
+		dc_store_disconnect();
+		ereport(ERROR,
+				errcode(ERRCODE_CONNECTION_FAILURE),
+				errmsg("could not connect to the durable_cluster store: %s", msg));
+	}
+	return store_conn;
+}
+
+/* Raise the error a result carries, after freeing it. */
+static void
+raise_result_error(PGresult *res, const char *sql)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	int			sqlstate = ERRCODE_CONNECTION_FAILURE;
+	char	   *message;
+	char	   *detail_copy = detail ? pstrdup(detail) : NULL;
+
+	if (state && strlen(state) == 5)
+		sqlstate = MAKE_SQLSTATE(state[0], state[1], state[2], state[3], state[4]);
+	message = pstrdup(primary ? primary : pchomp(PQerrorMessage(store_conn)));
+	PQclear(res);
+	ereport(ERROR,
+			errcode(sqlstate),
+			errmsg("%s", message),
+			detail_copy ? errdetail("%s", detail_copy) : 0,
+			errcontext("durable_cluster store statement: %s", sql));
+}
+
+/*
+ * Run one statement with text parameters and wait for its result without
+ * blocking signals or latch wake-ups.  The caller must PQclear the result.
+ */
+static PGresult *
+exec(const char *sql, int nparams, const char *const *values)
+{
+	PGconn	   *conn = connection();
+	PGresult   *res = NULL;
+	PGresult   *next;
+
+	if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+	{
+		char	   *msg = pchomp(PQerrorMessage(conn));
+
+		dc_store_disconnect();
+		ereport(ERROR,
+				errcode(ERRCODE_CONNECTION_FAILURE),
+				errmsg("could not send to the durable_cluster store: %s", msg));
+	}
+
+	while (PQisBusy(conn))
+	{
+		int			rc = WaitLatchOrSocket(MyLatch,
+										   WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH,
+										   PQsocket(conn), -1L, PG_WAIT_EXTENSION);
+
+		/* the main loop looks at the inbox and flags anyway: no wake-up is lost */
+		if (rc & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+		if ((rc & WL_SOCKET_READABLE) && !PQconsumeInput(conn))
+		{
+			char	   *msg = pchomp(PQerrorMessage(conn));
+
+			dc_store_disconnect();
+			ereport(ERROR,
+					errcode(ERRCODE_CONNECTION_FAILURE),
+					errmsg("lost the connection to the durable_cluster store: %s", msg));
+		}
+	}
+
+	/* one statement, one result; read to the end so the connection is idle */
+	while ((next = PQgetResult(conn)) != NULL)
+	{
+		if (res == NULL)
+			res = next;
+		else
+			PQclear(next);
+	}
+	if (res == NULL)
+	{
+		dc_store_disconnect();
+		ereport(ERROR,
+				errcode(ERRCODE_CONNECTION_FAILURE),
+				errmsg("no result from the durable_cluster store"));
+	}
+	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
+		raise_result_error(res, sql);
+	return res;
+}
+
+/* Run a statement and return the first column of its first row, or NULL. */
+static char *
+exec_value(const char *sql, int nparams, const char *const *values)
+{
+	PGresult   *res = exec(sql, nparams, values);
+	char	   *value = NULL;
+
+	if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
+		value = pstrdup(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return value;
+}
+
+static char *
+int8_text(int64 v)
+{
+	return psprintf(INT64_FORMAT, v);
+}
 
 Oid
 dc_store_extension_oid(void)
 {
-	return get_extension_oid("durable_cluster", true);
-}
+	char	   *oid = exec_value("SELECT oid FROM pg_catalog.pg_extension "
+								 " WHERE extname = 'durable_cluster'", 0, NULL);
 
-/* Drop kept plans: the tables they name were dropped with the extension. */
-void
-dc_store_forget_plans(void)
-{
-	for (int i = 0; i < NUM_PLANS; i++)
-	{
-		if (plans[i])
-			SPI_freeplan(plans[i]);
-		plans[i] = NULL;
-	}
-}
-
-static int
-run(StorePlan which, Datum *values)
-{
-	int			rc;
-
-	if (plans[which] == NULL)
-	{
-		const PlanSpec *spec = &plan_specs[which];
-		SPIPlanPtr	plan = SPI_prepare(spec->sql, spec->nargs, (Oid *) spec->argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "durable_cluster: could not prepare \"%s\": %s",
-				 spec->sql, SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		plans[which] = plan;
-	}
-	rc = SPI_execute_plan(plans[which], values, NULL, false, 0);
-	if (rc < 0)
-		elog(ERROR, "durable_cluster: \"%s\" failed: %s",
-			 plan_specs[which].sql, SPI_result_code_string(rc));
-	return rc;
-}
-
-static Datum
-get_column(int row, int col, bool *isnull)
-{
-	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+	return oid ? (Oid) strtoul(oid, NULL, 10) : InvalidOid;
 }
 
 int64
 dc_store_join(const char *name, int node_index, const char *address, const char *roles)
 {
-	Datum		args[5];
-	bool		isnull;
+	const char *values[5] = {name, psprintf("%d", node_index), address,
+	psprintf("%d", MyProcPid), roles};
 
-	args[0] = CStringGetTextDatum(name);
-	args[1] = Int32GetDatum(node_index);
-	args[2] = CStringGetTextDatum(address);
-	args[3] = Int32GetDatum(MyProcPid);
-	args[4] = CStringGetTextDatum(roles);
-	run(PLAN_JOIN, args);
-	return DatumGetInt64(get_column(0, 1, &isnull));
+	return pg_strtoint64(exec_value("SELECT durable_cluster.node_join($1, $2, $3, $4, $5)",
+									5, values));
 }
 
 /* false when this incarnation is no longer an up member */
 bool
 dc_store_heartbeat(const char *name, int64 incarnation)
 {
-	Datum		args[2];
+	const char *values[2] = {name, int8_text(incarnation)};
+	PGresult   *res = exec("UPDATE durable_cluster.members SET last_heartbeat = clock_timestamp() "
+						   " WHERE name = $1 AND incarnation = $2 AND status = 'up'",
+						   2, values);
+	bool		alive = strcmp(PQcmdTuples(res), "1") == 0;
 
-	args[0] = CStringGetTextDatum(name);
-	args[1] = Int64GetDatum(incarnation);
-	run(PLAN_HEARTBEAT, args);
-	return SPI_processed == 1;
+	PQclear(res);
+	return alive;
 }
 
 void
 dc_store_leaving(const char *name, int64 incarnation)
 {
-	Datum		args[2];
+	const char *values[2] = {name, int8_text(incarnation)};
 
-	args[0] = CStringGetTextDatum(name);
-	args[1] = Int64GetDatum(incarnation);
-	run(PLAN_LEAVING, args);
+	PQclear(exec("SELECT durable_cluster.node_leaving($1, $2)", 2, values));
 }
 
 void
 dc_store_leave(const char *name, int64 incarnation)
 {
-	Datum		args[3];
+	const char *values[3] = {name, int8_text(incarnation),
+	psprintf("%d", dc_failure_timeout_ms)};
 
-	args[0] = CStringGetTextDatum(name);
-	args[1] = Int64GetDatum(incarnation);
-	args[2] = Int32GetDatum(dc_failure_timeout_ms);
-	run(PLAN_LEAVE, args);
+	PQclear(exec("SELECT durable_cluster.node_leave($1, $2, $3)", 3, values));
 }
 
 void
 dc_store_reconcile(void)
 {
-	Datum		args[1];
+	const char *values[1] = {psprintf("%d", dc_failure_timeout_ms)};
 
-	args[0] = Int32GetDatum(dc_failure_timeout_ms);
-	run(PLAN_RECONCILE, args);
+	PQclear(exec("SELECT durable_cluster.reconcile($1)", 1, values));
 }
 
 /*
- * Copy the shard map into shared memory if the table holds a newer one than
- * shared memory does.  Returns true if shared memory changed.
+ * Copy the shard map into shared memory if the store holds a newer one
+ * than shared memory does.  Returns true if shared memory changed.
  */
 bool
-dc_store_refresh_map(void)
+dc_store_refresh_map(Oid extension)
 {
-	Oid			ext = dc_store_extension_oid();
+	PGresult   *res;
 	int64		version;
 	int			nshards;
 	int16	   *owner;
 	int64	   *epoch;
-	bool		isnull;
 	bool		changed = false;
 
-	run(PLAN_MAP_VERSION, NULL);
-	version = DatumGetInt64(get_column(0, 1, &isnull));
-
+	version = pg_strtoint64(exec_value("SELECT map_version FROM durable_cluster.settings",
+									   0, NULL));
 	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
-	if (dc_shared->map_extension == ext && dc_shared->map_version >= version)
+	changed = (dc_shared->map_extension != extension || dc_shared->map_version < version);
+	LWLockRelease(dc_shared->map_lock);
+	if (!changed)
+		return false;
+
+	/* one statement, so version and map come from one snapshot */
+	res = exec("SELECT st.map_version, st.number_of_shards, s.shard_id, m.node_index, s.epoch "
+			   "  FROM durable_cluster.settings st "
+			   " CROSS JOIN durable_cluster.shards s "
+			   "  LEFT JOIN durable_cluster.members m ON m.name = s.node AND m.status = 'up'",
+			   0, NULL);
+	if (PQntuples(res) == 0)
 	{
-		LWLockRelease(dc_shared->map_lock);
+		PQclear(res);
 		return false;
 	}
-	LWLockRelease(dc_shared->map_lock);
-
-	run(PLAN_MAP, NULL);
-	if (SPI_processed == 0)
-		return false;
-	version = DatumGetInt64(get_column(0, 1, &isnull));
-	nshards = DatumGetInt32(get_column(0, 2, &isnull));
+	version = pg_strtoint64(PQgetvalue(res, 0, 0));
+	nshards = pg_strtoint32(PQgetvalue(res, 0, 1));
 	owner = palloc(sizeof(int16) * nshards);
-	epoch = palloc(sizeof(int64) * nshards);
+	epoch = palloc0(sizeof(int64) * nshards);
 	for (int i = 0; i < nshards; i++)
 		owner[i] = -1;
-	for (uint64 r = 0; r < SPI_processed; r++)
+	for (int r = 0; r < PQntuples(res); r++)
 	{
-		int			shard = DatumGetInt32(get_column(r, 3, &isnull));
-		Datum		node = get_column(r, 4, &isnull);
+		int			shard = pg_strtoint32(PQgetvalue(res, r, 2));
 
 		if (shard < 0 || shard >= nshards)
 			continue;
-		owner[shard] = isnull ? -1 : DatumGetInt32(node);
-		epoch[shard] = DatumGetInt64(get_column(r, 5, &isnull));
+		owner[shard] = PQgetisnull(res, r, 3) ? -1 : pg_strtoint32(PQgetvalue(res, r, 3));
+		epoch[shard] = pg_strtoint64(PQgetvalue(res, r, 4));
 	}
+	PQclear(res);
 
+	changed = false;
 	LWLockAcquire(dc_shared->map_lock, LW_EXCLUSIVE);
-	if (dc_shared->map_extension != ext || dc_shared->map_version < version)
+	if (dc_shared->map_extension != extension || dc_shared->map_version < version)
 	{
-		dc_shared->map_extension = ext;
+		dc_shared->map_extension = extension;
 		dc_shared->map_version = version;
 		dc_shared->number_of_shards = nshards;
 		memcpy(dc_shared->owner, owner, sizeof(int16) * nshards);
@@ -287,148 +328,150 @@ dc_store_refresh_map(void)
 	return changed;
 }
 
+/* ---- building jsonb parameters ---- */
+
+static void
+push_key(JsonbParseState **ps, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(ps, WJB_KEY, &k);
+}
+
+static void
+push_text(JsonbParseState **ps, JsonbIteratorToken seq, const char *value)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.val = (char *) value;
+	v.val.string.len = strlen(value);
+	pushJsonbValue(ps, seq, &v);
+}
+
+static void
+push_int(JsonbParseState **ps, const char *key, int64 value)
+{
+	JsonbValue	v;
+
+	push_key(ps, key);
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(value);
+	pushJsonbValue(ps, WJB_VALUE, &v);
+}
+
+static char *
+jsonb_text(JsonbValue *root)
+{
+	Jsonb	   *doc = JsonbValueToJsonb(root);
+
+	return JsonbToCString(NULL, &doc->root, VARSIZE(doc));
+}
+
 /*
- * Lock the given shards' rows and report which ones this node still owns at
- * the given epochs.  The locks are held until the batch commits.
+ * Load the committed state of several entities in one statement.  Entities
+ * never stored get the initial state.
  */
 void
-dc_store_fence(const char *name, int nshards, const int *shards,
-			   const int64 *epochs, bool *owned)
+dc_store_load_entities(DcEntityLoad *loads, int n)
 {
-	Datum	   *sd = palloc(sizeof(Datum) * nshards);
-	Datum	   *ed = palloc(sizeof(Datum) * nshards);
-	Datum		args[3];
+	JsonbParseState *ps = NULL;
+	const char *values[1];
+	PGresult   *res;
 
+	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
+		push_text(&ps, WJB_ELEM, loads[i].mall_id);
+		push_text(&ps, WJB_ELEM, loads[i].user_id);
+		pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
+		dc_entity_init(&loads[i].state);
+	}
+	values[0] = jsonb_text(pushJsonbValue(&ps, WJB_END_ARRAY, NULL));
+
+	res = exec("SELECT k.ord, e.state, e.revision "
+			   "  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS k(id, ord) "
+			   "  JOIN durable_cluster.entity_state e "
+			   "    ON e.mall_id = k.id ->> 0 AND e.user_id = k.id ->> 1",
+			   1, values);
+	for (int r = 0; r < PQntuples(res); r++)
+	{
+		int			i = pg_strtoint32(PQgetvalue(res, r, 0)) - 1;
+		Jsonb	   *doc;
+
+		if (i < 0 || i >= n)
+			continue;
+		doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+												 CStringGetDatum(PQgetvalue(res, r, 1))));
+		dc_entity_from_jsonb(doc, pg_strtoint64(PQgetvalue(res, r, 2)), &loads[i].state);
+	}
+	PQclear(res);
+}
+
+/*
+ * Write a batch through durable_cluster.write_batch (see there).  Returns
+ * the number of shards found fenced, listed in fenced[]; if there are any,
+ * nothing was written.
+ */
+int
+dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, int nshards,
+					 const DcEntityWrite *writes, int nwrites, int *fenced)
+{
+	JsonbParseState *ps = NULL;
+	const char *values[2];
+	char	   *result;
+	char	   *p;
+	int			nfenced = 0;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	push_key(&ps, "fence");
+	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
 	for (int i = 0; i < nshards; i++)
 	{
-		sd[i] = Int32GetDatum(shards[i]);
-		ed[i] = Int64GetDatum(epochs[i]);
-		owned[i] = false;
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		push_int(&ps, "shard", shards[i]);
+		push_int(&ps, "epoch", epochs[i]);
+		pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
 	}
-	args[0] = CStringGetTextDatum(name);
-	args[1] = PointerGetDatum(construct_array(sd, nshards, INT4OID, 4, true, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_array(ed, nshards, INT8OID, 8,
-											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	run(PLAN_FENCE, args);
-
-	for (uint64 r = 0; r < SPI_processed; r++)
+	pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
+	push_key(&ps, "writes");
+	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < nwrites; i++)
 	{
-		bool		isnull;
-		int			shard = DatumGetInt32(get_column(r, 1, &isnull));
+		const DcEntityWrite *w = &writes[i];
+		JsonbValue	state;
 
-		for (int i = 0; i < nshards; i++)
-			if (shards[i] == shard)
-				owned[i] = true;
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		push_key(&ps, "mall_id");
+		push_text(&ps, WJB_VALUE, w->mall_id);
+		push_key(&ps, "user_id");
+		push_text(&ps, WJB_VALUE, w->user_id);
+		push_int(&ps, "shard_id", w->shard);
+		push_key(&ps, "state");
+		state.type = jbvBinary;
+		state.val.binary.data = &w->state_doc->root;
+		state.val.binary.len = VARSIZE(w->state_doc) - VARHDRSZ;
+		pushJsonbValue(&ps, WJB_VALUE, &state);
+		push_int(&ps, "revision", w->revision);
+		push_int(&ps, "old_revision", w->old_revision);
+		pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
 	}
-}
+	pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
 
-/*
- * Load an entity's committed state; false (and the initial state) if none.
- * Each statement takes a fresh snapshot, so this sees every batch that
- * committed before the fence lock was granted.
- */
-bool
-dc_store_load_entity(const char *mall_id, const char *user_id, DcEntityState *state)
-{
-	Datum		args[2];
-	bool		isnull;
-	Jsonb	   *doc;
-	int64		revision;
+	values[0] = name;
+	values[1] = jsonb_text(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+	result = exec_value("SELECT durable_cluster.write_batch($1, $2)", 2, values);
 
-	args[0] = CStringGetTextDatum(mall_id);
-	args[1] = CStringGetTextDatum(user_id);
-	run(PLAN_LOAD, args);
-	if (SPI_processed == 0)
+	/* an int4[] in text form: "{}" or "{3,17}" */
+	for (p = result ? result + 1 : NULL; p && *p && *p != '}'; p++)
 	{
-		dc_entity_init(state);
-		return false;
+		fenced[nfenced++] = (int) strtol(p, &p, 10);
+		if (*p != ',')
+			break;
 	}
-	doc = DatumGetJsonbP(get_column(0, 1, &isnull));
-	revision = DatumGetInt64(get_column(0, 2, &isnull));
-	dc_entity_from_jsonb(doc, revision, state);
-	return true;
-}
-
-static ArrayType *
-text_array(Datum *d, int n)
-{
-	return construct_array(d, n, TEXTOID, -1, false, TYPALIGN_INT);
-}
-
-static ArrayType *
-jsonb_array(Datum *d, int n)
-{
-	return construct_array(d, n, JSONBOID, -1, false, TYPALIGN_INT);
-}
-
-static ArrayType *
-int8_array(Datum *d, int n)
-{
-	return construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-}
-
-/*
- * Store the final state of every entity a batch changed: one UPDATE for the
- * entities already stored, guarded by the revision they replace, and one
- * INSERT for new ones.  Anything unexpected (a guard that does not match, a
- * duplicate key) means another writer touched the entity, and the whole
- * batch fails rather than overwrite it.
- */
-void
-dc_store_write_batch(const DcEntityWrite *writes, int n)
-{
-	Datum	   *mall = palloc(sizeof(Datum) * n);
-	Datum	   *user = palloc(sizeof(Datum) * n);
-	Datum	   *shard = palloc(sizeof(Datum) * n);
-	Datum	   *doc = palloc(sizeof(Datum) * n);
-	Datum	   *rev = palloc(sizeof(Datum) * n);
-	Datum	   *old = palloc(sizeof(Datum) * n);
-	Datum		args[5];
-
-	for (int pass = 0; pass < 2; pass++)
-	{
-		bool		updating = (pass == 0);
-		int			m = 0;
-
-		for (int i = 0; i < n; i++)
-		{
-			const DcEntityWrite *w = &writes[i];
-
-			if ((w->old_revision > 0) != updating)
-				continue;
-			mall[m] = CStringGetTextDatum(w->mall_id);
-			user[m] = CStringGetTextDatum(w->user_id);
-			shard[m] = Int32GetDatum(w->shard);
-			doc[m] = JsonbPGetDatum(w->state_doc);
-			rev[m] = Int64GetDatum(w->revision);
-			old[m] = Int64GetDatum(w->old_revision);
-			m++;
-		}
-		if (m == 0)
-			continue;
-
-		args[0] = PointerGetDatum(text_array(mall, m));
-		args[1] = PointerGetDatum(text_array(user, m));
-		if (updating)
-		{
-			args[2] = PointerGetDatum(jsonb_array(doc, m));
-			args[3] = PointerGetDatum(int8_array(rev, m));
-			args[4] = PointerGetDatum(int8_array(old, m));
-			run(PLAN_UPDATE, args);
-			if (SPI_processed != (uint64) m)
-				ereport(ERROR,
-						errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						errmsg("durable_cluster: stored state changed under the owning node"),
-						errdetail("%d of %d entity rows matched the revision the node holds.",
-								  (int) SPI_processed, m));
-		}
-		else
-		{
-			args[2] = PointerGetDatum(construct_array(shard, m, INT4OID, 4, true,
-													  TYPALIGN_INT));
-			args[3] = PointerGetDatum(jsonb_array(doc, m));
-			args[4] = PointerGetDatum(int8_array(rev, m));
-			run(PLAN_INSERT, args);
-		}
-	}
+	return nfenced;
 }
