@@ -36,6 +36,8 @@ typedef struct DcEntityLoad
 extern void dc_store_init(const char *node_name, const char *user);
 extern void dc_store_disconnect(void);
 
+extern bool dc_store_is_local(void);
+extern int	dc_store_other_sessions(void);
 extern Oid	dc_store_extension_oid(void);
 extern int64 dc_store_join(const char *name, int node_index, const char *address,
 						   const char *roles);

@@ -81,7 +81,10 @@ $$;
 
 /*
  * Bring the shard map in line with the live members.  Members whose
- * heartbeat is older than failure_timeout are marked down.  Then every
+ * heartbeat is older than failure_timeout are marked down, and so are, at
+ * once, members of the calling node's server (node_address) whose worker
+ * is not among the running ones it lists: after a restart, a node added
+ * with dc_add_node is gone and need not be waited for.  Then every
  * shard goes to an up member, balanced (counts differ by at most one),
  * moving as few shards as possible: each member keeps up to its quota of
  * the shards it owns (the members owning most get the larger quotas), and
@@ -90,7 +93,10 @@ $$;
  * an empty map this yields contiguous ranges.  A shard whose owner changes
  * gets a new epoch, which fences its previous owner.
  */
-CREATE FUNCTION durable_cluster.reconcile(failure_timeout_ms integer) RETURNS integer
+CREATE FUNCTION durable_cluster.reconcile(failure_timeout_ms integer,
+                                         node_address text DEFAULT NULL,
+                                         running jsonb DEFAULT '[]')
+RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     k        integer;
@@ -111,7 +117,9 @@ BEGIN
            SET status = 'down'
          WHERE name IN (SELECT name FROM durable_cluster.members
                          WHERE status IN ('up', 'leaving')
-                           AND last_heartbeat < now() - make_interval(secs => failure_timeout_ms / 1000.0)
+                           AND (last_heartbeat < now() - make_interval(secs => failure_timeout_ms / 1000.0)
+                                OR (address = node_address
+                                    AND name NOT IN (SELECT jsonb_array_elements_text(running))))
                            FOR UPDATE SKIP LOCKED)
         RETURNING name, incarnation
     LOOP
@@ -295,7 +303,7 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.write_batch(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_join(text, integer, text, integer, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leaving(text, bigint) FROM PUBLIC;

@@ -179,8 +179,11 @@ ask(const char *mall_id, const char *user_id, const DcCommand *cmd)
 					if (was == DC_SLOT_QUEUED)
 						ereport(ERROR,
 								errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-								errmsg("%s did not take the command within ask_timeout (%d ms); it was not applied",
-									   name, dc_ask_timeout_ms));
+								errmsg("no node took the command within ask_timeout (%d ms); it was not applied",
+									   dc_ask_timeout_ms),
+								errdetail("It was waiting in the inbox of %s, owner of shard %d.",
+										  name, shard),
+								errhint("A failover takes up to durable_cluster.failure_timeout plus one heartbeat_interval; an ask_timeout longer than that rides through it."));
 					ereport(ERROR,
 							errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
 							errmsg("no reply from %s within ask_timeout (%d ms); the command may or may not have been applied",

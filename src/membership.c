@@ -105,6 +105,7 @@ dc_add_node(PG_FUNCTION_ARGS)
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
 	pid_t		pid;
+	char		started[NAMEDATALEN];
 
 	dc_check_usable();
 	if (!PG_ARGISNULL(0))
@@ -143,9 +144,9 @@ dc_add_node(PG_FUNCTION_ARGS)
 	}
 
 	SpinLockAcquire(&dc_shared->mutex);
-	name = pstrdup(dc_shared->nodes[slot].name);
+	strlcpy(started, dc_shared->nodes[slot].name, sizeof(started));
 	SpinLockRelease(&dc_shared->mutex);
-	PG_RETURN_TEXT_P(cstring_to_text(name));
+	PG_RETURN_TEXT_P(cstring_to_text(started));
 }
 
 /*

@@ -37,12 +37,14 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/pidfile.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -338,6 +340,33 @@ node_tick(void)
 		run_store_work(reconcile_work, "durable_cluster reconcile");
 		adopt_shard_map();
 	}
+}
+
+/*
+ * True when this server is in a smart shutdown and no client session but
+ * the nodes' own is left.  A smart shutdown waits for every client session
+ * to end, the nodes' store sessions included, before it signals background
+ * workers; so the nodes must notice it themselves, from the status line the
+ * postmaster keeps in postmaster.pid, and leave.
+ */
+static bool
+smart_shutdown_idle(void)
+{
+	char		path[MAXPGPATH];
+	char		line[64];
+	FILE	   *f;
+	bool		stopping = false;
+
+	if (!dc_store_is_local())
+		return false;
+	snprintf(path, sizeof(path), "%s/postmaster.pid", DataDir);
+	if ((f = AllocateFile(path, "r")) == NULL)
+		return false;
+	for (int n = 1; fgets(line, sizeof(line), f) != NULL; n++)
+		if (n == LOCK_FILE_LINE_PM_STATUS)
+			stopping = (strncmp(line, PM_STATUS_STOPPING, strlen(PM_STATUS_STOPPING)) == 0);
+	FreeFile(f);
+	return stopping && dc_store_other_sessions() == 0;
 }
 
 /* ---- batches ---- */
@@ -684,6 +713,11 @@ dc_node_main(Datum main_arg)
 			tick_now = false;
 			node_tick();
 			next_tick = TimestampTzPlusMilliseconds(now, dc_heartbeat_interval_ms);
+			if (smart_shutdown_idle())
+			{
+				removed = true;		/* exit code 0: nothing to restart */
+				break;
+			}
 		}
 
 		if (incarnation > 0)

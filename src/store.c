@@ -38,6 +38,8 @@
 #include "store.h"
 
 static PGconn *store_conn = NULL;
+static char *jsonb_text(JsonbValue *root);
+static void push_text(JsonbParseState **ps, JsonbIteratorToken seq, const char *value);
 static char *store_conninfo = NULL;
 
 /*
@@ -211,6 +213,23 @@ dc_store_extension_oid(void)
 	return oid ? (Oid) strtoul(oid, NULL, 10) : InvalidOid;
 }
 
+/* Client sessions of the store other than the nodes' own. */
+int
+dc_store_other_sessions(void)
+{
+	return pg_strtoint32(exec_value("SELECT count(*) FROM pg_catalog.pg_stat_activity "
+									" WHERE backend_type = 'client backend' "
+									"   AND pid <> pg_catalog.pg_backend_pid() "
+									"   AND application_name NOT LIKE 'durable\\_cluster %'",
+									0, NULL));
+}
+
+bool
+dc_store_is_local(void)
+{
+	return dc_store == NULL || dc_store[0] == '\0';
+}
+
 int64
 dc_store_join(const char *name, int node_index, const char *address, const char *roles)
 {
@@ -252,12 +271,32 @@ dc_store_leave(const char *name, int64 incarnation)
 	PQclear(exec("SELECT durable_cluster.node_leave($1, $2, $3)", 3, values));
 }
 
+/*
+ * Reconcile membership and shard map, telling the store which nodes run on
+ * this server (see durable_cluster.reconcile).
+ */
 void
 dc_store_reconcile(void)
 {
-	const char *values[1] = {psprintf("%d", dc_failure_timeout_ms)};
+	JsonbParseState *ps = NULL;
+	const char *values[3];
+	char		names[DC_MAX_NODES][NAMEDATALEN];
+	int			n = 0;
 
-	PQclear(exec("SELECT durable_cluster.reconcile($1)", 1, values));
+	/* copy first: nothing may allocate while the spinlock is held */
+	SpinLockAcquire(&dc_shared->mutex);
+	for (int i = 0; i < DC_MAX_NODES; i++)
+		if (dc_shared->nodes[i].in_use && dc_shared->nodes[i].pid != 0)
+			strlcpy(names[n++], dc_shared->nodes[i].name, NAMEDATALEN);
+	SpinLockRelease(&dc_shared->mutex);
+
+	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < n; i++)
+		push_text(&ps, WJB_ELEM, names[i]);
+	values[0] = psprintf("%d", dc_failure_timeout_ms);
+	values[1] = dc_self_address();
+	values[2] = jsonb_text(pushJsonbValue(&ps, WJB_END_ARRAY, NULL));
+	PQclear(exec("SELECT durable_cluster.reconcile($1, $2, $3)", 3, values));
 }
 
 /*

@@ -1,0 +1,805 @@
+#
+# test/t/DurableClusterLoad.pm
+#     Shared helpers of the TAP tests: concurrent writers, the check of
+#     stored state against what the writers were told, cluster polling and
+#     a LISTEN client.  Not a test itself (prove runs test/t/*.pl only);
+#     tests load it with
+#
+#         use FindBin;
+#         use lib $FindBin::RealBin;
+#         use DurableClusterLoad;
+#
+# Writers
+# -------
+#   my $load = DurableClusterLoad->start($node, name => 'stop', mall => 'm_stop',
+#                                        clients => 6, entities => 30);
+#   ... do things to the cluster while they run ...
+#   $load->stop;                       # raise the stop flag, wait for them
+#   ok($load->clients_ok, ...);        # every psql ended on the flag
+#   $load->failures_ok('label', allowed => ['55000', '40003']);
+#   DurableClusterLoad::check_stored($node, 'label', [$load]);
+#
+# Each writer is one psql running a generated script, as in
+# 001_acknowledged_totals.pl: up to "budget" add_balance commands with
+# deterministic amounts in whole cents, round-robin over the entities of one
+# mall (each client starting elsewhere, so all clients hit all nodes at
+# once).  After every command the script prints one line to its output
+# file:
+#
+#   A|client|seq|ok|revision                 the command was answered
+#   F|client|seq| SQLSTATE | message          the command raised an error
+#
+# (psql's ERROR, SQLSTATE and LAST_ERROR_MESSAGE variables), so every
+# command sent has a definite outcome unless the client itself died (crash,
+# shutdown): then its first command without an outcome may have been in
+# flight, and the commands after it were never sent.
+#
+# Every "stop_every" commands (default 1) a writer reads its row of the
+# table dcload_control, sleeping "pause_ms" (default 1) in the same
+# statement -- which leaves some CPU to the rest of a small machine and
+# makes the default budget of 20,000 commands per client last well over
+# half a minute -- and quits once the row says stop.  So a writer runs until it is told to stop or until its budget is
+# spent; clients_ok() tells which, and a test should make sure the budget
+# was not what ended the load.
+#
+# The check
+# ---------
+#   check_stored($node, $label, \@loads, in_flight => 0|1)
+#
+# For every entity of the loads' malls (loads may share a mall; their
+# acknowledgements are merged), with A acknowledged commands:
+#
+#   exact:            for an entity with no command of unknown outcome, the
+#                     acknowledged revisions are exactly 1..A, the stored
+#                     revision is A and the stored balance is the sum of the
+#                     acknowledged amounts; nothing is stored for an entity
+#                     that had no acknowledged command.
+#   unknown outcome:  commands answered 40003 ("may or may not have been
+#                     applied": the caller stopped waiting, e.g. for a paused
+#                     node) and, with in_flight => 1 (after a crash or a
+#                     shutdown that killed the clients), the commands in
+#                     flight at the end.  For an entity with such commands,
+#                     acknowledged revisions are distinct and at most the
+#                     stored revision R; the R - A revisions nobody was told
+#                     about are accounted for by R - A of those commands,
+#                     whose amounts add up to exactly the stored balance
+#                     minus the acknowledged amounts.
+#
+# Amounts are handled as integer cents here and as numeric on the server.
+#
+
+package DurableClusterLoad;
+
+use strict;
+use warnings;
+
+use Carp;
+use IPC::Run;
+use JSON::PP;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+our $control_table = 'dcload_control';
+
+# ---------------------------------------------------------------------------
+# Writers.
+# ---------------------------------------------------------------------------
+
+sub user_of
+{
+	my ($i) = @_;
+	return sprintf('u%03d', $i + 1);
+}
+
+# The command seq of client c: [ user, cents ].  Deterministic.
+sub command_of
+{
+	my ($self, $c, $i) = @_;
+	my $user = user_of(($i + 7 * $c) % $self->{entities});
+	my $cents = 1 + (($c * 7919 + $i * 104729 + $self->{seed} * 31) % 999);
+	return ($user, $cents);
+}
+
+sub _amount
+{
+	my ($cents) = @_;
+	return sprintf('%d.%02d', int($cents / 100), $cents % 100);
+}
+
+sub start
+{
+	my ($class, $node, %opts) = @_;
+
+	my $self = bless {
+		node => $node,
+		name => 'load',
+		mall => undef,
+		clients => 6,
+		entities => 30,
+		budget => 20000,
+		pause_ms => 1,
+		stop_every => 1,
+		seed => 0,
+		dbname => 'postgres',
+		timeout => 5 * $PostgreSQL::Test::Utils::timeout_default,
+		%opts,
+	}, $class;
+	croak "name must be a plain word" unless $self->{name} =~ /^\w+$/;
+	$self->{mall} //= "mall_$self->{name}";
+	croak "mall must be a plain word" unless $self->{mall} =~ /^\w+$/;
+
+	$node->safe_psql(
+		$self->{dbname}, qq{
+CREATE TABLE IF NOT EXISTS $control_table (name text PRIMARY KEY, stop boolean NOT NULL);
+INSERT INTO $control_table VALUES ('$self->{name}', false)
+    ON CONFLICT (name) DO UPDATE SET stop = false;});
+
+	my $dir = $PostgreSQL::Test::Utils::tmp_check;
+	my $psql = $node->installed_command('psql');
+	my $check = "SELECT stop AS dcload_stop FROM $control_table"
+	  . ($self->{pause_ms} > 0 ? sprintf(', pg_sleep(%.3f)', $self->{pause_ms} / 1000) : '')
+	  . " WHERE name = '$self->{name}' \\gset\n"
+	  . "\\if :dcload_stop\n\\q\n\\endif\n";
+
+	for my $c (1 .. $self->{clients})
+	{
+		my $base = "$dir/dcload_$self->{name}_$c";
+		my $sql = "\\set dcload_stop false\n";
+		for my $i (0 .. $self->{budget} - 1)
+		{
+			my ($user, $cents) = $self->command_of($c, $i);
+			my $amount = _amount($cents);
+			$sql .=
+			    "SELECT 'A|$c|$i|' || coalesce(r->>'ok', 'null') || '|' || coalesce(r->>'revision', '')"
+			  . " FROM (SELECT dc_send_command('$self->{mall}', '$user', 'add_balance',"
+			  . " '{\"amount\": $amount}') AS r) s;\n"
+			  . "\\if :ERROR\n\\echo F|$c|$i| :SQLSTATE | :LAST_ERROR_MESSAGE\n\\endif\n";
+			$sql .= $check if ($i + 1) % $self->{stop_every} == 0;
+		}
+		unlink "$base.sql", "$base.out", "$base.err";
+		PostgreSQL::Test::Utils::append_to_file("$base.sql", $sql);
+
+		push @{ $self->{clients_list} },
+		  {
+			client => $c,
+			script => "$base.sql",
+			out => "$base.out",
+			err => "$base.err",
+			# Output goes straight to files: nothing has to pump pipes
+			# while the test does other things.
+			harness => IPC::Run::start(
+				[
+					$psql, '-XAtq',
+					'-v', 'ON_ERROR_STOP=0',
+					'-d', $node->connstr($self->{dbname})
+					  . " application_name=dcload_$self->{name}_$c",
+					'-f', "$base.sql"
+				],
+				'<', \undef, '>', "$base.out", '2>', "$base.err",
+				IPC::Run::timeout($self->{timeout}))
+		  };
+	}
+	$self->{started} = time;
+	note("load '$self->{name}': $self->{clients} clients started on mall $self->{mall}");
+	return $self;
+}
+
+# application_name of the writers' sessions, as a LIKE pattern.
+sub appname_pattern
+{
+	my ($self) = @_;
+	return "dcload\\_$self->{name}\\_%";
+}
+
+# Commands of the load's mall stored so far (sum of revisions), read from
+# the table.
+sub stored_commands
+{
+	my ($self) = @_;
+	my ($ret, $out, $err) = $self->{node}->psql(
+		$self->{dbname}, qq{
+SELECT coalesce(sum(revision), 0) FROM durable_cluster.entity_state
+ WHERE mall_id = '$self->{mall}'});
+	return $ret == 0 && $out =~ /^\d+$/ ? $out : undef;
+}
+
+# Wait until at least $n more commands of the load are stored than when
+# called: the writers are making progress.  Returns true if they did within
+# $timeout seconds.
+sub wait_for_progress
+{
+	my ($self, $n, $timeout) = @_;
+	$timeout //= $PostgreSQL::Test::Utils::timeout_default;
+	my $deadline = time + $timeout;
+	my $base;
+	while (time < $deadline)
+	{
+		my $now = $self->stored_commands;
+		if (defined $now)
+		{
+			$base //= $now;
+			return 1 if $now - $base >= $n;
+		}
+		usleep(50_000);
+	}
+	diag("load '$self->{name}': fewer than $n commands stored within $timeout s");
+	return 0;
+}
+
+# Raise the stop flag and wait for every writer to end.
+sub stop
+{
+	my ($self) = @_;
+	$self->{node}->safe_psql($self->{dbname},
+		"UPDATE $control_table SET stop = true WHERE name = '$self->{name}'");
+	$self->{stopped_by_flag} = 1;
+	return $self->wait;
+}
+
+# Wait for every writer to end (stop flag, budget, or a lost connection).
+sub wait
+{
+	my ($self) = @_;
+	return if $self->{finished};
+	for my $client (@{ $self->{clients_list} })
+	{
+		my $done = eval { $client->{harness}->finish; 1 };
+		if (!$done)
+		{
+			diag("load '$self->{name}' client $client->{client}: $@");
+			$client->{harness}->kill_kill;
+			$client->{exit} = -1;
+		}
+		else
+		{
+			$client->{exit} = $client->{harness}->result;
+		}
+	}
+	$self->{finished} = 1;
+	$self->{elapsed} = time - $self->{started};
+	# The scripts are large and can be made again; the output stays.
+	unlink map { $_->{script} } @{ $self->{clients_list} };
+	$self->_collect;
+	return;
+}
+
+sub _collect
+{
+	my ($self) = @_;
+	$self->{acked} = 0;
+	$self->{failures} = [];
+	$self->{in_flight} = [];
+	$self->{bad_lines} = [];
+	$self->{exhausted} = [];
+
+	for my $client (@{ $self->{clients_list} })
+	{
+		my $c = $client->{client};
+		my %outcome;
+		my $out = -e $client->{out} ? slurp_file($client->{out}) : '';
+		for my $line (split /\n/, $out)
+		{
+			next if $line eq '';
+			my ($kind, $lc, $i, $rest);
+			if ($line =~ /^A\|(\d+)\|(\d+)\|(.*)$/)
+			{
+				($lc, $i, $rest) = ($1, $2, $3);
+				my ($ok, $revision) = split /\|/, $rest, -1;
+				if ($lc != $c || exists $outcome{$i})
+				{
+					push @{ $self->{bad_lines} }, "client $c: $line";
+					next;
+				}
+				my ($user, $cents) = $self->command_of($c, $i);
+				if ($ok eq 'true' && defined $revision && $revision =~ /^\d+$/)
+				{
+					$outcome{$i} = 'A';
+					$self->{acked}++;
+					push @{ $self->{acks} },
+					  { client => $c, seq => $i, user => $user, cents => $cents,
+						revision => $revision };
+				}
+				else
+				{
+					$outcome{$i} = 'F';
+					push @{ $self->{failures} },
+					  { client => $c, seq => $i, user => $user, cents => $cents,
+						sqlstate => 'REFUSED', message => "reply ok=$ok revision=" . ($revision // '') };
+				}
+			}
+			elsif ($line =~ /^F\|(\d+)\|(\d+)\|\s*(\S*)\s*\|\s?(.*)$/)
+			{
+				($lc, $i) = ($1, $2);
+				my ($sqlstate, $message) = ($3, $4);
+				if ($lc != $c)
+				{
+					push @{ $self->{bad_lines} }, "client $c: $line";
+					next;
+				}
+				# An error line follows the A line of no command, but be
+				# strict: two outcomes for one command is a bug here.
+				if (exists $outcome{$i})
+				{
+					push @{ $self->{bad_lines} }, "client $c: second outcome: $line";
+					next;
+				}
+				my ($user, $cents) = $self->command_of($c, $i);
+				$outcome{$i} = 'F';
+				push @{ $self->{failures} },
+				  { client => $c, seq => $i, user => $user, cents => $cents,
+					sqlstate => $sqlstate, message => $message };
+			}
+			else
+			{
+				push @{ $self->{bad_lines} }, "client $c: $line";
+			}
+		}
+
+		# Commands run one after the other: the outcomes must be 0..k-1.
+		my $n = scalar(keys %outcome);
+		my @missing = grep { !exists $outcome{$_} } 0 .. $n - 1;
+		push @{ $self->{bad_lines} },
+		  "client $c: no outcome for commands @missing[0 .. ($#missing < 9 ? $#missing : 9)] although later ones have one"
+		  if @missing;
+		$client->{sent} = $n;
+
+		push @{ $self->{exhausted} }, $c if $n >= $self->{budget};
+		# A client that did not end cleanly may have had its next command in
+		# flight.
+		if ($client->{exit} != 0 && $n < $self->{budget})
+		{
+			my ($user, $cents) = $self->command_of($c, $n);
+			push @{ $self->{in_flight} },
+			  { client => $c, seq => $n, user => $user, cents => $cents };
+		}
+		$client->{stderr} = -e $client->{err} ? slurp_file($client->{err}) : '';
+	}
+
+	my $n_failed = scalar @{ $self->{failures} };
+	my $sent = 0;
+	$sent += $_->{sent} for @{ $self->{clients_list} };
+	$self->{sent} = $sent;
+	note(sprintf("load '%s': %d commands with an outcome in %.1f s: %d acknowledged, %d failed, %d possibly in flight",
+		$self->{name}, $sent, $self->{elapsed}, $self->{acked}, $n_failed,
+		scalar @{ $self->{in_flight} }));
+	diag("load '$self->{name}': unexpected output:\n"
+		  . join("\n", @{ $self->{bad_lines} }[ 0 .. ($#{ $self->{bad_lines} } < 19 ? $#{ $self->{bad_lines} } : 19) ]))
+	  if @{ $self->{bad_lines} };
+	return;
+}
+
+sub acked { return $_[0]->{acked}; }
+sub failures { return @{ $_[0]->{failures} }; }
+sub in_flight { return @{ $_[0]->{in_flight} }; }
+
+# True if every writer ended because it was told to stop (exit 0, budget not
+# spent) and all output made sense.  Explains itself otherwise.
+sub clients_ok
+{
+	my ($self) = @_;
+	my @bad;
+	for my $client (@{ $self->{clients_list} })
+	{
+		next if $client->{exit} == 0;
+		my @err = split /\n/, $client->{stderr};
+		push @bad, "client $client->{client} exited with $client->{exit}; the end of its stderr:\n"
+		  . join("\n", @err[ ($#err > 9 ? $#err - 9 : 0) .. $#err ]);
+	}
+	push @bad, "clients @{ $self->{exhausted} } spent their whole budget of $self->{budget} before being stopped"
+	  if @{ $self->{exhausted} };
+	push @bad, scalar(@{ $self->{bad_lines} }) . ' unexpected output lines'
+	  if @{ $self->{bad_lines} };
+	diag("load '$self->{name}': " . join("\n", @bad)) if @bad;
+	return !@bad;
+}
+
+# Print the failed commands: a count per SQLSTATE and message shape, and the
+# first few in full.
+sub report_failures
+{
+	my ($self, $label) = @_;
+	my @f = $self->failures;
+	if (!@f)
+	{
+		note("$label: no failed command");
+		return;
+	}
+	my %by;
+	for my $f (@f)
+	{
+		(my $shape = $f->{message}) =~ s/\d+/N/g;
+		$by{"$f->{sqlstate}: $shape"}++;
+	}
+	diag("$label: " . scalar(@f) . " failed command(s):\n"
+		  . join("\n", map { sprintf('  %5d x %s', $by{$_}, $_) } sort keys %by)
+		  . "\n  the first of them:\n"
+		  . join("\n",
+			map { "  client $_->{client} command $_->{seq} ($_->{user}, $_->{cents} cents): $_->{sqlstate} $_->{message}" }
+			  @f[ 0 .. ($#f < 9 ? $#f : 9) ]));
+	return;
+}
+
+# Assert that the failed commands are within what the test tolerates: every
+# SQLSTATE in "allowed" (strings, or qr// patterns), and at most "max" of
+# them (if given).  Either way they are printed.
+sub failures_ok
+{
+	my ($self, $label, %opts) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my @f = $self->failures;
+	$self->report_failures($label);
+	my $all_ok = 1;
+	if (defined $opts{max})
+	{
+		$all_ok &= cmp_ok(scalar(@f), '<=', $opts{max},
+			"$label: at most $opts{max} failed commands (got " . scalar(@f) . ')');
+	}
+	if ($opts{allowed})
+	{
+		# SQLSTATEs, or patterns (qr//) for whole classes
+		my @allowed = @{ $opts{allowed} };
+		my $is_allowed = sub {
+			my ($state) = @_;
+			return grep { ref $_ ? $state =~ $_ : $state eq $_ } @allowed;
+		};
+		my @other = grep { !$is_allowed->($_->{sqlstate}) } @f;
+		$all_ok &= is(scalar(@other), 0,
+			"$label: every failed command has SQLSTATE "
+			  . join(' or ', map { ref $_ ? "$_" : $_ } @allowed))
+		  || diag(join("\n",
+			map { "  client $_->{client} command $_->{seq}: $_->{sqlstate} $_->{message}" }
+			  @other[ 0 .. ($#other < 19 ? $#other : 19) ]));
+	}
+	return $all_ok;
+}
+
+# ---------------------------------------------------------------------------
+# The check of stored state against acknowledgements.
+# ---------------------------------------------------------------------------
+
+# Is there a subset of exactly $k of @$amounts that adds up to $sum?
+sub _subset_sum
+{
+	my ($amounts, $k, $sum) = @_;
+	return $sum == 0 if $k == 0;
+	return 0 if $k > @$amounts;
+	my ($first, @rest) = @$amounts;
+	return _subset_sum(\@rest, $k - 1, $sum - $first)
+	  || _subset_sum(\@rest, $k, $sum);
+}
+
+sub check_stored
+{
+	my ($node, $label, $loads, %opts) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $in_flight = $opts{in_flight} // 0;
+	my $dbname = $opts{dbname} // 'postgres';
+
+	my (%acked, %flight, %malls);
+	my $n_acked = 0;
+	for my $load (@$loads)
+	{
+		croak "load '$load->{name}' has not ended" unless $load->{finished};
+		$malls{ $load->{mall} } = 1;
+		for my $ack (@{ $load->{acks} || [] })
+		{
+			my $e = $acked{"$load->{mall}|$ack->{user}"} //=
+			  { count => 0, cents => 0, revisions => [] };
+			$e->{count}++;
+			$e->{cents} += $ack->{cents};
+			push @{ $e->{revisions} }, $ack->{revision};
+			$n_acked++;
+		}
+		# Commands whose outcome nobody knows: in flight at a crash, or
+		# answered 40003 ("may or may not have been applied").  Only these
+		# may be stored without an acknowledgement.
+		for my $f (($in_flight ? $load->in_flight : ()),
+			grep { $_->{sqlstate} eq '40003' } $load->failures)
+		{
+			push @{ $flight{"$load->{mall}|$f->{user}"} }, $f->{cents};
+		}
+	}
+
+	my $mall_list = join(', ', map { "'$_'" } sort keys %malls);
+	my $rows = $node->safe_psql(
+		$dbname, qq{
+SELECT mall_id, user_id, revision, ((state->>'balance')::numeric * 100)::bigint,
+       (state->>'balance')::numeric * 100 = round((state->>'balance')::numeric * 100)
+  FROM durable_cluster.entity_state
+ WHERE mall_id IN ($mall_list)
+ ORDER BY 1, 2});
+	my %stored;
+	for my $row (split /\n/, $rows)
+	{
+		my ($mall, $user, $revision, $cents, $whole) = split /\|/, $row, -1;
+		$stored{"$mall|$user"} = { revision => $revision, cents => $cents, whole => $whole };
+	}
+
+	my @bad_revisions;
+	my @bad_state;
+	my ($sum_stored, $sum_acked, $extra) = (0, 0, 0);
+	my %keys = (%acked, %stored);
+	for my $key (sort keys %keys)
+	{
+		my $ak = $acked{$key} // { count => 0, cents => 0, revisions => [] };
+		my $st = $stored{$key} // { revision => 0, cents => 0, whole => 't' };
+		my $f = $flight{$key} // [];
+		$sum_stored += $st->{revision};
+		$sum_acked += $ak->{count};
+
+		push @bad_state, "$key: stored balance has fractions of a cent"
+		  if $st->{whole} ne 't';
+
+		my @revs = sort { $a <=> $b } @{ $ak->{revisions} };
+		my %seen;
+		my @dups = grep { $seen{$_}++ == 1 } @revs;
+		push @bad_revisions, "$key: revisions acknowledged more than once: @dups"
+		  if @dups;
+
+		if (!@$f)
+		{
+			my @want = (1 .. $ak->{count});
+			push @bad_revisions,
+			  "$key: $ak->{count} acknowledged revisions are not 1..$ak->{count}: "
+			  . (@revs ? "from $revs[0] to $revs[-1]" : 'none')
+			  if !@dups && "@revs" ne "@want";
+			push @bad_state,
+			  "$key: stored revision $st->{revision}, acknowledged commands $ak->{count}"
+			  if $st->{revision} != $ak->{count};
+			push @bad_state,
+			  sprintf('%s: stored balance %.2f, acknowledged amounts add up to %.2f',
+				$key, $st->{cents} / 100, $ak->{cents} / 100)
+			  if $st->{cents} != $ak->{cents};
+			next;
+		}
+
+		# What nobody was told about must be explained by the commands of
+		# unknown outcome.
+		push @bad_revisions,
+		  "$key: revision $revs[-1] acknowledged, but only $st->{revision} stored"
+		  if @revs && $revs[-1] > $st->{revision};
+		my $k = $st->{revision} - $ak->{count};
+		my $d = $st->{cents} - $ak->{cents};
+		if ($k < 0)
+		{
+			push @bad_state,
+			  "$key: stored revision $st->{revision}, fewer than the $ak->{count} acknowledged commands";
+		}
+		elsif ($k > @$f)
+		{
+			push @bad_state,
+			  "$key: stored revision $st->{revision}, acknowledged $ak->{count}, but only "
+			  . scalar(@$f) . ' command(s) were in flight';
+		}
+		elsif (!_subset_sum($f, $k, $d))
+		{
+			push @bad_state,
+			  sprintf('%s: stored balance %.2f is acknowledged %.2f plus %d cents, which is no %d of the in-flight amounts (%s)',
+				$key, $st->{cents} / 100, $ak->{cents} / 100, $d, $k, join(', ', @$f));
+		}
+		$extra += $k if $k > 0;
+	}
+
+	my $what = $in_flight
+	  ? 'acknowledged revisions are distinct and stored'
+	  : 'acknowledged revisions of each entity are exactly 1..N';
+	my $ok1 = is(scalar(@bad_revisions), 0, "$label: $what")
+	  || diag(join("\n", @bad_revisions[ 0 .. ($#bad_revisions < 29 ? $#bad_revisions : 29) ]));
+	$what = $in_flight
+	  ? 'every acknowledged command is stored once; the rest is what was in flight'
+	  : 'stored revision and balance of every entity equal its acknowledged commands';
+	my $ok2 = is(scalar(@bad_state), 0, "$label: $what")
+	  || diag(join("\n", @bad_state[ 0 .. ($#bad_state < 29 ? $#bad_state : 29) ]));
+	note("$label: $n_acked acknowledged, $sum_stored stored over "
+		  . scalar(keys %keys) . " entities"
+		  . ($in_flight ? ", $extra stored without an acknowledgement (in flight)" : ''));
+	return $ok1 && $ok2;
+}
+
+# ---------------------------------------------------------------------------
+# Polling.
+# ---------------------------------------------------------------------------
+
+# Run $query until it prints $expected (default 't'), every $interval
+# seconds, for at most $timeout seconds.  Errors (the server restarting)
+# just mean "not yet".  Returns (ok, seconds waited, last output).
+sub poll_until
+{
+	my ($node, $query, %opts) = @_;
+	my $expected = $opts{expected} // 't';
+	my $timeout = $opts{timeout} // 60;
+	my $interval = $opts{interval} // 0.05;
+	my $dbname = $opts{dbname} // 'postgres';
+	my $start = $opts{since} // time;
+	my $deadline = time + $timeout;
+	my ($out, $err) = ('', '');
+	while (1)
+	{
+		my $ret;
+		($ret, $out, $err) = $node->psql($dbname, $query);
+		$out //= '';
+		return (1, time - $start, $out) if $ret == 0 && $out eq $expected;
+		last if time >= $deadline;
+		usleep($interval * 1_000_000);
+	}
+	diag("timed out after $timeout s waiting for\n$query\nexpected: $expected\n"
+		  . "last output: $out\nlast stderr: " . ($err // ''))
+	  unless $opts{quiet};
+	return (0, time - $start, $out);
+}
+
+# SQL that is true when $n members are up, all shards are owned by up
+# members and shard counts of up members differ by at most one.
+sub balanced_query
+{
+	my ($n) = @_;
+	return qq{
+SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = $n
+   AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
+         WHERE m.status = 'up')
+       = (SELECT number_of_shards FROM durable_cluster.settings)
+   AND (SELECT max(shard_count) - min(shard_count) FROM dc_members WHERE status = 'up') <= 1};
+}
+
+# Print what the cluster looks like.
+sub dump_cluster
+{
+	my ($node, $when) = @_;
+	my ($ret, $out, $err) = $node->psql(
+		'postgres', q{
+SELECT 'member', name, status, incarnation, pid, shard_count, first_shard, last_shard,
+       heartbeat_age FROM dc_members;
+SELECT 'node process', pid, backend_type, application_name, state, wait_event_type, wait_event,
+       left(query, 60)
+  FROM pg_stat_activity
+ WHERE backend_type LIKE 'durable_cluster%' OR application_name LIKE 'durable\_cluster %'
+ ORDER BY 2;
+SELECT 'lock wait', pid, backend_type, application_name, wait_event, left(query, 60)
+  FROM pg_stat_activity WHERE wait_event_type = 'Lock';
+});
+	diag("cluster $when (psql exit $ret):\n$out\n" . ($err // ''));
+	return;
+}
+
+# Wait until $n members are up and balanced and every node answers
+# commands (get_state to probe entities of a mall of their own).
+sub wait_for_cluster
+{
+	my ($node, $n, $when, %opts) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $timeout = $opts{timeout} // 60;
+	my ($ok) = poll_until($node, balanced_query($n), timeout => $timeout);
+	ok($ok, "$when: $n members up, every shard owned by one of them, balanced")
+	  or dump_cluster($node, $when);
+	return 0 unless $ok;
+	my $probes = 10 * $n;
+	($ok) = poll_until(
+		$node, qq{
+SELECT count(*) FILTER (WHERE (r->>'ok')::boolean)
+       || '|' || count(DISTINCT r->>'node') FILTER (WHERE (r->>'ok')::boolean)
+  FROM (SELECT dc_send_command('probe', 'p' || g, 'get_state') AS r
+          FROM generate_series(1, $probes) g) s},
+		expected => "$probes|$n",
+		timeout => $timeout,
+		interval => 0.2);
+	ok($ok, "$when: all $n nodes answer commands") or dump_cluster($node, $when);
+	return $ok;
+}
+
+# After a SIGKILL of a backend: wait for the postmaster's crash restart,
+# seen in the log after $log_offset, then for connections.
+sub wait_for_crash_restart
+{
+	my ($node, $log_offset, $when) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $reinitialised = 0;
+	my $deadline = time + 60;
+	while (time < $deadline)
+	{
+		if (slurp_file($node->logfile, $log_offset) =~
+			/all server processes terminated; reinitializing/)
+		{
+			$reinitialised = 1;
+			last;
+		}
+		usleep(100_000);
+	}
+	ok($reinitialised, "$when: postmaster went through a crash restart")
+	  or diag("server log since the kill:\n" . slurp_file($node->logfile, $log_offset));
+	my ($ok) = poll_until($node, 'SELECT 1', expected => '1', timeout => 60, interval => 0.1);
+	ok($ok, "$when: server accepts connections again");
+	return $reinitialised && $ok;
+}
+
+# ---------------------------------------------------------------------------
+# A LISTEN durable_cluster client.
+# ---------------------------------------------------------------------------
+package DurableClusterLoad::Listener;
+
+use strict;
+use warnings;
+
+use JSON::PP;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+sub new
+{
+	my ($class, $node, %opts) = @_;
+	my $session = $node->background_psql($opts{dbname} // 'postgres', on_error_stop => 0);
+	$session->set_query_timer_restart;
+	$session->query_safe('LISTEN durable_cluster');
+	return bless { session => $session, events => [], json => JSON::PP->new,
+		bad => [] }, $class;
+}
+
+# Fetch what has arrived (psql prints notifications after each command).
+sub poll
+{
+	my ($self) = @_;
+	my $out = eval { $self->{session}->query('SELECT 1') };
+	return 0 unless defined $out;
+	my $n = 0;
+	for my $line (split /\n/, $out)
+	{
+		next unless $line =~
+		  /^Asynchronous notification "durable_cluster" with payload "(.*)" received from server process with PID (\d+)\.$/;
+		my ($payload, $pid) = ($1, $2);
+		my $event = eval { $self->{json}->decode($payload) };
+		if (!$event || ref $event ne 'HASH')
+		{
+			push @{ $self->{bad} }, $payload;
+			next;
+		}
+		$event->{_pid} = $pid;
+		$event->{_seq} = scalar @{ $self->{events} };
+		push @{ $self->{events} }, $event;
+		$n++;
+	}
+	return $n;
+}
+
+sub events { return @{ $_[0]->{events} }; }
+sub bad_payloads { return @{ $_[0]->{bad} }; }
+
+# Wait (polling) until $pred returns true for an event with _seq >= $from;
+# returns that event or undef.
+sub wait_for
+{
+	my ($self, $pred, %opts) = @_;
+	my $from = $opts{from} // 0;
+	my $deadline = time + ($opts{timeout} // 30);
+	while (1)
+	{
+		for my $e (@{ $self->{events} }[ $from .. $#{ $self->{events} } ])
+		{
+			return $e if $pred->($e);
+		}
+		last if time >= $deadline;
+		$self->poll or usleep(100_000);
+	}
+	return undef;
+}
+
+sub describe
+{
+	my ($self, $from) = @_;
+	$from //= 0;
+	my @e = @{ $self->{events} }[ $from .. $#{ $self->{events} } ];
+	return join("\n", map {
+		my %copy = %$_;
+		delete @copy{qw(_pid _seq moves)};
+		'  ' . JSON::PP->new->canonical->encode(\%copy)
+		  . (exists $_->{moves} ? ' moves: ' . scalar(@{ $_->{moves} || [] }) : '')
+	} @e);
+}
+
+sub quit
+{
+	my ($self) = @_;
+	eval { $self->{session}->quit; };
+	return;
+}
+
+1;
