@@ -4,6 +4,7 @@
 #   make demo                throw-away server with 3 nodes and the tutorial (scripts/demo.sh)
 #   make test                whole suite: pg_regress + TAP, as root or as a normal user
 #                            (test/run_tests.sh)
+#   make bench               failover and hand-off times (bench/failover.sh)
 #   make installcheck        the suite against an already installed extension; needs a
 #                            server started with shared_preload_libraries = 'durable_cluster'
 
@@ -29,9 +30,13 @@ include $(PGXS)
 # (durable_cluster.database); set after PGXS, which defines its own.
 CONTRIB_TESTDB = postgres
 
-.PHONY: demo test
+.PHONY: demo test bench
 demo:
 	bash scripts/demo.sh
 
 test:
 	bash test/run_tests.sh
+
+# failover and hand-off times under load (bench/failover.sh)
+bench:
+	bash bench/failover.sh
