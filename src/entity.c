@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 
 #include "entity.h"
+#include "jsonb_build.h"
 
 typedef enum PayloadNeed
 {
@@ -350,56 +351,6 @@ dc_command_apply(const DcCommand *cmd, DcEntityState *state,
 
 /* ---- jsonb documents ---- */
 
-static void
-push_key(JsonbParseState **ps, const char *key)
-{
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	pushJsonbValue(ps, WJB_KEY, &k);
-}
-
-static void
-push_string(JsonbParseState **ps, const char *key, const char *value)
-{
-	JsonbValue	v;
-
-	push_key(ps, key);
-	if (value == NULL)
-		v.type = jbvNull;
-	else
-	{
-		v.type = jbvString;
-		v.val.string.val = (char *) value;
-		v.val.string.len = strlen(value);
-	}
-	pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
-static void
-push_numeric(JsonbParseState **ps, const char *key, Numeric value)
-{
-	JsonbValue	v;
-
-	push_key(ps, key);
-	v.type = jbvNumeric;
-	v.val.numeric = value;
-	pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
-static void
-push_bool(JsonbParseState **ps, const char *key, bool value)
-{
-	JsonbValue	v;
-
-	push_key(ps, key);
-	v.type = jbvBool;
-	v.val.boolean = value;
-	pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
 Jsonb *
 dc_entity_to_jsonb(const char *mall_id, const char *user_id,
 				   const DcEntityState *state)
@@ -408,13 +359,13 @@ dc_entity_to_jsonb(const char *mall_id, const char *user_id,
 	JsonbValue *res;
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_string(&ps, "mall_id", mall_id);
-	push_string(&ps, "user_id", user_id);
-	push_bool(&ps, "logged_in", state->logged_in);
-	push_numeric(&ps, "login_count", int64_to_numeric(state->login_count));
-	push_string(&ps, "nickname", state->has_nickname ? state->nickname : NULL);
-	push_numeric(&ps, "balance", int64_div_fast_to_numeric(state->balance_cents, 2));
-	push_string(&ps, "last_event_time",
+	dc_push_string(&ps, "mall_id", mall_id);
+	dc_push_string(&ps, "user_id", user_id);
+	dc_push_bool(&ps, "logged_in", state->logged_in);
+	dc_push_int(&ps, "login_count", state->login_count);
+	dc_push_string(&ps, "nickname", state->has_nickname ? state->nickname : NULL);
+	dc_push_numeric(&ps, "balance", int64_div_fast_to_numeric(state->balance_cents, 2));
+	dc_push_string(&ps, "last_event_time",
 				state->has_event_time
 				? JsonEncodeDateTime(NULL, TimestampTzGetDatum(state->last_event_time),
 									 TIMESTAMPTZOID, NULL)
@@ -474,20 +425,15 @@ dc_build_reply(bool ok, const char *label, Jsonb *state_doc,
 			   int64 revision, int shard, const char *node_name)
 {
 	JsonbParseState *ps = NULL;
-	JsonbValue	v;
 	JsonbValue *res;
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_bool(&ps, "ok", ok);
-	push_string(&ps, ok ? "result" : "error", label);
-	push_key(&ps, "state");
-	v.type = jbvBinary;
-	v.val.binary.data = &state_doc->root;
-	v.val.binary.len = VARSIZE(state_doc) - VARHDRSZ;
-	pushJsonbValue(&ps, WJB_VALUE, &v);
-	push_numeric(&ps, "revision", int64_to_numeric(revision));
-	push_numeric(&ps, "shard", int64_to_numeric(shard));
-	push_string(&ps, "node", node_name);
+	dc_push_bool(&ps, "ok", ok);
+	dc_push_string(&ps, ok ? "result" : "error", label);
+	dc_push_jsonb(&ps, "state", state_doc);
+	dc_push_int(&ps, "revision", revision);
+	dc_push_int(&ps, "shard", shard);
+	dc_push_string(&ps, "node", node_name);
 	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(res);
 }

@@ -353,7 +353,7 @@ static bool
 smart_shutdown_idle(void)
 {
 	char		path[MAXPGPATH];
-	char		line[64];
+	char		line[MAXPGPATH + 64];	/* a line may hold the data directory */
 	FILE	   *f;
 	bool		stopping = false;
 

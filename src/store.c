@@ -31,15 +31,14 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
-#include "utils/numeric.h"
 
 #include "durable_cluster.h"
 #include "inbox.h"
+#include "jsonb_build.h"
 #include "store.h"
 
 static PGconn *store_conn = NULL;
-static char *jsonb_text(JsonbValue *root);
-static void push_text(JsonbParseState **ps, JsonbIteratorToken seq, const char *value);
+
 static char *store_conninfo = NULL;
 
 /*
@@ -292,10 +291,10 @@ dc_store_reconcile(void)
 
 	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
 	for (int i = 0; i < n; i++)
-		push_text(&ps, WJB_ELEM, names[i]);
+		dc_push_string(&ps, NULL, names[i]);
 	values[0] = psprintf("%d", dc_failure_timeout_ms);
 	values[1] = dc_self_address();
-	values[2] = jsonb_text(pushJsonbValue(&ps, WJB_END_ARRAY, NULL));
+	values[2] = dc_jsonb_text(pushJsonbValue(&ps, WJB_END_ARRAY, NULL));
 	PQclear(exec("SELECT durable_cluster.reconcile($1, $2, $3)", 3, values));
 }
 
@@ -367,49 +366,6 @@ dc_store_refresh_map(Oid extension)
 	return changed;
 }
 
-/* ---- building jsonb parameters ---- */
-
-static void
-push_key(JsonbParseState **ps, const char *key)
-{
-	JsonbValue	k;
-
-	k.type = jbvString;
-	k.val.string.val = (char *) key;
-	k.val.string.len = strlen(key);
-	pushJsonbValue(ps, WJB_KEY, &k);
-}
-
-static void
-push_text(JsonbParseState **ps, JsonbIteratorToken seq, const char *value)
-{
-	JsonbValue	v;
-
-	v.type = jbvString;
-	v.val.string.val = (char *) value;
-	v.val.string.len = strlen(value);
-	pushJsonbValue(ps, seq, &v);
-}
-
-static void
-push_int(JsonbParseState **ps, const char *key, int64 value)
-{
-	JsonbValue	v;
-
-	push_key(ps, key);
-	v.type = jbvNumeric;
-	v.val.numeric = int64_to_numeric(value);
-	pushJsonbValue(ps, WJB_VALUE, &v);
-}
-
-static char *
-jsonb_text(JsonbValue *root)
-{
-	Jsonb	   *doc = JsonbValueToJsonb(root);
-
-	return JsonbToCString(NULL, &doc->root, VARSIZE(doc));
-}
-
 /*
  * Load the committed state of several entities in one statement.  Entities
  * never stored get the initial state.
@@ -425,12 +381,12 @@ dc_store_load_entities(DcEntityLoad *loads, int n)
 	for (int i = 0; i < n; i++)
 	{
 		pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
-		push_text(&ps, WJB_ELEM, loads[i].mall_id);
-		push_text(&ps, WJB_ELEM, loads[i].user_id);
+		dc_push_string(&ps, NULL, loads[i].mall_id);
+		dc_push_string(&ps, NULL, loads[i].user_id);
 		pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
 		dc_entity_init(&loads[i].state);
 	}
-	values[0] = jsonb_text(pushJsonbValue(&ps, WJB_END_ARRAY, NULL));
+	values[0] = dc_jsonb_text(pushJsonbValue(&ps, WJB_END_ARRAY, NULL));
 
 	res = exec("SELECT k.ord, e.state, e.revision "
 			   "  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS k(id, ord) "
@@ -467,42 +423,35 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 	int			nfenced = 0;
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	push_key(&ps, "fence");
+	dc_push_key(&ps, "fence");
 	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
 	for (int i = 0; i < nshards; i++)
 	{
 		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-		push_int(&ps, "shard", shards[i]);
-		push_int(&ps, "epoch", epochs[i]);
+		dc_push_int(&ps, "shard", shards[i]);
+		dc_push_int(&ps, "epoch", epochs[i]);
 		pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
 	}
 	pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
-	push_key(&ps, "writes");
+	dc_push_key(&ps, "writes");
 	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
 	for (int i = 0; i < nwrites; i++)
 	{
 		const DcEntityWrite *w = &writes[i];
-		JsonbValue	state;
 
 		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-		push_key(&ps, "mall_id");
-		push_text(&ps, WJB_VALUE, w->mall_id);
-		push_key(&ps, "user_id");
-		push_text(&ps, WJB_VALUE, w->user_id);
-		push_int(&ps, "shard_id", w->shard);
-		push_key(&ps, "state");
-		state.type = jbvBinary;
-		state.val.binary.data = &w->state_doc->root;
-		state.val.binary.len = VARSIZE(w->state_doc) - VARHDRSZ;
-		pushJsonbValue(&ps, WJB_VALUE, &state);
-		push_int(&ps, "revision", w->revision);
-		push_int(&ps, "old_revision", w->old_revision);
+		dc_push_string(&ps, "mall_id", w->mall_id);
+		dc_push_string(&ps, "user_id", w->user_id);
+		dc_push_int(&ps, "shard_id", w->shard);
+		dc_push_jsonb(&ps, "state", w->state_doc);
+		dc_push_int(&ps, "revision", w->revision);
+		dc_push_int(&ps, "old_revision", w->old_revision);
 		pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
 	}
 	pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
 
 	values[0] = name;
-	values[1] = jsonb_text(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+	values[1] = dc_jsonb_text(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 	result = exec_value("SELECT durable_cluster.write_batch($1, $2)", 2, values);
 
 	/* an int4[] in text form: "{}" or "{3,17}" */

@@ -1,0 +1,94 @@
+/*-------------------------------------------------------------------------
+ *
+ * jsonb_build.c
+ *	  Small helpers to build jsonb documents with pushJsonbValue, shared by
+ *	  the entity documents (entity.c) and the store's parameters (store.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "jsonb_build.h"
+
+/* a key, before a value or a nested array or object */
+void
+dc_push_key(JsonbParseState **ps, const char *key)
+{
+	JsonbValue	k;
+
+	k.type = jbvString;
+	k.val.string.val = (char *) key;
+	k.val.string.len = strlen(key);
+	pushJsonbValue(ps, WJB_KEY, &k);
+}
+
+static void
+push(JsonbParseState **ps, const char *key, JsonbValue *v)
+{
+	if (key)
+		dc_push_key(ps, key);
+	pushJsonbValue(ps, key ? WJB_VALUE : WJB_ELEM, v);
+}
+
+/* a NULL value is JSON null */
+void
+dc_push_string(JsonbParseState **ps, const char *key, const char *value)
+{
+	JsonbValue	v;
+
+	if (value == NULL)
+		v.type = jbvNull;
+	else
+	{
+		v.type = jbvString;
+		v.val.string.val = (char *) value;
+		v.val.string.len = strlen(value);
+	}
+	push(ps, key, &v);
+}
+
+void
+dc_push_numeric(JsonbParseState **ps, const char *key, Numeric value)
+{
+	JsonbValue	v;
+
+	v.type = jbvNumeric;
+	v.val.numeric = value;
+	push(ps, key, &v);
+}
+
+void
+dc_push_int(JsonbParseState **ps, const char *key, int64 value)
+{
+	dc_push_numeric(ps, key, int64_to_numeric(value));
+}
+
+void
+dc_push_bool(JsonbParseState **ps, const char *key, bool value)
+{
+	JsonbValue	v;
+
+	v.type = jbvBool;
+	v.val.boolean = value;
+	push(ps, key, &v);
+}
+
+/* a whole document, unpacked into the one being built */
+void
+dc_push_jsonb(JsonbParseState **ps, const char *key, Jsonb *value)
+{
+	JsonbValue	v;
+
+	v.type = jbvBinary;
+	v.val.binary.data = &value->root;
+	v.val.binary.len = VARSIZE(value) - VARHDRSZ;
+	push(ps, key, &v);
+}
+
+char *
+dc_jsonb_text(JsonbValue *root)
+{
+	Jsonb	   *doc = JsonbValueToJsonb(root);
+
+	return JsonbToCString(NULL, &doc->root, VARSIZE(doc));
+}
