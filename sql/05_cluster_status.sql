@@ -13,7 +13,7 @@ SELECT m ->> 'name' AS name, m ->> 'status' AS status, m ->> 'shards' AS shards,
        (m ->> 'heartbeat_age_ms')::int < 10000 AS fresh_heartbeat
   FROM jsonb_array_elements(dc_cluster_status() -> 'members') m;
 
-SELECT name, status, incarnation, shard_count, first_shard, last_shard,
+SELECT name, status, incarnation, shard_count, shards, first_shard, last_shard,
        heartbeat_age < interval '10 seconds' AS fresh, address = durable_cluster.self_address() AS here
   FROM dc_members;
 

@@ -390,11 +390,22 @@ $$;
 GRANT EXECUTE ON FUNCTION dc_add_node(text, text[]), dc_remove_node(text),
                           dc_set_number_of_shards(integer) TO dc_admin;
 
+/* A member's shards as compact ranges, e.g. '0-24,34-38'. */
+CREATE FUNCTION durable_cluster.shard_ranges(node_name text) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT string_agg(CASE WHEN lo = hi THEN lo::text ELSE lo || '-' || hi END, ',' ORDER BY lo)
+      FROM (SELECT min(shard_id) AS lo, max(shard_id) AS hi
+              FROM (SELECT shard_id, shard_id - row_number() OVER (ORDER BY shard_id) AS run
+                      FROM durable_cluster.shards WHERE node = node_name) s
+             GROUP BY run) r
+$$;
+
 CREATE VIEW dc_members AS
 SELECT m.name, m.status, m.address, m.roles, m.incarnation, m.pid,
        m.started_at, m.last_heartbeat,
        now() - m.last_heartbeat AS heartbeat_age,
        count(s.shard_id)::integer AS shard_count,
+       durable_cluster.shard_ranges(m.name) AS shards,
        min(s.shard_id) AS first_shard,
        max(s.shard_id) AS last_shard
   FROM durable_cluster.members m
@@ -418,8 +429,7 @@ SELECT jsonb_build_object(
                     'name', name, 'status', status, 'address', address,
                     'roles', to_jsonb(roles), 'incarnation', incarnation,
                     'shard_count', shard_count,
-                    'shards', CASE WHEN shard_count > 0
-                                   THEN first_shard || '-' || last_shard END,
+                    'shards', shards,
                     'heartbeat_age_ms',
                         round(extract(epoch FROM heartbeat_age) * 1000)::bigint)), '[]')
                   FROM dc_members))
