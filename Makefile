@@ -4,7 +4,8 @@
 #   make demo                throw-away server with 3 nodes and the tutorial (scripts/demo.sh)
 #   make test                whole suite: pg_regress + TAP, as root or as a normal user
 #                            (test/run_tests.sh)
-#   make bench               failover and hand-off times (bench/failover.sh)
+#   make bench               throughput against plain SQL (bench/throughput.sh), then
+#                            failover and hand-off times (bench/failover.sh)
 #   make installcheck        the suite against an already installed extension; needs a
 #                            server started with shared_preload_libraries = 'durable_cluster'
 
@@ -37,6 +38,7 @@ demo:
 test:
 	bash test/run_tests.sh
 
-# failover and hand-off times under load (bench/failover.sh)
+# throughput against plain SQL, then failover and hand-off times
 bench:
+	bash bench/throughput.sh
 	bash bench/failover.sh

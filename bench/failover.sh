@@ -24,66 +24,22 @@
 set -euo pipefail
 
 TRIALS=${TRIALS:-5}
-PORT=${DC_BENCH_PORT:-5498}
-DIR=${DC_BENCH_DIR:-/tmp/durable_cluster_bench}
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-bindir=$("$PG_CONFIG" --bindir)
-top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-
-as_owner()
-{
-	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-sql()
-{
-	"$bindir/psql" -X -qAt -h "$DIR" -p "$PORT" -U postgres -d postgres -c "$1"
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 now() { date +%s.%N; }
-
-# poll until the query returns t; fail after 60 s
-wait_for()
-{
-	local deadline=$(( $(date +%s) + 60 ))
-	until [ "$(sql "$1")" = t ]; do
-		[ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for: $1" >&2; exit 1; }
-		sleep 0.02
-	done
-}
 
 median()
 {
 	sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-make -C "$top" -s install PG_CONFIG="$PG_CONFIG" >/dev/null
-
-# a fresh server
-if [ -f "$DIR/data/postmaster.pid" ]; then
-	as_owner "$bindir/pg_ctl" -D "$DIR/data" stop -m immediate -w >/dev/null 2>&1 || true
-fi
-rm -rf "$DIR"
-mkdir -p "$DIR"
-[ "$(id -u)" -ne 0 ] || chown postgres "$DIR"
-as_owner "$bindir/initdb" -D "$DIR/data" -U postgres -A trust >/dev/null
-cat >> "$DIR/data/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$DIR'
-shared_preload_libraries = 'durable_cluster'
-max_worker_processes = 32
-synchronous_commit = on
-CONF
-as_owner "$bindir/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w start >/dev/null
-trap 'kill "$load_pid" 2>/dev/null || true; as_owner "$bindir/pg_ctl" -D "$DIR/data" stop -m fast -w >/dev/null 2>&1 || true' EXIT
-
-sql "CREATE EXTENSION durable_cluster"
+bench_server_start "${DC_BENCH_DIR:-/tmp/durable_cluster_bench}" "${DC_BENCH_PORT:-5498}"
 ready="SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = 3
           AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
                 WHERE m.status = 'up') = 100
           AND (SELECT max(shard_count) - min(shard_count) FROM dc_members WHERE status = 'up') <= 1"
-wait_for "$ready"
+DIR=$BENCH_DIR
+PORT=$BENCH_PORT
 
 # the load: 8 clients, add_balance over 1,000 entities, until stopped
 cat > "$DIR/load.sql" <<'LOAD'
@@ -95,7 +51,7 @@ LOAD
 PGOPTIONS='-c durable_cluster.ask_timeout=15s' \
 "$bindir/pgbench" -h "$DIR" -p "$PORT" -U postgres -n -c 8 -j 2 -T 100000 \
 	-f "$DIR/load.sql" postgres > "$DIR/pgbench.log" 2>&1 &
-load_pid=$!
+bench_load_pid=$!
 wait_for "SELECT count(*) > 100 FROM durable_cluster.entity_state"
 
 failover=()
@@ -123,8 +79,9 @@ done
 
 # pgbench would abort a client at its first error: count those
 failed=$(grep -c 'aborted in command' "$DIR/pgbench.log" || true)
-kill -TERM "$load_pid" 2>/dev/null || echo "the load had stopped early: see $DIR/pgbench.log" >&2
-wait "$load_pid" 2>/dev/null || true
+kill -TERM "$bench_load_pid" 2>/dev/null || echo "the load had stopped early: see $DIR/pgbench.log" >&2
+wait "$bench_load_pid" 2>/dev/null || true
+bench_load_pid=
 stored=$(sql "SELECT coalesce(sum(revision), 0) FROM durable_cluster.entity_state WHERE mall_id = 'bench'")
 
 f_med=$(printf '%s\n' "${failover[@]}" | median)
@@ -144,7 +101,7 @@ Load during the run (pgbench, 8 clients, add_balance over 1,000 entities, ask_ti
 $stored commands stored, $failed client errors.
 
 Settings: heartbeat_interval = 1s, failure_timeout = 5s, 3 nodes, synchronous_commit = on.
-Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $("$bindir/postgres" --version).
+Machine: $(bench_machine).
 REPORT
 )
 echo
