@@ -257,8 +257,7 @@ CREATE FUNCTION durable_cluster.write_batch(node_name text, batch jsonb) RETURNS
 LANGUAGE plpgsql AS $$
 DECLARE
     fenced   integer[];
-    expected bigint;
-    updated  bigint;
+    upd      record;
 BEGIN
     PERFORM 1
        FROM durable_cluster.shards s
@@ -274,23 +273,24 @@ BEGIN
         RETURN fenced;
     END IF;
 
-    UPDATE durable_cluster.entity_state e
-       SET state = w.state, revision = w.revision, updated_at = clock_timestamp()
-      FROM jsonb_to_recordset(batch -> 'writes')
-           AS w(mall_id text, user_id text, state jsonb, revision bigint, old_revision bigint)
-     WHERE w.old_revision > 0
-       AND e.mall_id = w.mall_id AND e.user_id = w.user_id
-       AND e.revision = w.old_revision;
-    GET DIAGNOSTICS updated = ROW_COUNT;
-    SELECT count(*) INTO expected
-      FROM jsonb_to_recordset(batch -> 'writes') AS w(old_revision bigint)
-     WHERE w.old_revision > 0;
-    IF updated <> expected THEN
-        RAISE EXCEPTION 'stored state changed under the owning node'
-            USING ERRCODE = 'serialization_failure',
-                  DETAIL = format('%s of %s entity rows matched the revision the node holds.',
-                                  updated, expected);
-    END IF;
+    -- One primary-key update per entity: as a join over the batch, the
+    -- planner (which guesses 100 rows for the recordset) hashes a scan of
+    -- the whole table instead.
+    FOR upd IN
+        SELECT * FROM jsonb_to_recordset(batch -> 'writes')
+                 AS u(mall_id text, user_id text, state jsonb, revision bigint, old_revision bigint)
+         WHERE u.old_revision > 0
+    LOOP
+        UPDATE durable_cluster.entity_state
+           SET state = upd.state, revision = upd.revision, updated_at = clock_timestamp()
+         WHERE mall_id = upd.mall_id AND user_id = upd.user_id AND revision = upd.old_revision;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'stored state changed under the owning node'
+                USING ERRCODE = 'serialization_failure',
+                      DETAIL = format('Entity (%s, %s) is not at revision %s, the one the node holds.',
+                                      upd.mall_id, upd.user_id, upd.old_revision);
+        END IF;
+    END LOOP;
 
     INSERT INTO durable_cluster.entity_state
            (mall_id, user_id, shard_id, state, revision, updated_at)

@@ -388,10 +388,17 @@ dc_store_load_entities(DcEntityLoad *loads, int n)
 	}
 	values[0] = dc_jsonb_text(pushJsonbValue(&ps, WJB_END_ARRAY, NULL));
 
+	/*
+	 * One primary-key probe per entity: written as a join, the planner
+	 * (which guesses 100 rows for the array) hashes a scan of the whole
+	 * table instead.  LIMIT 1 keeps the subquery a probe; the key is unique.
+	 */
 	res = exec("SELECT k.ord, e.state, e.revision "
 			   "  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS k(id, ord) "
-			   "  JOIN durable_cluster.entity_state e "
-			   "    ON e.mall_id = k.id ->> 0 AND e.user_id = k.id ->> 1",
+			   " CROSS JOIN LATERAL "
+			   "       (SELECT state, revision FROM durable_cluster.entity_state s "
+			   "         WHERE s.mall_id = k.id ->> 0 AND s.user_id = k.id ->> 1 "
+			   "         LIMIT 1) e",
 			   1, values);
 	for (int r = 0; r < PQntuples(res); r++)
 	{
