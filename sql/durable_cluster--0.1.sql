@@ -5,7 +5,7 @@
 /*
  * Internal tables live in their own schema; the user-facing API (dc_*)
  * lives in the extension's schema.  Only node workers write these tables,
- * through store.c, with the exceptions of dc_set_number_of_shards().
+ * through store.c, with the exception of dc_set_number_of_shards().
  */
 CREATE SCHEMA durable_cluster;
 COMMENT ON SCHEMA durable_cluster IS 'durable_cluster internal tables; written only by node workers';

@@ -6,21 +6,24 @@
  *
  * Node life cycle (mirrored in the README):
  *
- *	 waiting --CREATE EXTENSION--> up --SIGTERM / shutdown--> left (exit)
- *	   ^                           |  \
+ *	 waiting --CREATE EXTENSION--> up --dc_remove_node, SIGTERM, shutdown-->
+ *	   ^                           |  \          leaving --> left --> exit
  *	   +------DROP EXTENSION-------+   +--heartbeat finds us down--> up again
  *	                                        (new incarnation, cache dropped)
  *
- * The main loop alternates two kinds of work:
+ * The main loop alternates two kinds of work, both reaching the store only
+ * through store.c (libpq, one statement per call):
  *
- * - a tick every heartbeat_interval, in its own transaction: join or
- *	 heartbeat, reconcile membership and shard map (any node may do it; an
- *	 advisory lock makes one run at a time), and copy the map into shared
- *	 memory when it changed;
- * - batches: everything waiting in the inbox is taken at once and applied
- *	 in one transaction (group commit).  Commands are applied in arrival
- *	 order, in memory, one entity at a time; each entity the batch changed
- *	 is written once with its final state; replies go out after COMMIT.
+ * - a tick every heartbeat_interval, or at once when a change was announced
+ *	 or a batch found a shard fenced: join or heartbeat, then reconcile
+ *	 membership and shard map (any node may; an advisory lock lets one run
+ *	 at a time) and copy the map into shared memory when it changed;
+ * - batches: everything waiting in the inbox is taken at once, the entities
+ *	 missing from the cache are loaded in one statement, the commands are
+ *	 applied in arrival order, in memory, one entity at a time, and the
+ *	 batch is stored by one write_batch call, a transaction of its own that
+ *	 checks the fence and writes each changed entity once (group commit).
+ *	 Replies go out after it committed.
  *
  * While a batch commits, new commands queue up in the inbox and form the
  * next batch, so the number of commits per second stays bounded by the
@@ -40,7 +43,6 @@
 #include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
