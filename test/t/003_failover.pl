@@ -52,37 +52,16 @@ my $failure_timeout = 2;    # seconds, as configured below
 my $ask_timeout = 10;       # seconds, as configured below
 my @allowed_failures = ('55000', '40003');
 
-my $node = PostgreSQL::Test::Cluster->new('failover');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'durable_cluster'
-max_worker_processes = 32
-durable_cluster.nodes = $n_nodes
+my $node = DurableClusterLoad::new_server('failover', $n_nodes, qq{
 durable_cluster.heartbeat_interval = '200ms'
 durable_cluster.failure_timeout = '${failure_timeout}s'
 durable_cluster.ask_timeout = '${ask_timeout}s'
 # PostgreSQL::Test::Cluster turns this off; part 3 needs the postmaster to
 # reinitialise after a backend dies.
 restart_after_crash = on
-# tens of thousands of commands would bury what matters in the log
-log_statement = 'ddl'
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
-DurableClusterLoad::wait_for_cluster($node, $n_nodes, 'after CREATE EXTENSION')
-  or die 'the cluster did not come up';
 
-sub member
-{
-	my ($name) = @_;
-	my $row = $node->safe_psql(
-		'postgres', qq{
-SELECT status, incarnation, pid, shard_count FROM dc_members WHERE name = '$name'});
-	my %m;
-	@m{qw(status incarnation pid shard_count)} = split /\|/, $row, -1;
-	return \%m;
-}
+sub member { return DurableClusterLoad::member($node, $_[0]); }
 
 sub shards_of
 {

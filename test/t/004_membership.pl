@@ -41,32 +41,12 @@ my $n_static = 3;
 my $n_clients = 6;
 my $n_entities = 30;
 
-my $node = PostgreSQL::Test::Cluster->new('membership');
-$node->init;
-$node->append_conf(
-	'postgresql.conf', qq{
-shared_preload_libraries = 'durable_cluster'
-max_worker_processes = 32
-durable_cluster.nodes = $n_static
+my $node = DurableClusterLoad::new_server('membership', $n_static, qq{
 # generous: zero failed commands is asserted on a small, loaded machine
 durable_cluster.ask_timeout = '10s'
-log_statement = 'ddl'
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
-DurableClusterLoad::wait_for_cluster($node, $n_static, 'after CREATE EXTENSION')
-  or die 'the cluster did not come up';
 
-sub member
-{
-	my ($name) = @_;
-	my $row = $node->safe_psql(
-		'postgres', qq{
-SELECT status, incarnation, pid, shard_count, roles::text FROM dc_members WHERE name = '$name'});
-	my %m;
-	@m{qw(status incarnation pid shard_count roles)} = split /\|/, $row, -1;
-	return \%m;
-}
+sub member { return DurableClusterLoad::member($node, $_[0]); }
 
 sub up_members
 {

@@ -76,6 +76,7 @@ use warnings;
 use Carp;
 use IPC::Run;
 use JSON::PP;
+use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
@@ -685,6 +686,41 @@ SELECT count(*) FILTER (WHERE (r->>'ok')::boolean)
 		interval => 0.2);
 	ok($ok, "$when: all $n nodes answer commands") or dump_cluster($node, $when);
 	return $ok;
+}
+
+# A started server with the extension created and $nodes nodes up: the
+# settings every test here shares, plus $extra_conf.
+sub new_server
+{
+	my ($name, $nodes, $extra_conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'durable_cluster'
+max_worker_processes = 32
+durable_cluster.nodes = $nodes
+# tens of thousands of commands would bury what matters in the log
+log_statement = 'ddl'
+$extra_conf
+});
+	$node->start;
+	$node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
+	wait_for_cluster($node, $nodes, 'after CREATE EXTENSION')
+	  or die 'the cluster did not come up';
+	return $node;
+}
+
+# A member's row of dc_members, as a hash.
+sub member
+{
+	my ($node, $name) = @_;
+	my $row = $node->safe_psql(
+		'postgres', qq{
+SELECT status, incarnation, pid, shard_count, roles::text FROM dc_members WHERE name = '$name'});
+	my %m;
+	@m{qw(status incarnation pid shard_count roles)} = split /\|/, $row, -1;
+	return \%m;
 }
 
 # After a SIGKILL of a backend: wait for the postmaster's crash restart,
