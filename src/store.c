@@ -39,6 +39,11 @@
 
 static PGconn *store_conn = NULL;
 
+/* statements prepared on store_conn, by the address of their text */
+#define MAX_PREPARED	16
+static const char *prepared[MAX_PREPARED];
+static int	n_prepared = 0;
+
 static char *store_conninfo = NULL;
 
 /*
@@ -79,6 +84,7 @@ dc_store_disconnect(void)
 	if (store_conn)
 		PQfinish(store_conn);
 	store_conn = NULL;
+	n_prepared = 0;
 }
 
 static PGconn *
@@ -124,17 +130,16 @@ raise_result_error(PGresult *res, const char *sql)
 }
 
 /*
- * Run one statement with text parameters and wait for its result without
- * blocking signals or latch wake-ups.  The caller must PQclear the result.
+ * Wait for the result of what was just sent, without blocking signals or
+ * latch wake-ups, and return it.  The caller must PQclear the result.
  */
 static PGresult *
-exec(const char *sql, int nparams, const char *const *values)
+await_result(PGconn *conn, bool sent, const char *sql)
 {
-	PGconn	   *conn = connection();
 	PGresult   *res = NULL;
 	PGresult   *next;
 
-	if (!PQsendQueryParams(conn, sql, nparams, NULL, values, NULL, NULL, 0))
+	if (!sent)
 	{
 		char	   *msg = pchomp(PQerrorMessage(conn));
 
@@ -182,6 +187,33 @@ exec(const char *sql, int nparams, const char *const *values)
 	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
 		raise_result_error(res, sql);
 	return res;
+}
+
+/*
+ * Run one statement with text parameters.  Each statement text (they are
+ * all string constants of this file) is prepared once per connection, so
+ * the store parses and plans it once, not on every call.
+ */
+static PGresult *
+exec(const char *sql, int nparams, const char *const *values)
+{
+	PGconn	   *conn = connection();
+	int			i;
+	char		name[16];
+
+	for (i = 0; i < n_prepared && prepared[i] != sql; i++)
+		;
+	snprintf(name, sizeof(name), "dc_%d", i);
+	if (i == n_prepared)
+	{
+		if (n_prepared == MAX_PREPARED)
+			elog(ERROR, "durable_cluster: more than %d store statements", MAX_PREPARED);
+		PQclear(await_result(conn, PQsendPrepare(conn, name, sql, nparams, NULL), sql));
+		prepared[n_prepared++] = sql;
+	}
+	return await_result(conn,
+						PQsendQueryPrepared(conn, name, nparams, values, NULL, NULL, 0),
+						sql);
 }
 
 /* Run a statement and return the first column of its first row, or NULL. */
