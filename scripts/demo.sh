@@ -72,33 +72,7 @@ is_root()
 # ---------------------------------------------------------------------------
 # 1. Packages.
 # ---------------------------------------------------------------------------
-packages=(
-	build-essential
-	"postgresql-$PG_MAJOR"
-	"postgresql-server-dev-$PG_MAJOR"
-	postgresql-common
-)
-
-missing=()
-for p in "${packages[@]}"; do
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-		missing+=("$p")
-	fi
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-	if is_root; then
-		say "installing missing packages: ${missing[*]}"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update
-		apt-get install -y --no-install-recommends \
-			-o Dpkg::Options::=--force-confdef \
-			-o Dpkg::Options::=--force-confold \
-			"${missing[@]}" </dev/null
-	else
-		die "missing packages: ${missing[*]} (run this as root, or: sudo apt-get install ${missing[*]})"
-	fi
-fi
+"$(dirname "${BASH_SOURCE[0]}")/install_packages.sh"
 
 if [ -z "${PG_CONFIG:-}" ]; then
 	PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"

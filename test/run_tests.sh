@@ -3,7 +3,9 @@
 # test/run_tests.sh
 #     The test command of durable_cluster: "make test" runs this script.
 #
-# It builds and installs the extension, then runs the whole suite -- the
+# As root it first installs the Debian packages it needs
+# (scripts/install_packages.sh).  It builds and installs the extension, then
+# runs the whole suite -- the
 # pg_regress tests (sql/*.sql against expected/*.out) and the TAP tests
 # (test/t/*.pl) -- through "make installcheck" against a throw-away server
 # made by Debian's pg_virtualenv with durable_cluster preloaded.
@@ -174,6 +176,11 @@ for var in $(compgen -e); do
 done
 export LANG=C.UTF-8
 
+# On a fresh machine, as root: install what the build and the suite need.
+if [ "$(id -u)" -eq 0 ]; then
+	bash "$srcdir/scripts/install_packages.sh" </dev/null
+fi
+
 # Fail early, naming the Debian package, rather than deep inside make.
 missing=()
 command -v make >/dev/null 2>&1 || missing+=("make (build-essential)")
@@ -184,7 +191,7 @@ command -v pg_virtualenv >/dev/null 2>&1 || missing+=("pg_virtualenv (postgresql
 command -v prove >/dev/null 2>&1 || missing+=("prove (perl)")
 perl -MIPC::Run -e 1 >/dev/null 2>&1 || missing+=("IPC::Run (libipc-run-perl)")
 if [ "${#missing[@]}" -gt 0 ]; then
-	die "missing: ${missing[*]}; install them (as root, .ci/run shows how) and retry"
+	die "missing: ${missing[*]}; run this as root once (it installs them) or install them and retry"
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
