@@ -27,29 +27,15 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 
-my $node = PostgreSQL::Test::Cluster->new('prompt');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'durable_cluster'
-max_worker_processes = 32
+use FindBin;
+use lib $FindBin::RealBin;
+use DurableClusterLoad;
+
+my $node = DurableClusterLoad::new_server('prompt', 3, qq{
 durable_cluster.heartbeat_interval = '10s'
 durable_cluster.failure_timeout = '60s'
 durable_cluster.ask_timeout = '20s'
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
-
-sub ready_query
-{
-	my ($nodes, $shards) = @_;
-	return qq{
-SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = $nodes
-   AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
-         WHERE m.status = 'up') = $shards
-   AND (SELECT number_of_shards FROM durable_cluster.settings) = $shards};
-}
-$node->poll_query_until('postgres', ready_query(3, 100))
-  or die 'the nodes did not take the shards';
 
 my $listener = $node->background_psql('postgres');
 $listener->query_safe('LISTEN durable_cluster');
