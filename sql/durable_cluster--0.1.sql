@@ -253,58 +253,21 @@ $$;
  *         "writes": [{"mall_id", "user_id", "shard_id", "state", "revision",
  *                     "old_revision"}, ...]}      (old_revision 0 = new row)
  */
-CREATE FUNCTION durable_cluster.write_batch(node_name text, batch jsonb) RETURNS integer[]
+-- Raised by a node's batch statement (see store.c) when some entities of
+-- the batch were not at the revision the node holds: the whole batch is
+-- rolled back.
+CREATE FUNCTION durable_cluster.stale_batch(expected integer, updated bigint) RETURNS integer[]
 LANGUAGE plpgsql AS $$
-DECLARE
-    fenced   integer[];
-    upd      record;
 BEGIN
-    PERFORM 1
-       FROM durable_cluster.shards s
-       JOIN jsonb_to_recordset(batch -> 'fence') AS f(shard integer, epoch bigint)
-         ON s.shard_id = f.shard
-        FOR SHARE OF s;
-    SELECT array_agg(f.shard ORDER BY f.shard) INTO fenced
-      FROM jsonb_to_recordset(batch -> 'fence') AS f(shard integer, epoch bigint)
-      LEFT JOIN durable_cluster.shards s
-        ON s.shard_id = f.shard AND s.node = node_name AND s.epoch = f.epoch
-     WHERE s.shard_id IS NULL;
-    IF fenced IS NOT NULL THEN
-        RETURN fenced;
-    END IF;
-
-    -- One primary-key update per entity: as a join over the batch, the
-    -- planner (which guesses 100 rows for the recordset) hashes a scan of
-    -- the whole table instead.
-    FOR upd IN
-        SELECT * FROM jsonb_to_recordset(batch -> 'writes')
-                 AS u(mall_id text, user_id text, state jsonb, revision bigint, old_revision bigint)
-         WHERE u.old_revision > 0
-    LOOP
-        UPDATE durable_cluster.entity_state
-           SET state = upd.state, revision = upd.revision, updated_at = clock_timestamp()
-         WHERE mall_id = upd.mall_id AND user_id = upd.user_id AND revision = upd.old_revision;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'stored state changed under the owning node'
-                USING ERRCODE = 'serialization_failure',
-                      DETAIL = format('Entity (%s, %s) is not at revision %s, the one the node holds.',
-                                      upd.mall_id, upd.user_id, upd.old_revision);
-        END IF;
-    END LOOP;
-
-    INSERT INTO durable_cluster.entity_state
-           (mall_id, user_id, shard_id, state, revision, updated_at)
-    SELECT w.mall_id, w.user_id, w.shard_id, w.state, w.revision, clock_timestamp()
-      FROM jsonb_to_recordset(batch -> 'writes')
-           AS w(mall_id text, user_id text, shard_id integer, state jsonb,
-                revision bigint, old_revision bigint)
-     WHERE w.old_revision = 0;
-    RETURN '{}';
+    RAISE EXCEPTION 'stored state changed under the owning node'
+        USING ERRCODE = 'serialization_failure',
+              DETAIL = format('%s of the batch''s %s stored entities were not at the revision the node holds.',
+                              expected - updated, expected);
 END
 $$;
 
 REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer, text, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION durable_cluster.write_batch(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.stale_batch(integer, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_join(text, integer, text, integer, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leaving(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leave(text, bigint, integer) FROM PUBLIC;
