@@ -21,9 +21,10 @@
  * - batches: everything waiting in the inbox is taken at once, the entities
  *	 missing from the cache are loaded in one statement, the commands are
  *	 applied in arrival order, in memory, one entity at a time, and the
- *	 batch is stored by one write_batch call, a transaction of its own that
- *	 checks the fence and writes each changed entity once (group commit).
- *	 Replies go out after it committed.
+ *	 batch is stored by one statement, a transaction of its own that checks
+ *	 the fence and writes each changed entity once (group commit).  Replies
+ *	 go out after it committed.  A batch that only reads is answered from
+ *	 the cache (see apply_and_store).
  *
  * While a batch commits, new commands queue up in the inbox and form the
  * next batch, so the number of commits per second stays bounded by the
@@ -459,7 +460,7 @@ batch_entity(BatchEntity *entities, DcRequestSlot *req)
 
 /*
  * Apply the OK requests in arrival order to working copies of their
- * entities and store the result with one write_batch call.  Returns how
+ * entities and store the result with one store call.  Returns how
  * many shards the store found fenced, listed in fenced[]; if any, nothing
  * was written.
  */
@@ -486,7 +487,7 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 		if (reqs[i].kind != DC_REPLY_OK)
 			continue;
 
-		/* every shard the batch touches is fenced, reads included */
+		/* every shard the batch touches is fenced, read ones included */
 		for (int j = 0; j < nshards && !seen; j++)
 			seen = (shards[j] == req->shard);
 		if (!seen)
@@ -520,6 +521,17 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	}
 
 	if (nshards == 0)
+		return 0;
+
+	/*
+	 * A batch that only reads needs no round trip when the store is this
+	 * server: then every node takes its shards from this server's
+	 * shared-memory map, as this one did at the start of the batch
+	 * (adopt_shard_map), and a node that takes a shard over writes to it
+	 * only after that map says so.  So the cached states read here were
+	 * current when the batch started, after its requests arrived.
+	 */
+	if (nwrites == 0 && dc_store_is_local())
 		return 0;
 	return dc_store_write_batch(node_name, shards, epochs, nshards, writes, nwrites, fenced);
 }
