@@ -253,21 +253,18 @@ $$;
  *         "writes": [{"mall_id", "user_id", "shard_id", "state", "revision",
  *                     "old_revision"}, ...]}      (old_revision 0 = new row)
  */
--- Raised by a node's batch statement (see store.c) when some entities of
--- the batch were not at the revision the node holds: the whole batch is
--- rolled back.
-CREATE FUNCTION durable_cluster.stale_batch(expected integer, updated bigint) RETURNS integer[]
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'stored state changed under the owning node'
-        USING ERRCODE = 'serialization_failure',
-              DETAIL = format('%s of the batch''s %s stored entities were not at the revision the node holds.',
-                              expected - updated, expected);
-END
-$$;
+-- A node's batch, fenced and written in one call (see batch_write.c):
+-- NULL when written, else the shards found fenced (then nothing was written).
+CREATE FUNCTION durable_cluster.write_batch(node_name text, shards integer[], epochs bigint[],
+                                            mall_ids text[], user_ids text[],
+                                            entity_shards integer[], states jsonb[],
+                                            revisions bigint[], old_revisions bigint[])
+RETURNS integer[]
+AS 'MODULE_PATHNAME', 'dc_write_batch' LANGUAGE C VOLATILE;
 
 REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer, text, jsonb) FROM PUBLIC;
-REVOKE ALL ON FUNCTION durable_cluster.stale_batch(integer, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.write_batch(text, integer[], bigint[], text[], text[],
+                                                  integer[], jsonb[], bigint[], bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_join(text, integer, text, integer, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leaving(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leave(text, bigint, integer) FROM PUBLIC;

@@ -12,9 +12,10 @@
  * statement it sent still finishes and commits or aborts, and nothing it
  * holds can stop other nodes from taking its shards over.
  *
- * Fencing: a batch is written by one statement that locks the rows of the
- * batch's shards (FOR SHARE) and checks that they still name this node at
- * the epochs it was given, in the same transaction as the writes.  A change of owner updates those rows, so it waits for the batch
+ * Fencing: a batch is written by one call of durable_cluster.write_batch()
+ * (batch_write.c), which locks the rows of the batch's shards (FOR SHARE)
+ * and checks that they still name this node at the epochs it was given, in
+ * the same transaction as the writes.  A change of owner updates those rows, so it waits for the batch
  * to commit, and a batch that comes after it sees the new epoch and writes
  * nothing: a node that lost a shard cannot commit to it.
  *
@@ -478,49 +479,28 @@ int_array_text(const int *ints, const int64 *int8s, int n)
 	return buf.data;
 }
 
+/* Append one element to an array literal: quoted, \ and " escaped. */
+static void
+append_array_string(StringInfo buf, const char *value)
+{
+	appendStringInfoChar(buf, buf->len > 1 ? ',' : '{');
+	appendStringInfoChar(buf, '"');
+	for (const char *p = value; *p; p++)
+	{
+		if (*p == '"' || *p == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+	appendStringInfoChar(buf, '"');
+}
+
 /*
- * A batch with writes: one statement, so one transaction and one plan.
- * "fence" locks the rows of the batch's shards (FOR SHARE) and keeps those
- * that still name this node at the epochs given; only if it kept them all
- * do "upd" and "ins" write anything.  The result is NULL, or the shards
- * found fenced.  An entity not at the revision the node holds rolls the
- * whole batch back through stale_batch(), and so does an INSERT of a key
- * that exists.
- *
- * Joins run as primary-key probes: the planner guesses 100 rows for the
- * batch, so a nested loop over the index wins even in the generic plan.
+ * A batch with writes: durable_cluster.write_batch() (batch_write.c) locks
+ * and checks the fence of its shards and writes its entities, in the
+ * store's backend, in the transaction of this one statement.
  */
 static const char write_batch_sql[] =
-"WITH fence AS ("
-"    SELECT s.shard_id FROM durable_cluster.shards s"
-"      JOIN unnest($2::integer[], $3::bigint[]) AS f(shard, epoch) ON s.shard_id = f.shard"
-"     WHERE s.node = $1 AND s.epoch = f.epoch"
-"       FOR SHARE OF s),"
-" held AS (SELECT count(*) = cardinality($2::integer[]) AS ok FROM fence),"
-" upd AS ("
-"    UPDATE durable_cluster.entity_state e"
-"       SET state = w.state, revision = w.revision, updated_at = clock_timestamp()"
-"      FROM jsonb_to_recordset($4::jsonb)"
-"           AS w(mall_id text, user_id text, state jsonb, revision bigint, old_revision bigint)"
-"     WHERE (SELECT ok FROM held) AND w.old_revision > 0"
-"       AND e.mall_id = w.mall_id AND e.user_id = w.user_id AND e.revision = w.old_revision"
-"    RETURNING 1),"
-" ins AS ("
-"    INSERT INTO durable_cluster.entity_state"
-"           (mall_id, user_id, shard_id, state, revision, updated_at)"
-"    SELECT w.mall_id, w.user_id, w.shard_id, w.state, w.revision, clock_timestamp()"
-"      FROM jsonb_to_recordset($4::jsonb)"
-"           AS w(mall_id text, user_id text, shard_id integer, state jsonb,"
-"                revision bigint, old_revision bigint)"
-"     WHERE (SELECT ok FROM held) AND w.old_revision = 0"
-"    RETURNING 1)"
-" SELECT CASE"
-"        WHEN NOT (SELECT ok FROM held) THEN"
-"            (SELECT array_agg(f.shard ORDER BY f.shard) FROM unnest($2::integer[]) AS f(shard)"
-"              WHERE f.shard NOT IN (SELECT shard_id FROM fence))"
-"        WHEN (SELECT count(*) FROM upd) <> $5::integer THEN"
-"            durable_cluster.stale_batch($5::integer, (SELECT count(*) FROM upd))"
-"        END";
+"SELECT durable_cluster.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
 /*
  * A batch that only reads: the node's cached state is current if the store
@@ -543,11 +523,10 @@ int
 dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, int nshards,
 					 const DcEntityWrite *writes, int nwrites, int *fenced)
 {
-	const char *values[5];
+	const char *values[9];
 	char	   *result;
 	char	   *p;
 	int			nfenced = 0;
-	int			nupdates = 0;
 
 	values[0] = name;
 	values[1] = int_array_text(shards, NULL, nshards);
@@ -556,27 +535,36 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 		result = exec_value(check_fence_sql, 3, values);
 	else
 	{
-		JsonbParseState *ps = NULL;
+		StringInfoData mall_ids,
+					user_ids,
+					states;
+		int		   *entity_shards = palloc(sizeof(int) * nwrites);
+		int64	   *revisions = palloc(sizeof(int64) * nwrites);
+		int64	   *old_revisions = palloc(sizeof(int64) * nwrites);
 
-		pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
+		initStringInfo(&mall_ids);
+		initStringInfo(&user_ids);
+		initStringInfo(&states);
 		for (int i = 0; i < nwrites; i++)
 		{
-			const DcEntityWrite *w = &writes[i];
-
-			pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-			dc_push_string(&ps, "mall_id", w->mall_id);
-			dc_push_string(&ps, "user_id", w->user_id);
-			dc_push_int(&ps, "shard_id", w->shard);
-			dc_push_jsonb(&ps, "state", w->state_doc);
-			dc_push_int(&ps, "revision", w->revision);
-			dc_push_int(&ps, "old_revision", w->old_revision);
-			pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
-			if (w->old_revision > 0)
-				nupdates++;
+			append_array_string(&mall_ids, writes[i].mall_id);
+			append_array_string(&user_ids, writes[i].user_id);
+			append_array_string(&states, JsonbToCString(NULL, &writes[i].state_doc->root,
+														 VARSIZE(writes[i].state_doc)));
+			entity_shards[i] = writes[i].shard;
+			revisions[i] = writes[i].revision;
+			old_revisions[i] = writes[i].old_revision;
 		}
-		values[3] = dc_jsonb_text(pushJsonbValue(&ps, WJB_END_ARRAY, NULL));
-		values[4] = psprintf("%d", nupdates);
-		result = exec_value(write_batch_sql, 5, values);
+		appendStringInfoChar(&mall_ids, '}');
+		appendStringInfoChar(&user_ids, '}');
+		appendStringInfoChar(&states, '}');
+		values[3] = mall_ids.data;
+		values[4] = user_ids.data;
+		values[5] = int_array_text(entity_shards, NULL, nwrites);
+		values[6] = states.data;
+		values[7] = int_array_text(NULL, revisions, nwrites);
+		values[8] = int_array_text(NULL, old_revisions, nwrites);
+		result = exec_value(write_batch_sql, 9, values);
 	}
 
 	/* NULL, or an int4[] in text form: "{3,17}" */

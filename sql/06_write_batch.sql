@@ -1,0 +1,53 @@
+--
+-- durable_cluster.write_batch(), the store's side of a node's batch: the
+-- fence, revisions, and all or nothing.  Entities of mall 'wb' are written
+-- here behind the nodes' backs, so no command ever touches them.
+--
+CREATE TEMP VIEW wb_shard AS
+SELECT s.node, s.shard_id, s.epoch FROM durable_cluster.shards s
+ WHERE s.shard_id = dc_shard_id('wb', 'u1');
+
+-- a new row, written by the owner at its epoch
+SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb}', '{u1}',
+                                   ARRAY[shard_id], ARRAY['{"n": 1}'::jsonb], '{1}', '{0}')
+  FROM wb_shard;
+SELECT user_id, state, revision FROM durable_cluster.entity_state WHERE mall_id = 'wb';
+
+-- fenced: another node's name, or an epoch the shard no longer has; nothing written
+SELECT durable_cluster.write_batch('no-such-node', ARRAY[shard_id], ARRAY[epoch], '{wb}', '{u1}',
+                                   ARRAY[shard_id], ARRAY['{"n": 2}'::jsonb], '{2}', '{1}')
+       = ARRAY[shard_id] AS fenced
+  FROM wb_shard;
+SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch - 1], '{wb}', '{u1}',
+                                   ARRAY[shard_id], ARRAY['{"n": 2}'::jsonb], '{2}', '{1}')
+       = ARRAY[shard_id] AS fenced
+  FROM wb_shard;
+SELECT user_id, state, revision FROM durable_cluster.entity_state WHERE mall_id = 'wb';
+
+-- a stale revision fails the whole batch: the new row u2 is not kept
+SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb,wb}', '{u2,u1}',
+                                   ARRAY[dc_shard_id('wb', 'u2'), shard_id],
+                                   ARRAY['{"n": 1}', '{"n": 9}']::jsonb[], '{1,9}', '{0,8}')
+  FROM wb_shard;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+-- so does a new row whose key exists
+SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb}', '{u1}',
+                                   ARRAY[shard_id], ARRAY['{"n": 9}'::jsonb], '{1}', '{0}')
+  FROM wb_shard;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT user_id, state, revision FROM durable_cluster.entity_state WHERE mall_id = 'wb';
+
+-- the next revision, by the owner
+SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb}', '{u1}',
+                                   ARRAY[shard_id], ARRAY['{"n": 2}'::jsonb], '{2}', '{1}')
+  FROM wb_shard;
+SELECT user_id, state, revision FROM durable_cluster.entity_state WHERE mall_id = 'wb';
+
+-- only superusers may call it
+CREATE ROLE wb_user;
+SET ROLE wb_user;
+SELECT durable_cluster.write_batch('x', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+RESET ROLE;
+DROP ROLE wb_user;
+DELETE FROM durable_cluster.entity_state WHERE mall_id = 'wb';

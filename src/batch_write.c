@@ -1,0 +1,312 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch_write.c
+ *	  durable_cluster.write_batch(): a node's batch fenced and written in
+ *	  one call.  It runs in the store's backend, called over libpq by the
+ *	  node (store.c).
+ *
+ * A batch is a handful of primary-key updates and inserts.  As SQL, even
+ * a prepared statement pays an executor start-up per statement, and that
+ * start-up cost more than the writes themselves (see README, Measurements).
+ * So this function does what the logical replication apply worker does for
+ * each row it receives: index lookups and the executor's single-row
+ * routines (ExecSimpleRelationUpdate/Insert), which keep indexes,
+ * constraints and row triggers right without planning anything.
+ *
+ * Fencing: each shard of the batch is looked up through its primary key
+ * and locked FOR SHARE (RelationFindReplTupleByIndex waits for a change of
+ * owner in flight and returns the row as it is after it); unless every one
+ * still names this node at the epoch the node holds, nothing is written and
+ * the fenced shards are returned.  A change of owner updates those rows, so
+ * it waits for this transaction to end.
+ *
+ * Entity rows are written only by the owner of their shard, so an update
+ * finds the row at the revision the node holds; otherwise (the row changed
+ * or is missing) the whole batch fails with serialization_failure.  An
+ * insert of a key that exists fails on the primary key, also as a whole.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "fmgr.h"
+#include "nodes/makefuncs.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+PG_FUNCTION_INFO_V1(dc_write_batch);
+
+/* column numbers, as durable_cluster--0.1.sql creates the tables */
+enum
+{
+	SHARDS_SHARD_ID = 1, SHARDS_NODE, SHARDS_EPOCH, SHARDS_NATTS = SHARDS_EPOCH
+};
+enum
+{
+	ENTITY_MALL_ID = 1, ENTITY_USER_ID, ENTITY_SHARD_ID, ENTITY_STATE,
+	ENTITY_REVISION, ENTITY_UPDATED_AT, ENTITY_NATTS = ENTITY_UPDATED_AT
+};
+
+/* A table of the extension, its primary key, and a check of its columns. */
+static Relation
+open_table(const char *name, const char *const *columns, int ncolumns, Oid *pkey)
+{
+	Oid			nsp = get_namespace_oid("durable_cluster", false);
+	Oid			relid = get_relname_relid(name, nsp);
+	Relation	rel;
+	TupleDesc	desc;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "durable_cluster.%s does not exist", name);
+	rel = table_open(relid, RowExclusiveLock);
+	desc = RelationGetDescr(rel);
+	for (int i = 0; i < ncolumns; i++)
+		if (desc->natts < ncolumns ||
+			strcmp(NameStr(TupleDescAttr(desc, i)->attname), columns[i]) != 0)
+			elog(ERROR, "durable_cluster.%s does not have the columns this library expects",
+				 name);
+	*pkey = RelationGetPrimaryKeyIndex(rel);
+	if (!OidIsValid(*pkey))
+		elog(ERROR, "durable_cluster.%s has no primary key", name);
+	return rel;
+}
+
+static void
+array_elements(ArrayType *array, Oid type, Datum **values, bool **nulls, int *n)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	deconstruct_array(array, type, typlen, typbyval, typalign, values, nulls, n);
+}
+
+/*
+ * Lock every shard row of the batch FOR SHARE and return those that do not
+ * name node_name at the given epoch.
+ */
+static List *
+fence_shards(text *node_name, ArrayType *shard_array, ArrayType *epoch_array)
+{
+	Datum	   *shards;
+	Datum	   *epochs;
+	bool	   *nulls;
+	int			nshards;
+	int			nepochs;
+	static const char *const columns[] = {"shard_id", "node", "epoch"};
+	Oid			pkey;
+	Relation	rel = open_table("shards", columns, SHARDS_NATTS, &pkey);
+	TupleTableSlot *search = table_slot_create(rel, NULL);
+	TupleTableSlot *found = table_slot_create(rel, NULL);
+	List	   *fenced = NIL;
+
+	array_elements(shard_array, INT4OID, &shards, &nulls, &nshards);
+	array_elements(epoch_array, INT8OID, &epochs, &nulls, &nepochs);
+	if (nshards != nepochs)
+		elog(ERROR, "a batch needs one epoch per shard");
+
+	for (int i = 0; i < nshards; i++)
+	{
+		bool		isnull;
+		Datum		node;
+		bool		held;
+
+		ExecClearTuple(search);
+		memset(search->tts_isnull, true, sizeof(bool) * SHARDS_NATTS);
+		search->tts_values[SHARDS_SHARD_ID - 1] = shards[i];
+		search->tts_isnull[SHARDS_SHARD_ID - 1] = false;
+		ExecStoreVirtualTuple(search);
+
+		held = RelationFindReplTupleByIndex(rel, pkey, LockTupleShare, search, found);
+		if (held)
+		{
+			node = slot_getattr(found, SHARDS_NODE, &isnull);
+			held = !isnull &&
+				DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, node,
+													 PointerGetDatum(node_name))) &&
+				DatumGetInt64(slot_getattr(found, SHARDS_EPOCH, &isnull)) ==
+				DatumGetInt64(epochs[i]);
+		}
+		if (!held)
+			fenced = lappend_int(fenced, DatumGetInt32(shards[i]));
+	}
+
+	ExecDropSingleTupleTableSlot(search);
+	ExecDropSingleTupleTableSlot(found);
+	table_close(rel, NoLock);
+	return fenced;
+}
+
+/*
+ * The row of (mall_id, user_id) visible to the statement's snapshot, into
+ * slot; false if there is none.
+ */
+static bool
+find_entity(Relation rel, Relation index, Datum mall_id, Datum user_id,
+			TupleTableSlot *slot)
+{
+	ScanKeyData key[2];
+	IndexScanDesc scan;
+	bool		found;
+
+	ScanKeyInit(&key[0], 1, BTEqualStrategyNumber, F_TEXTEQ, mall_id);
+	key[0].sk_collation = index->rd_indcollation[0];
+	ScanKeyInit(&key[1], 2, BTEqualStrategyNumber, F_TEXTEQ, user_id);
+	key[1].sk_collation = index->rd_indcollation[1];
+
+	scan = index_beginscan(rel, index, GetActiveSnapshot(), 2, 0);
+	index_rescan(scan, key, 2, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	index_endscan(scan);
+	return found;
+}
+
+/*
+ * durable_cluster.write_batch(node, shards, epochs, mall_ids, user_ids,
+ *                             entity_shards, states, revisions, old_revisions)
+ * Returns NULL when the batch was written, or the shards found fenced (and
+ * then wrote nothing).  old_revision 0 means a new row.
+ */
+Datum
+dc_write_batch(PG_FUNCTION_ARGS)
+{
+	List	   *fenced;
+	Datum	   *mall_ids,
+			   *user_ids,
+			   *entity_shards,
+			   *states,
+			   *revisions,
+			   *old_revisions;
+	bool	   *nulls;
+	int			n,
+				check;
+	static const char *const columns[] =
+	{"mall_id", "user_id", "shard_id", "state", "revision", "updated_at"};
+	Oid			pkey;
+	Relation	rel;
+	Relation	index;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	RangeTblEntry *rte;
+	EPQState	epq;
+	TupleTableSlot *old;
+	TupleTableSlot *new;
+	Datum		now = TimestampTzGetDatum(GetCurrentTimestamp());
+	int			stale = 0;
+
+	for (int i = 0; i < 9; i++)
+		if (PG_ARGISNULL(i))
+			elog(ERROR, "durable_cluster.write_batch: argument %d is null", i + 1);
+
+	fenced = fence_shards(PG_GETARG_TEXT_PP(0), PG_GETARG_ARRAYTYPE_P(1),
+						  PG_GETARG_ARRAYTYPE_P(2));
+	if (fenced != NIL)
+	{
+		Datum	   *elems = palloc(sizeof(Datum) * list_length(fenced));
+		ListCell   *lc;
+		int			i = 0;
+
+		foreach(lc, fenced)
+			elems[i++] = Int32GetDatum(lfirst_int(lc));
+		PG_RETURN_ARRAYTYPE_P(construct_array(elems, i, INT4OID, 4, true, TYPALIGN_INT));
+	}
+
+	array_elements(PG_GETARG_ARRAYTYPE_P(3), TEXTOID, &mall_ids, &nulls, &n);
+	array_elements(PG_GETARG_ARRAYTYPE_P(4), TEXTOID, &user_ids, &nulls, &check);
+	if (check != n)
+		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
+	array_elements(PG_GETARG_ARRAYTYPE_P(5), INT4OID, &entity_shards, &nulls, &check);
+	if (check != n)
+		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
+	array_elements(PG_GETARG_ARRAYTYPE_P(6), JSONBOID, &states, &nulls, &check);
+	if (check != n)
+		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
+	array_elements(PG_GETARG_ARRAYTYPE_P(7), INT8OID, &revisions, &nulls, &check);
+	if (check != n)
+		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
+	array_elements(PG_GETARG_ARRAYTYPE_P(8), INT8OID, &old_revisions, &nulls, &check);
+	if (check != n)
+		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
+
+	/* an executor state for single-row writes, as the apply worker sets up */
+	rel = open_table("entity_state", columns, ENTITY_NATTS, &pkey);
+	index = index_open(pkey, RowExclusiveLock);
+	estate = CreateExecutorState();
+	rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(rel);
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(estate, list_make1(rte));
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, rel, 1, NULL, 0);
+	estate->es_output_cid = GetCurrentCommandId(true);
+	estate->es_snapshot = GetActiveSnapshot();
+	ExecOpenIndices(rri, false);
+	EvalPlanQualInit(&epq, estate, NULL, NIL, -1);
+	AfterTriggerBeginQuery();
+	old = table_slot_create(rel, &estate->es_tupleTable);
+	new = table_slot_create(rel, &estate->es_tupleTable);
+
+	for (int i = 0; i < n && stale == 0; i++)
+	{
+		int64		old_revision = DatumGetInt64(old_revisions[i]);
+
+		ExecClearTuple(new);
+		new->tts_values[ENTITY_MALL_ID - 1] = mall_ids[i];
+		new->tts_values[ENTITY_USER_ID - 1] = user_ids[i];
+		new->tts_values[ENTITY_SHARD_ID - 1] = entity_shards[i];
+		new->tts_values[ENTITY_STATE - 1] = states[i];
+		new->tts_values[ENTITY_REVISION - 1] = revisions[i];
+		new->tts_values[ENTITY_UPDATED_AT - 1] = now;
+		memset(new->tts_isnull, false, sizeof(bool) * ENTITY_NATTS);
+		ExecStoreVirtualTuple(new);
+
+		if (old_revision == 0)
+			ExecSimpleRelationInsert(rri, estate, new);
+		else
+		{
+			bool		isnull;
+
+			if (!find_entity(rel, index, mall_ids[i], user_ids[i], old) ||
+				DatumGetInt64(slot_getattr(old, ENTITY_REVISION, &isnull)) != old_revision)
+			{
+				stale = i + 1;
+				break;
+			}
+			ExecSimpleRelationUpdate(rri, estate, &epq, old, new);
+		}
+	}
+
+	if (stale > 0)
+		ereport(ERROR,
+				errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				errmsg("stored state changed under the owning node"),
+				errdetail("Entity (%s, %s) is not at revision " INT64_FORMAT ", the one the node holds.",
+						  TextDatumGetCString(mall_ids[stale - 1]),
+						  TextDatumGetCString(user_ids[stale - 1]),
+						  DatumGetInt64(old_revisions[stale - 1])));
+
+	AfterTriggerEndQuery(estate);
+	EvalPlanQualEnd(&epq);
+	ExecCloseIndices(rri);
+	ExecResetTupleTable(estate->es_tupleTable, false);
+	FreeExecutorState(estate);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+	PG_RETURN_NULL();
+}
