@@ -13,20 +13,29 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/timestamp.h"
 
 #include "durable_cluster.h"
 #include "entity.h"
 #include "inbox.h"
+#include "jsonb_build.h"
 #include "shard_hash.h"
+#include "state_table.h"
 
 PG_FUNCTION_INFO_V1(dc_send_command);
 PG_FUNCTION_INFO_V1(dc_get_state);
@@ -275,48 +284,65 @@ dc_send_command(PG_FUNCTION_ARGS)
 	PG_RETURN_JSONB_P(ask(mall_id, user_id, &cmd));
 }
 
-/* The last committed state with its revision, read straight from the store. */
+/*
+ * The last committed state with its revision, read straight from the
+ * table by primary key (state_table.c), with the privileges a SELECT of
+ * the table would need.
+ */
 Datum
 dc_get_state(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		args[2];
-	Datum		result = (Datum) 0;
-	bool		isnull = true;
+	Datum		mall_id;
+	Datum		user_id;
+	Oid			nsp;
+	Oid			pkey;
+	AclResult	acl;
+	Relation	rel;
+	Relation	index;
+	TupleTableSlot *slot;
+	Jsonb	   *result = NULL;
 
 	dc_check_usable();
-	args[0] = CStringGetTextDatum(id_argument(fcinfo, 0, "mall_id"));
-	args[1] = CStringGetTextDatum(id_argument(fcinfo, 1, "user_id"));
+	mall_id = CStringGetTextDatum(id_argument(fcinfo, 0, "mall_id"));
+	user_id = CStringGetTextDatum(id_argument(fcinfo, 1, "user_id"));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
+	nsp = get_namespace_oid("durable_cluster", false);
+	acl = pg_namespace_aclcheck(nsp, GetUserId(), ACL_USAGE);
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_SCHEMA, "durable_cluster");
+	rel = dc_open_entity_state(AccessShareLock, &pkey);
+	acl = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_SELECT);
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_TABLE, RelationGetRelationName(rel));
+	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, false) == RLS_ENABLED)
+		ereport(ERROR,
+				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				errmsg("dc_get_state does not apply row-level security"),
+				errhint("Query durable_cluster.entity_state instead."));
+
+	index = index_open(pkey, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	if (dc_find_entity(rel, index, mall_id, user_id, slot))
 	{
-		Oid			types[2] = {TEXTOID, TEXTOID};
-		SPIPlanPtr	p = SPI_prepare("SELECT state || jsonb_build_object('revision', revision) "
-									"  FROM durable_cluster.entity_state "
-									" WHERE mall_id = $1 AND user_id = $2",
-									2, types);
+		JsonbParseState *ps = NULL;
+		bool		isnull;
+		Datum		state = slot_getattr(slot, ENTITY_STATE, &isnull);
+		int64		revision = DatumGetInt64(slot_getattr(slot, ENTITY_REVISION, &isnull));
+		Jsonb	   *extra;
 
-		if (p == NULL)
-			elog(ERROR, "could not prepare dc_get_state: %s",
-				 SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		plan = p;
+		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+		dc_push_int(&ps, "revision", revision);
+		extra = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+		result = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, state,
+													JsonbPGetDatum(extra)));
 	}
-	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "dc_get_state query failed");
-	if (SPI_processed == 1)
-	{
-		result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		if (!isnull)
-			result = SPI_datumTransfer(result, false, -1);
-	}
-	SPI_finish();
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
 
-	if (isnull)
+	if (result == NULL)
 		PG_RETURN_NULL();
-	PG_RETURN_DATUM(result);
+	PG_RETURN_JSONB_P(result);
 }
 
 static int

@@ -6,12 +6,12 @@
  *	  node (store.c).
  *
  * A batch is a handful of primary-key updates and inserts.  As SQL, even
- * a prepared statement pays an executor start-up per statement, and that
- * start-up cost more than the writes themselves (see README, Measurements).
- * So this function does what the logical replication apply worker does for
- * each row it receives: index lookups and the executor's single-row
- * routines (ExecSimpleRelationUpdate/Insert), which keep indexes,
- * constraints and row triggers right without planning anything.
+ * a prepared statement pays an executor start-up, and that cost more than
+ * the writes themselves (see README, Measurements).  So this function does
+ * what the logical replication apply worker does for each row it receives:
+ * index lookups (state_table.c) and the executor's single-row routines
+ * (ExecSimpleRelationUpdate/Insert), which keep indexes, constraints and
+ * row triggers right without planning anything.
  *
  * Fencing: each shard of the batch is looked up through its primary key
  * and locked FOR SHARE (RelationFindReplTupleByIndex waits for a change of
@@ -32,7 +32,6 @@
 #include "access/genam.h"
 #include "access/table.h"
 #include "access/tableam.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -41,48 +40,14 @@
 #include "nodes/makefuncs.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "state_table.h"
+
 PG_FUNCTION_INFO_V1(dc_write_batch);
-
-/* column numbers, as durable_cluster--0.1.sql creates the tables */
-enum
-{
-	SHARDS_SHARD_ID = 1, SHARDS_NODE, SHARDS_EPOCH, SHARDS_NATTS = SHARDS_EPOCH
-};
-enum
-{
-	ENTITY_MALL_ID = 1, ENTITY_USER_ID, ENTITY_SHARD_ID, ENTITY_STATE,
-	ENTITY_REVISION, ENTITY_UPDATED_AT, ENTITY_NATTS = ENTITY_UPDATED_AT
-};
-
-/* A table of the extension, its primary key, and a check of its columns. */
-static Relation
-open_table(const char *name, const char *const *columns, int ncolumns, Oid *pkey)
-{
-	Oid			nsp = get_namespace_oid("durable_cluster", false);
-	Oid			relid = get_relname_relid(name, nsp);
-	Relation	rel;
-	TupleDesc	desc;
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "durable_cluster.%s does not exist", name);
-	rel = table_open(relid, RowExclusiveLock);
-	desc = RelationGetDescr(rel);
-	for (int i = 0; i < ncolumns; i++)
-		if (desc->natts < ncolumns ||
-			strcmp(NameStr(TupleDescAttr(desc, i)->attname), columns[i]) != 0)
-			elog(ERROR, "durable_cluster.%s does not have the columns this library expects",
-				 name);
-	*pkey = RelationGetPrimaryKeyIndex(rel);
-	if (!OidIsValid(*pkey))
-		elog(ERROR, "durable_cluster.%s has no primary key", name);
-	return rel;
-}
 
 static void
 array_elements(ArrayType *array, Oid type, Datum **values, bool **nulls, int *n)
@@ -107,9 +72,8 @@ fence_shards(text *node_name, ArrayType *shard_array, ArrayType *epoch_array)
 	bool	   *nulls;
 	int			nshards;
 	int			nepochs;
-	static const char *const columns[] = {"shard_id", "node", "epoch"};
 	Oid			pkey;
-	Relation	rel = open_table("shards", columns, SHARDS_NATTS, &pkey);
+	Relation	rel = dc_open_shards(RowExclusiveLock, &pkey);
 	TupleTableSlot *search = table_slot_create(rel, NULL);
 	TupleTableSlot *found = table_slot_create(rel, NULL);
 	List	   *fenced = NIL;
@@ -152,30 +116,6 @@ fence_shards(text *node_name, ArrayType *shard_array, ArrayType *epoch_array)
 }
 
 /*
- * The row of (mall_id, user_id) visible to the statement's snapshot, into
- * slot; false if there is none.
- */
-static bool
-find_entity(Relation rel, Relation index, Datum mall_id, Datum user_id,
-			TupleTableSlot *slot)
-{
-	ScanKeyData key[2];
-	IndexScanDesc scan;
-	bool		found;
-
-	ScanKeyInit(&key[0], 1, BTEqualStrategyNumber, F_TEXTEQ, mall_id);
-	key[0].sk_collation = index->rd_indcollation[0];
-	ScanKeyInit(&key[1], 2, BTEqualStrategyNumber, F_TEXTEQ, user_id);
-	key[1].sk_collation = index->rd_indcollation[1];
-
-	scan = index_beginscan(rel, index, GetActiveSnapshot(), 2, 0);
-	index_rescan(scan, key, 2, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	index_endscan(scan);
-	return found;
-}
-
-/*
  * durable_cluster.write_batch(node, shards, epochs, mall_ids, user_ids,
  *                             entity_shards, states, revisions, old_revisions)
  * Returns NULL when the batch was written, or the shards found fenced (and
@@ -194,8 +134,6 @@ dc_write_batch(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	int			n,
 				check;
-	static const char *const columns[] =
-	{"mall_id", "user_id", "shard_id", "state", "revision", "updated_at"};
 	Oid			pkey;
 	Relation	rel;
 	Relation	index;
@@ -243,7 +181,7 @@ dc_write_batch(PG_FUNCTION_ARGS)
 		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
 
 	/* an executor state for single-row writes, as the apply worker sets up */
-	rel = open_table("entity_state", columns, ENTITY_NATTS, &pkey);
+	rel = dc_open_entity_state(RowExclusiveLock, &pkey);
 	index = index_open(pkey, RowExclusiveLock);
 	estate = CreateExecutorState();
 	rte = makeNode(RangeTblEntry);
@@ -282,7 +220,7 @@ dc_write_batch(PG_FUNCTION_ARGS)
 		{
 			bool		isnull;
 
-			if (!find_entity(rel, index, mall_ids[i], user_ids[i], old) ||
+			if (!dc_find_entity(rel, index, mall_ids[i], user_ids[i], old) ||
 				DatumGetInt64(slot_getattr(old, ENTITY_REVISION, &isnull)) != old_revision)
 			{
 				stale = i + 1;

@@ -1,4 +1,6 @@
 --
+-- Direct access to the tables by primary key (state_table.c).
+--
 -- durable_cluster.write_batch(), the store's side of a node's batch: the
 -- fence, revisions, and all or nothing.  Entities of mall 'wb' are written
 -- here behind the nodes' backs, so no command ever touches them.
@@ -43,11 +45,39 @@ SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb}', 
   FROM wb_shard;
 SELECT user_id, state, revision FROM durable_cluster.entity_state WHERE mall_id = 'wb';
 
--- only superusers may call it
+-- dc_get_state reads it the same way
+SELECT dc_get_state('wb', 'u1'), dc_get_state('wb', 'u2') IS NULL AS never_stored;
+
+-- only superusers may call write_batch; dc_get_state needs what a SELECT
+-- of the table needs
 CREATE ROLE wb_user;
 SET ROLE wb_user;
 SELECT durable_cluster.write_batch('x', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_get_state('wb', 'u1');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 RESET ROLE;
+GRANT USAGE ON SCHEMA durable_cluster TO wb_user;
+SET ROLE wb_user;
+SELECT durable_cluster.write_batch('x', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_get_state('wb', 'u1');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+RESET ROLE;
+GRANT SELECT ON durable_cluster.entity_state TO wb_user;
+SET ROLE wb_user;
+SELECT dc_get_state('wb', 'u1');
+RESET ROLE;
+
+-- row-level security is not applied by dc_get_state, so it refuses
+ALTER TABLE durable_cluster.entity_state ENABLE ROW LEVEL SECURITY;
+SET ROLE wb_user;
+SELECT dc_get_state('wb', 'u1');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+RESET ROLE;
+ALTER TABLE durable_cluster.entity_state DISABLE ROW LEVEL SECURITY;
+
+REVOKE ALL ON durable_cluster.entity_state FROM wb_user;
+REVOKE ALL ON SCHEMA durable_cluster FROM wb_user;
 DROP ROLE wb_user;
 DELETE FROM durable_cluster.entity_state WHERE mall_id = 'wb';

@@ -1,0 +1,32 @@
+/*-------------------------------------------------------------------------
+ *
+ * state_table.h
+ *	  Direct access to the extension's tables by primary key, without
+ *	  planning or executor start-up: used by durable_cluster.write_batch()
+ *	  and dc_get_state().
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef DC_STATE_TABLE_H
+#define DC_STATE_TABLE_H
+
+#include "executor/tuptable.h"
+#include "utils/relcache.h"
+
+/* column numbers, as durable_cluster--0.1.sql creates the tables */
+enum
+{
+	SHARDS_SHARD_ID = 1, SHARDS_NODE, SHARDS_EPOCH, SHARDS_NATTS = SHARDS_EPOCH
+};
+enum
+{
+	ENTITY_MALL_ID = 1, ENTITY_USER_ID, ENTITY_SHARD_ID, ENTITY_STATE,
+	ENTITY_REVISION, ENTITY_UPDATED_AT, ENTITY_NATTS = ENTITY_UPDATED_AT
+};
+
+extern Relation dc_open_shards(LOCKMODE lockmode, Oid *pkey);
+extern Relation dc_open_entity_state(LOCKMODE lockmode, Oid *pkey);
+extern bool dc_find_entity(Relation rel, Relation index, Datum mall_id, Datum user_id,
+						   TupleTableSlot *slot);
+
+#endif							/* DC_STATE_TABLE_H */
