@@ -31,6 +31,10 @@ include $(PGXS)
 # (durable_cluster.database); set after PGXS, which defines its own.
 CONTRIB_TESTDB = postgres
 
+# PGXS tracks no header dependencies: rebuild everything when a header
+# changes (shared-memory structs must agree between files)
+$(OBJS): $(wildcard include/*.h)
+
 .PHONY: demo test bench
 demo:
 	bash scripts/demo.sh

@@ -39,6 +39,21 @@ SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb}', 
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 SELECT user_id, state, revision FROM durable_cluster.entity_state WHERE mall_id = 'wb';
 
+-- malformed batches change nothing either
+SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb,wb}', '{u1}',
+                                   ARRAY[shard_id], ARRAY['{"n": 9}'::jsonb], '{2}', '{1}')
+  FROM wb_shard;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb}', '{NULL}',
+                                   ARRAY[shard_id], ARRAY['{"n": 9}'::jsonb], '{2}', '{1}')
+  FROM wb_shard;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT durable_cluster.write_batch(node, ARRAY[shard_id], NULL, '{wb}', '{u1}',
+                                   ARRAY[shard_id], ARRAY['{"n": 9}'::jsonb], '{2}', '{1}')
+  FROM wb_shard;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT user_id, state, revision FROM durable_cluster.entity_state WHERE mall_id = 'wb';
+
 -- the next revision, by the owner
 SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb}', '{u1}',
                                    ARRAY[shard_id], ARRAY['{"n": 2}'::jsonb], '{2}', '{1}')

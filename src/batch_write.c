@@ -49,15 +49,34 @@
 
 PG_FUNCTION_INFO_V1(dc_write_batch);
 
-static void
-array_elements(ArrayType *array, Oid type, Datum **values, bool **nulls, int *n)
+/*
+ * The elements of array argument argno, which may hold no NULL and, unless
+ * n < 0, must hold n elements.  Returns how many it holds.
+ */
+static int
+array_argument(FunctionCallInfo fcinfo, int argno, Oid type, int n, Datum **values)
 {
 	int16		typlen;
 	bool		typbyval;
 	char		typalign;
+	bool	   *nulls;
+	int			count;
 
 	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
-	deconstruct_array(array, type, typlen, typbyval, typalign, values, nulls, n);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(argno), type, typlen, typbyval, typalign,
+					  values, &nulls, &count);
+	if (n >= 0 && count != n)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("argument %d of durable_cluster.write_batch has %d elements, not %d",
+					   argno + 1, count, n));
+	for (int i = 0; i < count; i++)
+		if (nulls[i])
+			ereport(ERROR,
+					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					errmsg("argument %d of durable_cluster.write_batch holds a NULL",
+						   argno + 1));
+	return count;
 }
 
 /*
@@ -65,23 +84,13 @@ array_elements(ArrayType *array, Oid type, Datum **values, bool **nulls, int *n)
  * name node_name at the given epoch.
  */
 static List *
-fence_shards(text *node_name, ArrayType *shard_array, ArrayType *epoch_array)
+fence_shards(text *node_name, Datum *shards, Datum *epochs, int nshards)
 {
-	Datum	   *shards;
-	Datum	   *epochs;
-	bool	   *nulls;
-	int			nshards;
-	int			nepochs;
 	Oid			pkey;
 	Relation	rel = dc_open_shards(RowExclusiveLock, &pkey);
 	TupleTableSlot *search = table_slot_create(rel, NULL);
 	TupleTableSlot *found = table_slot_create(rel, NULL);
 	List	   *fenced = NIL;
-
-	array_elements(shard_array, INT4OID, &shards, &nulls, &nshards);
-	array_elements(epoch_array, INT8OID, &epochs, &nulls, &nepochs);
-	if (nshards != nepochs)
-		elog(ERROR, "a batch needs one epoch per shard");
 
 	for (int i = 0; i < nshards; i++)
 	{
@@ -125,15 +134,16 @@ Datum
 dc_write_batch(PG_FUNCTION_ARGS)
 {
 	List	   *fenced;
-	Datum	   *mall_ids,
+	Datum	   *shards,
+			   *epochs,
+			   *mall_ids,
 			   *user_ids,
 			   *entity_shards,
 			   *states,
 			   *revisions,
 			   *old_revisions;
-	bool	   *nulls;
-	int			n,
-				check;
+	int			nshards,
+				n;
 	Oid			pkey;
 	Relation	rel;
 	Relation	index;
@@ -148,10 +158,13 @@ dc_write_batch(PG_FUNCTION_ARGS)
 
 	for (int i = 0; i < 9; i++)
 		if (PG_ARGISNULL(i))
-			elog(ERROR, "durable_cluster.write_batch: argument %d is null", i + 1);
+			ereport(ERROR,
+					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					errmsg("argument %d of durable_cluster.write_batch is NULL", i + 1));
 
-	fenced = fence_shards(PG_GETARG_TEXT_PP(0), PG_GETARG_ARRAYTYPE_P(1),
-						  PG_GETARG_ARRAYTYPE_P(2));
+	nshards = array_argument(fcinfo, 1, INT4OID, -1, &shards);
+	array_argument(fcinfo, 2, INT8OID, nshards, &epochs);
+	fenced = fence_shards(PG_GETARG_TEXT_PP(0), shards, epochs, nshards);
 	if (fenced != NIL)
 	{
 		Datum	   *elems = palloc(sizeof(Datum) * list_length(fenced));
@@ -163,22 +176,12 @@ dc_write_batch(PG_FUNCTION_ARGS)
 		PG_RETURN_ARRAYTYPE_P(construct_array(elems, i, INT4OID, 4, true, TYPALIGN_INT));
 	}
 
-	array_elements(PG_GETARG_ARRAYTYPE_P(3), TEXTOID, &mall_ids, &nulls, &n);
-	array_elements(PG_GETARG_ARRAYTYPE_P(4), TEXTOID, &user_ids, &nulls, &check);
-	if (check != n)
-		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
-	array_elements(PG_GETARG_ARRAYTYPE_P(5), INT4OID, &entity_shards, &nulls, &check);
-	if (check != n)
-		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
-	array_elements(PG_GETARG_ARRAYTYPE_P(6), JSONBOID, &states, &nulls, &check);
-	if (check != n)
-		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
-	array_elements(PG_GETARG_ARRAYTYPE_P(7), INT8OID, &revisions, &nulls, &check);
-	if (check != n)
-		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
-	array_elements(PG_GETARG_ARRAYTYPE_P(8), INT8OID, &old_revisions, &nulls, &check);
-	if (check != n)
-		elog(ERROR, "durable_cluster.write_batch: arrays of different lengths");
+	n = array_argument(fcinfo, 3, TEXTOID, -1, &mall_ids);
+	array_argument(fcinfo, 4, TEXTOID, n, &user_ids);
+	array_argument(fcinfo, 5, INT4OID, n, &entity_shards);
+	array_argument(fcinfo, 6, JSONBOID, n, &states);
+	array_argument(fcinfo, 7, INT8OID, n, &revisions);
+	array_argument(fcinfo, 8, INT8OID, n, &old_revisions);
 
 	/* an executor state for single-row writes, as the apply worker sets up */
 	rel = dc_open_entity_state(RowExclusiveLock, &pkey);
