@@ -33,6 +33,8 @@ extern int	dc_max_nodes;
 extern int	dc_ask_timeout_ms;
 extern int	dc_heartbeat_interval_ms;
 extern int	dc_failure_timeout_ms;
+extern int	dc_passivate_idle_after_ms;
+extern int	dc_max_entities_per_node;
 
 /* true when loaded through shared_preload_libraries */
 extern bool dc_preloaded;

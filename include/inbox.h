@@ -10,6 +10,7 @@
 #define DC_INBOX_H
 
 #include "postgres_ext.h"
+#include "datatype/timestamp.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -74,6 +75,14 @@ typedef struct DcNodeSlot
 	Latch	   *latch;
 	int			inbox_head;
 	int			inbox_tail;
+
+	/* statistics (dc_node_stats); counters are zeroed by dc_stats_reset() */
+	int64		entities_in_memory;
+	int64		commands;		/* commands applied (not routed elsewhere) */
+	int64		batches;		/* batches that applied at least one */
+	int64		passivations;
+	TimestampTz last_batch_at;	/* 0 = none yet */
+	TimestampTz stats_reset;
 } DcNodeSlot;
 
 typedef struct DcShared
@@ -107,6 +116,9 @@ extern int	dc_node_request_leave(const char *name);
 extern void dc_request_ticks(void);
 extern bool dc_node_take_tick_request(int node);
 extern bool dc_node_leave_requested(int node);
+extern void dc_node_report(int node, int64 entities, int commands, int passivations,
+						   TimestampTz batch_at);
+extern void dc_stats_zero(DcNodeSlot *node, TimestampTz now);
 
 /* caller side */
 extern int	dc_slot_acquire(void);

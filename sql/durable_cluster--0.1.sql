@@ -396,3 +396,25 @@ SELECT jsonb_build_object(
 $$;
 COMMENT ON FUNCTION dc_cluster_status() IS
     'members, shard ownership and this server''s address, as Pekko''s getClusterStatus';
+
+/* What the nodes of this server did (stats.c); counters since dc_stats_reset(). */
+CREATE FUNCTION durable_cluster.node_stats(OUT node text, OUT entities_in_memory bigint,
+                                           OUT commands bigint, OUT batches bigint,
+                                           OUT passivations bigint,
+                                           OUT last_batch_at timestamptz,
+                                           OUT stats_reset timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'dc_node_stats' LANGUAGE C VOLATILE;
+
+CREATE VIEW dc_node_stats AS
+SELECT node, entities_in_memory, commands, batches,
+       round(commands::numeric / nullif(batches, 0), 2) AS avg_commands_per_batch,
+       passivations, last_batch_at, stats_reset
+  FROM durable_cluster.node_stats();
+
+CREATE FUNCTION dc_stats_reset() RETURNS void
+AS 'MODULE_PATHNAME', 'dc_stats_reset' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION dc_stats_reset() IS
+    'zero the counters of dc_node_stats for every node of this server';
+REVOKE ALL ON FUNCTION dc_stats_reset() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION dc_stats_reset() TO dc_admin;

@@ -37,6 +37,8 @@ int			dc_max_nodes = 16;
 int			dc_ask_timeout_ms = 5000;
 int			dc_heartbeat_interval_ms = 1000;
 int			dc_failure_timeout_ms = 5000;
+int			dc_passivate_idle_after_ms = 30 * 60 * 1000;
+int			dc_max_entities_per_node = 100000;
 
 bool		dc_preloaded = false;
 
@@ -126,6 +128,24 @@ define_settings(void)
 							5000, 100, 60 * 60 * 1000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("durable_cluster.passivate_idle_after",
+							"How long an entity stays in its node's memory without a command; 0 keeps it.",
+							"Passivation only frees memory: the state is stored already and is loaded again by the next command.",
+							&dc_passivate_idle_after_ms,
+							30 * 60 * 1000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("durable_cluster.max_entities_per_node",
+							"Most entities a node keeps in memory; past it, the least recently used leave.",
+							NULL,
+							&dc_max_entities_per_node,
+							100000, 1, INT_MAX,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("durable_cluster");

@@ -30,6 +30,7 @@
 #include "storage/ipc.h"
 #include "storage/shmem.h"
 #include "utils/elog.h"
+#include "utils/timestamp.h"
 
 #include "inbox.h"
 
@@ -78,6 +79,7 @@ dc_shmem_init(void)
 			strlcpy(node->roles, "{dc-default}", sizeof(node->roles));
 			node->leave_requested = false;
 			node->tick_requested = false;
+			dc_stats_zero(node, GetCurrentTimestamp());
 			dc_shared->nodes[i].pid = 0;
 			dc_shared->nodes[i].latch = NULL;
 			dc_shared->nodes[i].inbox_head = -1;
@@ -403,6 +405,7 @@ int
 dc_node_slot_claim(const char *name, const char *roles)
 {
 	int			slot = -1;
+	TimestampTz now = GetCurrentTimestamp();
 
 	SpinLockAcquire(&dc_shared->mutex);
 	if (name && find_node(name) >= 0)
@@ -425,6 +428,7 @@ dc_node_slot_claim(const char *name, const char *roles)
 			node->leave_requested = false;
 			node->tick_requested = false;
 			node->inbox_head = node->inbox_tail = -1;
+			dc_stats_zero(node, now);
 			slot = i;
 		}
 	}
@@ -462,4 +466,41 @@ dc_node_request_leave(const char *name)
 	if (latch)
 		SetLatch(latch);
 	return node;
+}
+
+/*
+ * Zero a node's counters (caller holds the mutex, or the node slot is not
+ * shared yet).  The gauge entities_in_memory is the node's to set.
+ */
+void
+dc_stats_zero(DcNodeSlot *node, TimestampTz now)
+{
+	node->commands = 0;
+	node->batches = 0;
+	node->passivations = 0;
+	node->last_batch_at = 0;
+	node->stats_reset = now;
+}
+
+/*
+ * A node reports what it did since its last report: commands applied (a
+ * batch when > 0, at batch_at), entities passivated, and how many entities
+ * it now holds.
+ */
+void
+dc_node_report(int node, int64 entities, int commands, int passivations,
+			   TimestampTz batch_at)
+{
+	DcNodeSlot *n = &dc_shared->nodes[node];
+
+	SpinLockAcquire(&dc_shared->mutex);
+	n->entities_in_memory = entities;
+	n->passivations += passivations;
+	if (commands > 0)
+	{
+		n->commands += commands;
+		n->batches++;
+		n->last_batch_at = batch_at;
+	}
+	SpinLockRelease(&dc_shared->mutex);
 }

@@ -37,6 +37,7 @@
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "common/hashfn.h"
+#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -71,6 +72,8 @@ typedef struct CachedEntity
 	int			shard;
 	int			batch_index;	/* index in the current batch, -1 if none */
 	DcEntityState state;		/* last committed state */
+	dlist_node	lru;			/* in lru_list */
+	TimestampTz last_used;		/* when a batch last used it */
 } CachedEntity;
 
 /* An entity's working copy while a batch is applied. */
@@ -105,6 +108,8 @@ static int64 map_seen = -1;
 static Oid	map_seen_extension = InvalidOid;
 
 static HTAB *entity_cache;
+static dlist_head lru_list;		/* cached entities, least recently used first */
+static int	passivated;			/* entities passivated since the last report */
 static MemoryContext batch_context;
 static bool tick_now;
 
@@ -148,6 +153,56 @@ entity_cache_create(void)
 	ctl.hcxt = TopMemoryContext;
 	entity_cache = hash_create("durable_cluster entities", 1024, &ctl,
 							   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	dlist_init(&lru_list);
+}
+
+static void
+cache_remove(CachedEntity *e)
+{
+	dlist_delete(&e->lru);
+	hash_search(entity_cache, &e->key, HASH_REMOVE, NULL);
+}
+
+/* A batch uses the entity: it becomes the most recently used. */
+static void
+cache_touch(CachedEntity *e, TimestampTz now)
+{
+	dlist_move_tail(&lru_list, &e->lru);
+	e->last_used = now;
+}
+
+/*
+ * Passivation: entities unused for passivate_idle_after, and the least
+ * recently used beyond max_entities_per_node, leave memory.  Their state is
+ * stored already; the next command loads it again.  Never called while a
+ * batch holds entries.
+ */
+static void
+passivate(TimestampTz now)
+{
+	TimestampTz idle_before = dc_passivate_idle_after_ms > 0
+		? TimestampTzPlusMilliseconds(now, -dc_passivate_idle_after_ms)
+		: DT_NOBEGIN;
+
+	while (!dlist_is_empty(&lru_list))
+	{
+		CachedEntity *e = dlist_head_element(CachedEntity, lru, &lru_list);
+
+		if (hash_get_num_entries(entity_cache) <= dc_max_entities_per_node &&
+			e->last_used > idle_before)
+			break;
+		cache_remove(e);
+		passivated++;
+	}
+}
+
+/* Passivate what is due and publish the node's statistics. */
+static void
+report_stats(int commands, TimestampTz now)
+{
+	passivate(now);
+	dc_node_report(node_index, hash_get_num_entries(entity_cache), commands, passivated, now);
+	passivated = 0;
 }
 
 static void
@@ -170,7 +225,7 @@ entity_cache_evict(const bool *shards)
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
 		if (shards == NULL || shards[e->shard])
-			hash_search(entity_cache, &e->key, HASH_REMOVE, NULL);
+			cache_remove(e);
 	}
 }
 
@@ -389,7 +444,7 @@ cache_lookup(DcRequestSlot *req, HASHACTION action, bool *found)
  * once the load succeeded.
  */
 static void
-load_missing_entities(BatchRequest *reqs, int n)
+load_missing_entities(BatchRequest *reqs, int n, TimestampTz now)
 {
 	DcEntityLoad *loads = palloc(sizeof(DcEntityLoad) * n);
 	int		   *first = palloc(sizeof(int) * n);
@@ -426,6 +481,8 @@ load_missing_entities(BatchRequest *reqs, int n)
 		entry->shard = req->shard;
 		entry->batch_index = -1;
 		entry->state = loads[j].state;
+		dlist_push_tail(&lru_list, &entry->lru);
+		entry->last_used = now;
 	}
 }
 
@@ -437,7 +494,7 @@ static int	batch_count;
 
 /* The working copy of a request's entity in this batch attempt. */
 static BatchEntity *
-batch_entity(BatchEntity *entities, DcRequestSlot *req)
+batch_entity(BatchEntity *entities, DcRequestSlot *req, TimestampTz now)
 {
 	bool		found;
 	CachedEntity *entry = cache_lookup(req, HASH_FIND, &found);
@@ -447,6 +504,7 @@ batch_entity(BatchEntity *entities, DcRequestSlot *req)
 	if (entry->batch_index >= 0)
 		return &entities[entry->batch_index];
 
+	cache_touch(entry, now);
 	be = &entities[batch_count];
 	entry->batch_index = batch_count++;
 	be->entry = entry;
@@ -496,7 +554,7 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 			epochs[nshards++] = owned_epoch[req->shard];
 		}
 
-		be = batch_entity(entities, req);
+		be = batch_entity(entities, req, now);
 		outcome = dc_command_apply(&req->command, &be->pending, now, &label);
 		if (outcome == DC_OUTCOME_CHANGED || be->doc == NULL)
 			be->doc = dc_entity_to_jsonb(be->mall_id, be->user_id, &be->pending);
@@ -551,6 +609,7 @@ process_batch(const int *slots, int n)
 	int		   *fenced = palloc(sizeof(int) * n);
 	TimestampTz now = GetCurrentTimestamp();
 	ErrorData  *volatile failure = NULL;
+	int			applied = 0;
 
 	adopt_shard_map();
 
@@ -571,7 +630,7 @@ process_batch(const int *slots, int n)
 		int			nfenced;
 
 		batch_count = 0;
-		load_missing_entities(reqs, n);
+		load_missing_entities(reqs, n, now);
 		while ((nfenced = apply_and_store(reqs, n, entities, now, fenced)) > 0)
 		{
 			/* the map moved on without us noticing yet */
@@ -597,13 +656,15 @@ process_batch(const int *slots, int n)
 
 		entry->batch_index = -1;
 		if (failure)
-			hash_search(entity_cache, &entry->key, HASH_REMOVE, NULL);
+			cache_remove(entry);
 		else
 			entry->state = entities[e].pending;
 	}
 
 	for (int i = 0; i < n; i++)
 	{
+		if (reqs[i].kind == DC_REPLY_OK && !failure)
+			applied++;
 		if (reqs[i].kind == DC_REPLY_MOVED)
 			dc_slot_reply(reqs[i].slot, DC_REPLY_MOVED, 0, NULL, 0);
 		else if (failure)
@@ -627,6 +688,7 @@ process_batch(const int *slots, int n)
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(batch_context);
+	report_stats(applied, now);
 }
 
 static void
@@ -726,6 +788,7 @@ dc_node_main(Datum main_arg)
 		{
 			tick_now = false;
 			node_tick();
+			report_stats(0, now);
 			next_tick = TimestampTzPlusMilliseconds(now, dc_heartbeat_interval_ms);
 			if (smart_shutdown_idle())
 			{

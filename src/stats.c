@@ -1,0 +1,74 @@
+/*-------------------------------------------------------------------------
+ *
+ * stats.c
+ *	  dc_node_stats and dc_stats_reset: what the nodes of this server did.
+ *
+ * Each node reports into its shared-memory slot after every batch and
+ * every tick (inbox.c, dc_node_report): the entities it holds in memory,
+ * the commands it applied, its batches and its passivations.  These
+ * functions read or zero those slots.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "durable_cluster.h"
+#include "inbox.h"
+
+PG_FUNCTION_INFO_V1(dc_node_stats);
+PG_FUNCTION_INFO_V1(dc_stats_reset);
+
+#define NODE_STATS_COLUMNS 7
+
+/* durable_cluster.node_stats(): one row per node slot in use */
+Datum
+dc_node_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	dc_check_usable();
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < DC_MAX_NODES; i++)
+	{
+		DcNodeSlot	copy;
+		Datum		values[NODE_STATS_COLUMNS];
+		bool		nulls[NODE_STATS_COLUMNS] = {0};
+
+		/* copy first: nothing may allocate while the spinlock is held */
+		SpinLockAcquire(&dc_shared->mutex);
+		copy = dc_shared->nodes[i];
+		SpinLockRelease(&dc_shared->mutex);
+		if (!copy.in_use)
+			continue;
+
+		values[0] = CStringGetTextDatum(copy.name);
+		values[1] = Int64GetDatum(copy.entities_in_memory);
+		values[2] = Int64GetDatum(copy.commands);
+		values[3] = Int64GetDatum(copy.batches);
+		values[4] = Int64GetDatum(copy.passivations);
+		values[5] = TimestampTzGetDatum(copy.last_batch_at);
+		nulls[5] = (copy.last_batch_at == 0);
+		values[6] = TimestampTzGetDatum(copy.stats_reset);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* dc_stats_reset(): zero the counters of every node of this server */
+Datum
+dc_stats_reset(PG_FUNCTION_ARGS)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	dc_check_usable();
+	SpinLockAcquire(&dc_shared->mutex);
+	for (int i = 0; i < DC_MAX_NODES; i++)
+		dc_stats_zero(&dc_shared->nodes[i], now);
+	SpinLockRelease(&dc_shared->mutex);
+	PG_RETURN_VOID();
+}
