@@ -12,6 +12,8 @@
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 
+#include "durable_cluster.h"
+
 /* 64 characters of at most 4 bytes each, plus the terminator */
 #define DC_MAX_NICKNAME_CHARS	64
 #define DC_NICKNAME_BUFSIZE		(DC_MAX_NICKNAME_CHARS * 4 + 1)
@@ -48,6 +50,7 @@ typedef struct DcCommand
 	DcCommandKind kind;
 	int64		amount_cents;	/* balance commands */
 	char		nickname[DC_NICKNAME_BUFSIZE];	/* update_profile */
+	char		command_id[DC_MAX_ID_BYTES + 1];	/* "" = none (see command_log) */
 } DcCommand;
 
 typedef enum DcOutcome

@@ -23,9 +23,15 @@ enum
 	ENTITY_MALL_ID = 1, ENTITY_USER_ID, ENTITY_SHARD_ID, ENTITY_STATE,
 	ENTITY_REVISION, ENTITY_UPDATED_AT, ENTITY_NATTS = ENTITY_UPDATED_AT
 };
+enum
+{
+	LOG_MALL_ID = 1, LOG_USER_ID, LOG_COMMAND_ID, LOG_SEQ, LOG_REPLY,
+	LOG_NATTS = LOG_REPLY
+};
 
 extern Relation dc_open_shards(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_entity_state(LOCKMODE lockmode, Oid *pkey);
+extern Relation dc_open_command_log(LOCKMODE lockmode, Oid *pkey);
 extern bool dc_find_entity(Relation rel, Relation index, Datum mall_id, Datum user_id,
 						   TupleTableSlot *slot);
 

@@ -33,6 +33,15 @@ typedef struct DcEntityLoad
 	DcEntityState state;		/* initial state if never stored */
 } DcEntityLoad;
 
+/* A command sent with a command_id and its reply (see command_log). */
+typedef struct DcCommandLog
+{
+	const char *mall_id;
+	const char *user_id;
+	const char *command_id;
+	Jsonb	   *reply;			/* in a lookup: the stored reply, NULL if none */
+} DcCommandLog;
+
 extern void dc_store_init(const char *node_name, const char *user);
 extern void dc_store_disconnect(void);
 
@@ -50,6 +59,7 @@ extern bool dc_store_refresh_map(Oid extension);
 extern void dc_store_load_entities(DcEntityLoad *loads, int n);
 extern int	dc_store_write_batch(const char *name, const int *shards, const int64 *epochs,
 								 int nshards, const DcEntityWrite *writes, int nwrites,
-								 int *fenced);
+								 const DcCommandLog *logs, int nlogs, int *fenced);
+extern void dc_store_find_replies(DcCommandLog *entries, int n);
 
 #endif							/* DC_STORE_H */

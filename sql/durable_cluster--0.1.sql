@@ -50,6 +50,24 @@ CREATE TABLE durable_cluster.entity_state (
 
 -- entity state and settings are user data: pg_dump keeps them
 SELECT pg_catalog.pg_extension_config_dump('durable_cluster.entity_state', '');
+
+-- The replies of commands sent with a "command_id", so that a retry gets
+-- the original reply and changes nothing.  Written by the batch that
+-- applied the command; seq orders an entity's entries, and only an
+-- entity's newest 1000 are sure to be kept (older ones are pruned now and
+-- then by write_batch).
+CREATE SEQUENCE durable_cluster.command_log_seq;
+CREATE TABLE durable_cluster.command_log (
+    mall_id     text NOT NULL,
+    user_id     text NOT NULL,
+    command_id  text NOT NULL,
+    seq         bigint NOT NULL,
+    reply       jsonb NOT NULL,
+    PRIMARY KEY (mall_id, user_id, command_id)
+);
+CREATE INDEX command_log_entity_seq ON durable_cluster.command_log (mall_id, user_id, seq);
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.command_log', '');
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.command_log_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('durable_cluster.settings', '');
 
 /* ---- control plane, called by node workers (store.c) ---- */
@@ -258,13 +276,18 @@ $$;
 CREATE FUNCTION durable_cluster.write_batch(node_name text, shards integer[], epochs bigint[],
                                             mall_ids text[], user_ids text[],
                                             entity_shards integer[], states jsonb[],
-                                            revisions bigint[], old_revisions bigint[])
+                                            revisions bigint[], old_revisions bigint[],
+                                            log_mall_ids text[] DEFAULT '{}',
+                                            log_user_ids text[] DEFAULT '{}',
+                                            command_ids text[] DEFAULT '{}',
+                                            replies jsonb[] DEFAULT '{}')
 RETURNS integer[]
 AS 'MODULE_PATHNAME', 'dc_write_batch' LANGUAGE C VOLATILE;
 
 REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.write_batch(text, integer[], bigint[], text[], text[],
-                                                  integer[], jsonb[], bigint[], bigint[]) FROM PUBLIC;
+                                                  integer[], jsonb[], bigint[], bigint[],
+                                                  text[], text[], text[], jsonb[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_join(text, integer, text, integer, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leaving(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leave(text, bigint, integer) FROM PUBLIC;

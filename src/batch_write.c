@@ -34,8 +34,10 @@
 #include "access/tableam.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/makefuncs.h"
 #include "utils/array.h"
@@ -77,6 +79,55 @@ array_argument(FunctionCallInfo fcinfo, int argno, Oid type, int n, Datum **valu
 					errmsg("argument %d of durable_cluster.write_batch holds a NULL",
 						   argno + 1));
 	return count;
+}
+
+/*
+ * The command log keeps at least an entity's newest LOG_KEEP entries: one
+ * insert in LOG_PRUNE_EVERY (by sequence number) deletes the entity's
+ * older ones, so an entity holds fewer than LOG_KEEP + LOG_PRUNE_EVERY.
+ */
+#define LOG_KEEP			1000
+#define LOG_PRUNE_EVERY		64
+
+static void
+prune_command_log(Datum mall_id, Datum user_id)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2] = {mall_id, user_id};
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("DELETE FROM durable_cluster.command_log "
+							  " WHERE mall_id = $1 AND user_id = $2 AND seq < "
+							  "       (SELECT seq FROM durable_cluster.command_log "
+							  "         WHERE mall_id = $1 AND user_id = $2 "
+							  "         ORDER BY seq DESC OFFSET " CppAsString2(LOG_KEEP) " - 1 LIMIT 1)",
+							  2, types, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not prune durable_cluster.command_log");
+	SPI_finish();
+}
+
+static RangeTblEntry *
+range_table_entry(Relation rel)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(rel);
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	return rte;
+}
+
+/* rel, entry rti of the range table, ready for single-row writes */
+static ResultRelInfo *
+result_relation(EState *estate, Relation rel, Index rti)
+{
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+	InitResultRelInfo(rri, rel, rti, NULL, 0);
+	ExecOpenIndices(rri, false);
+	return rri;
 }
 
 /*
@@ -126,9 +177,11 @@ fence_shards(text *node_name, Datum *shards, Datum *epochs, int nshards)
 
 /*
  * durable_cluster.write_batch(node, shards, epochs, mall_ids, user_ids,
- *                             entity_shards, states, revisions, old_revisions)
+ *                             entity_shards, states, revisions, old_revisions,
+ *                             log_mall_ids, log_user_ids, command_ids, replies)
  * Returns NULL when the batch was written, or the shards found fenced (and
- * then wrote nothing).  old_revision 0 means a new row.
+ * then wrote nothing).  old_revision 0 means a new row.  The log_ arrays
+ * are command_log entries to add.
  */
 Datum
 dc_write_batch(PG_FUNCTION_ARGS)
@@ -142,21 +195,32 @@ dc_write_batch(PG_FUNCTION_ARGS)
 			   *states,
 			   *revisions,
 			   *old_revisions;
+	Datum	   *log_mall_ids,
+			   *log_user_ids,
+			   *command_ids,
+			   *replies;
 	int			nshards,
-				n;
+				n,
+				nlogs;
 	Oid			pkey;
+	Oid			log_pkey;
+	Oid			seq_oid;
 	Relation	rel;
 	Relation	index;
+	Relation	log_rel;
 	EState	   *estate;
 	ResultRelInfo *rri;
-	RangeTblEntry *rte;
+	ResultRelInfo *log_rri;
 	EPQState	epq;
 	TupleTableSlot *old;
 	TupleTableSlot *new;
+	TupleTableSlot *log;
+	List	   *prune = NIL;
+	ListCell   *lc;
 	Datum		now = TimestampTzGetDatum(GetCurrentTimestamp());
 	int			stale = 0;
 
-	for (int i = 0; i < 9; i++)
+	for (int i = 0; i < 13; i++)
 		if (PG_ARGISNULL(i))
 			ereport(ERROR,
 					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -182,26 +246,26 @@ dc_write_batch(PG_FUNCTION_ARGS)
 	array_argument(fcinfo, 6, JSONBOID, n, &states);
 	array_argument(fcinfo, 7, INT8OID, n, &revisions);
 	array_argument(fcinfo, 8, INT8OID, n, &old_revisions);
+	nlogs = array_argument(fcinfo, 9, TEXTOID, -1, &log_mall_ids);
+	array_argument(fcinfo, 10, TEXTOID, nlogs, &log_user_ids);
+	array_argument(fcinfo, 11, TEXTOID, nlogs, &command_ids);
+	array_argument(fcinfo, 12, JSONBOID, nlogs, &replies);
 
 	/* an executor state for single-row writes, as the apply worker sets up */
 	rel = dc_open_entity_state(RowExclusiveLock, &pkey);
 	index = index_open(pkey, RowExclusiveLock);
+	log_rel = dc_open_command_log(RowExclusiveLock, &log_pkey);
 	estate = CreateExecutorState();
-	rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = RelationGetRelid(rel);
-	rte->relkind = rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(estate, list_make1(rte));
-	rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	estate->es_output_cid = GetCurrentCommandId(true);
 	estate->es_snapshot = GetActiveSnapshot();
-	ExecOpenIndices(rri, false);
+	ExecInitRangeTable(estate, list_make2(range_table_entry(rel), range_table_entry(log_rel)));
+	rri = result_relation(estate, rel, 1);
+	log_rri = result_relation(estate, log_rel, 2);
 	EvalPlanQualInit(&epq, estate, NULL, NIL, -1);
 	AfterTriggerBeginQuery();
 	old = table_slot_create(rel, &estate->es_tupleTable);
 	new = table_slot_create(rel, &estate->es_tupleTable);
+	log = table_slot_create(log_rel, &estate->es_tupleTable);
 
 	for (int i = 0; i < n && stale == 0; i++)
 	{
@@ -242,12 +306,36 @@ dc_write_batch(PG_FUNCTION_ARGS)
 						  TextDatumGetCString(user_ids[stale - 1]),
 						  DatumGetInt64(old_revisions[stale - 1])));
 
+	/* the replies of commands sent with a command_id (see command_log) */
+	seq_oid = get_relname_relid("command_log_seq", RelationGetNamespace(log_rel));
+	if (!OidIsValid(seq_oid))
+		elog(ERROR, "durable_cluster.command_log_seq does not exist");
+	for (int i = 0; i < nlogs; i++)
+	{
+		ExecClearTuple(log);
+		log->tts_values[LOG_MALL_ID - 1] = log_mall_ids[i];
+		log->tts_values[LOG_USER_ID - 1] = log_user_ids[i];
+		log->tts_values[LOG_COMMAND_ID - 1] = command_ids[i];
+		log->tts_values[LOG_SEQ - 1] = Int64GetDatum(nextval_internal(seq_oid, false));
+		log->tts_values[LOG_REPLY - 1] = replies[i];
+		memset(log->tts_isnull, false, sizeof(bool) * LOG_NATTS);
+		ExecStoreVirtualTuple(log);
+		ExecSimpleRelationInsert(log_rri, estate, log);
+		if (DatumGetInt64(log->tts_values[LOG_SEQ - 1]) % LOG_PRUNE_EVERY == 0)
+			prune = lappend_int(prune, i);
+	}
+
 	AfterTriggerEndQuery(estate);
 	EvalPlanQualEnd(&epq);
 	ExecCloseIndices(rri);
+	ExecCloseIndices(log_rri);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	index_close(index, NoLock);
 	table_close(rel, NoLock);
+	table_close(log_rel, NoLock);
+
+	foreach(lc, prune)
+		prune_command_log(log_mall_ids[lfirst_int(lc)], log_user_ids[lfirst_int(lc)]);
 	PG_RETURN_NULL();
 }

@@ -228,6 +228,31 @@ parse_amount(const char *command, Jsonb *payload)
 	return cents;
 }
 
+/* The optional "command_id" of any command: a string of 1 to 255 bytes. */
+static void
+parse_command_id(const char *command, Jsonb *payload, char *out)
+{
+	JsonbValue *v = payload_key(payload, "command_id");
+
+	if (v == NULL)
+		return;
+	if (v->type != jbvString)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("\"command_id\" of command \"%s\" must be a string", command));
+	if (v->val.string.len == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("\"command_id\" of command \"%s\" must not be empty", command));
+	if (v->val.string.len > DC_MAX_ID_BYTES)
+		ereport(ERROR,
+				errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				errmsg("\"command_id\" of command \"%s\" is %d bytes long; the limit is %d bytes",
+					   command, v->val.string.len, DC_MAX_ID_BYTES));
+	memcpy(out, v->val.string.val, v->val.string.len);
+	out[v->val.string.len] = '\0';
+}
+
 static void
 parse_nickname(const char *command, Jsonb *payload, char *out)
 {
@@ -288,6 +313,7 @@ dc_command_parse(const char *name, Jsonb *payload, DcCommand *cmd)
 		cmd->amount_cents = parse_amount(name, payload);
 	else if (spec->need == NEEDS_NICKNAME)
 		parse_nickname(name, payload, cmd->nickname);
+	parse_command_id(name, payload, cmd->command_id);
 }
 
 void

@@ -93,6 +93,8 @@ typedef struct BatchRequest
 	int			slot;
 	DcReplyKind kind;
 	Jsonb	   *reply;
+	Jsonb	   *logged;			/* reply from the command log: not applied again */
+	int			same_as;		/* earlier request of the batch it repeats, or -1 */
 } BatchRequest;
 
 static int	node_index;
@@ -486,6 +488,51 @@ load_missing_entities(BatchRequest *reqs, int n, TimestampTz now)
 	}
 }
 
+/* Same entity and same command_id. */
+static bool
+same_command(const DcRequestSlot *a, const DcRequestSlot *b)
+{
+	return strcmp(a->command.command_id, b->command.command_id) == 0 &&
+		strcmp(a->mall_id, b->mall_id) == 0 &&
+		strcmp(a->user_id, b->user_id) == 0;
+}
+
+/*
+ * Commands sent with a command_id: one found in the command log gets its
+ * logged reply and is not applied again; one that repeats an earlier
+ * request of this batch gets that request's reply.
+ */
+static void
+find_logged_replies(BatchRequest *reqs, int n)
+{
+	DcCommandLog *lookups = palloc(sizeof(DcCommandLog) * n);
+	int		   *first = palloc(sizeof(int) * n);
+	int			nlookups = 0;
+
+	for (int i = 0; i < n; i++)
+	{
+		DcRequestSlot *req = &dc_shared->slots[reqs[i].slot];
+
+		if (reqs[i].kind != DC_REPLY_OK || req->command.command_id[0] == '\0')
+			continue;
+		for (int j = 0; j < i && reqs[i].same_as < 0; j++)
+			if (reqs[j].kind == DC_REPLY_OK && reqs[j].same_as < 0 &&
+				same_command(req, &dc_shared->slots[reqs[j].slot]))
+				reqs[i].same_as = j;
+		if (reqs[i].same_as >= 0)
+			continue;
+		lookups[nlookups].mall_id = req->mall_id;
+		lookups[nlookups].user_id = req->user_id;
+		lookups[nlookups].command_id = req->command.command_id;
+		first[nlookups++] = i;
+	}
+	if (nlookups == 0)
+		return;
+	dc_store_find_replies(lookups, nlookups);
+	for (int j = 0; j < nlookups; j++)
+		reqs[first[j]].logged = lookups[j].reply;
+}
+
 /*
  * Entities of the current batch attempt.  File-level rather than local so
  * that the error path sees every entry registered before the error.
@@ -529,8 +576,10 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	int		   *shards = palloc(sizeof(int) * n);
 	int64	   *epochs = palloc(sizeof(int64) * n);
 	DcEntityWrite *writes = palloc(sizeof(DcEntityWrite) * n);
+	DcCommandLog *logs = palloc(sizeof(DcCommandLog) * n);
 	int			nshards = 0;
 	int			nwrites = 0;
+	int			nlogs = 0;
 
 	batch_count = 0;
 
@@ -542,8 +591,13 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 		const char *label;
 		bool		seen = false;
 
-		if (reqs[i].kind != DC_REPLY_OK)
+		if (reqs[i].kind != DC_REPLY_OK || reqs[i].same_as >= 0)
 			continue;
+		if (reqs[i].logged)
+		{
+			reqs[i].reply = reqs[i].logged;
+			continue;
+		}
 
 		/* every shard the batch touches is fenced, read ones included */
 		for (int j = 0; j < nshards && !seen; j++)
@@ -560,7 +614,17 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 			be->doc = dc_entity_to_jsonb(be->mall_id, be->user_id, &be->pending);
 		reqs[i].reply = dc_build_reply(outcome != DC_OUTCOME_REJECTED, label, be->doc,
 									   be->pending.revision, req->shard, node_name);
+		if (req->command.command_id[0] != '\0')
+		{
+			logs[nlogs].mall_id = req->mall_id;
+			logs[nlogs].user_id = req->user_id;
+			logs[nlogs].command_id = req->command.command_id;
+			logs[nlogs++].reply = reqs[i].reply;
+		}
 	}
+	for (int i = 0; i < n; i++)
+		if (reqs[i].same_as >= 0)
+			reqs[i].reply = reqs[reqs[i].same_as].reply;
 
 	for (int e = 0; e < batch_count; e++)
 	{
@@ -589,9 +653,10 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	 * only after that map says so.  So the cached states read here were
 	 * current when the batch started, after its requests arrived.
 	 */
-	if (nwrites == 0 && dc_store_is_local())
+	if (nwrites == 0 && nlogs == 0 && dc_store_is_local())
 		return 0;
-	return dc_store_write_batch(node_name, shards, epochs, nshards, writes, nwrites, fenced);
+	return dc_store_write_batch(node_name, shards, epochs, nshards, writes, nwrites,
+								logs, nlogs, fenced);
 }
 
 /*
@@ -620,6 +685,8 @@ process_batch(const int *slots, int n)
 
 		reqs[i].slot = slots[i];
 		reqs[i].reply = NULL;
+		reqs[i].logged = NULL;
+		reqs[i].same_as = -1;
 		reqs[i].kind = (req->number_of_shards == owned_nshards && owned_epoch[req->shard] > 0)
 			? DC_REPLY_OK : DC_REPLY_MOVED;
 	}
@@ -630,6 +697,7 @@ process_batch(const int *slots, int n)
 		int			nfenced;
 
 		batch_count = 0;
+		find_logged_replies(reqs, n);
 		load_missing_entities(reqs, n, now);
 		while ((nfenced = apply_and_store(reqs, n, entities, now, fenced)) > 0)
 		{

@@ -66,6 +66,15 @@ dc_open_entity_state(LOCKMODE lockmode, Oid *pkey)
 	return open_table("entity_state", columns, ENTITY_NATTS, lockmode, pkey);
 }
 
+Relation
+dc_open_command_log(LOCKMODE lockmode, Oid *pkey)
+{
+	static const char *const columns[LOG_NATTS] =
+	{"mall_id", "user_id", "command_id", "seq", "reply"};
+
+	return open_table("command_log", columns, LOG_NATTS, lockmode, pkey);
+}
+
 /*
  * The row of (mall_id, user_id) that the active snapshot sees, into slot;
  * false if there is none.  index is entity_state's primary key.

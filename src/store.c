@@ -479,11 +479,20 @@ int_array_text(const int *ints, const int64 *int8s, int n)
 	return buf.data;
 }
 
-/* Append one element to an array literal: quoted, \ and " escaped. */
+/* Start a text[] literal; array_add() its elements, then array_end() it. */
 static void
-append_array_string(StringInfo buf, const char *value)
+array_start(StringInfo buf)
 {
-	appendStringInfoChar(buf, buf->len > 1 ? ',' : '{');
+	initStringInfo(buf);
+	appendStringInfoChar(buf, '{');
+}
+
+/* Add one element: quoted, with \ and " escaped. */
+static void
+array_add(StringInfo buf, const char *value)
+{
+	if (buf->len > 1)
+		appendStringInfoChar(buf, ',');
 	appendStringInfoChar(buf, '"');
 	for (const char *p = value; *p; p++)
 	{
@@ -494,13 +503,26 @@ append_array_string(StringInfo buf, const char *value)
 	appendStringInfoChar(buf, '"');
 }
 
+static char *
+array_end(StringInfo buf)
+{
+	appendStringInfoChar(buf, '}');
+	return buf->data;
+}
+
+static char *
+jsonb_text(Jsonb *doc)
+{
+	return JsonbToCString(NULL, &doc->root, VARSIZE(doc));
+}
+
 /*
  * A batch with writes: durable_cluster.write_batch() (batch_write.c) locks
  * and checks the fence of its shards and writes its entities, in the
  * store's backend, in the transaction of this one statement.
  */
 static const char write_batch_sql[] =
-"SELECT durable_cluster.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+"SELECT durable_cluster.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
 /*
  * A batch that only reads: the node's cached state is current if the store
@@ -515,15 +537,17 @@ static const char check_fence_sql[] =
 "                    WHERE s.shard_id = f.shard AND s.node = $1 AND s.epoch = f.epoch)";
 
 /*
- * Store a batch: check the fence of its shards and write its entities, in
- * one statement.  Returns the number of shards found fenced, listed in
+ * Store a batch: check the fence of its shards, write its entities and
+ * log the replies of its commands sent with a command_id, in one
+ * statement.  Returns the number of shards found fenced, listed in
  * fenced[]; if there are any, nothing was written.
  */
 int
 dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, int nshards,
-					 const DcEntityWrite *writes, int nwrites, int *fenced)
+					 const DcEntityWrite *writes, int nwrites,
+					 const DcCommandLog *logs, int nlogs, int *fenced)
 {
-	const char *values[9];
+	const char *values[13];
 	char	   *result;
 	char	   *p;
 	int			nfenced = 0;
@@ -531,40 +555,55 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 	values[0] = name;
 	values[1] = int_array_text(shards, NULL, nshards);
 	values[2] = int_array_text(NULL, epochs, nshards);
-	if (nwrites == 0)
+	if (nwrites == 0 && nlogs == 0)
 		result = exec_value(check_fence_sql, 3, values);
 	else
 	{
 		StringInfoData mall_ids,
 					user_ids,
-					states;
-		int		   *entity_shards = palloc(sizeof(int) * nwrites);
-		int64	   *revisions = palloc(sizeof(int64) * nwrites);
-		int64	   *old_revisions = palloc(sizeof(int64) * nwrites);
+					states,
+					log_mall_ids,
+					log_user_ids,
+					command_ids,
+					replies;
+		int		   *entity_shards = palloc(sizeof(int) * Max(nwrites, 1));
+		int64	   *revisions = palloc(sizeof(int64) * Max(nwrites, 1));
+		int64	   *old_revisions = palloc(sizeof(int64) * Max(nwrites, 1));
 
-		initStringInfo(&mall_ids);
-		initStringInfo(&user_ids);
-		initStringInfo(&states);
+		array_start(&mall_ids);
+		array_start(&user_ids);
+		array_start(&states);
 		for (int i = 0; i < nwrites; i++)
 		{
-			append_array_string(&mall_ids, writes[i].mall_id);
-			append_array_string(&user_ids, writes[i].user_id);
-			append_array_string(&states, JsonbToCString(NULL, &writes[i].state_doc->root,
-														 VARSIZE(writes[i].state_doc)));
+			array_add(&mall_ids, writes[i].mall_id);
+			array_add(&user_ids, writes[i].user_id);
+			array_add(&states, jsonb_text(writes[i].state_doc));
 			entity_shards[i] = writes[i].shard;
 			revisions[i] = writes[i].revision;
 			old_revisions[i] = writes[i].old_revision;
 		}
-		appendStringInfoChar(&mall_ids, '}');
-		appendStringInfoChar(&user_ids, '}');
-		appendStringInfoChar(&states, '}');
-		values[3] = mall_ids.data;
-		values[4] = user_ids.data;
+		array_start(&log_mall_ids);
+		array_start(&log_user_ids);
+		array_start(&command_ids);
+		array_start(&replies);
+		for (int i = 0; i < nlogs; i++)
+		{
+			array_add(&log_mall_ids, logs[i].mall_id);
+			array_add(&log_user_ids, logs[i].user_id);
+			array_add(&command_ids, logs[i].command_id);
+			array_add(&replies, jsonb_text(logs[i].reply));
+		}
+		values[3] = array_end(&mall_ids);
+		values[4] = array_end(&user_ids);
 		values[5] = int_array_text(entity_shards, NULL, nwrites);
-		values[6] = states.data;
+		values[6] = array_end(&states);
 		values[7] = int_array_text(NULL, revisions, nwrites);
 		values[8] = int_array_text(NULL, old_revisions, nwrites);
-		result = exec_value(write_batch_sql, 9, values);
+		values[9] = array_end(&log_mall_ids);
+		values[10] = array_end(&log_user_ids);
+		values[11] = array_end(&command_ids);
+		values[12] = array_end(&replies);
+		result = exec_value(write_batch_sql, 13, values);
 	}
 
 	/* NULL, or an int4[] in text form: "{3,17}" */
@@ -575,4 +614,51 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 			break;
 	}
 	return nfenced;
+}
+
+/*
+ * Look the replies of commands sent with a command_id up in the command
+ * log: entries[i].reply becomes the stored reply, or NULL.
+ */
+void
+dc_store_find_replies(DcCommandLog *entries, int n)
+{
+	StringInfoData mall_ids,
+				user_ids,
+				command_ids;
+	const char *values[3];
+	PGresult   *res;
+
+	array_start(&mall_ids);
+	array_start(&user_ids);
+	array_start(&command_ids);
+	for (int i = 0; i < n; i++)
+	{
+		array_add(&mall_ids, entries[i].mall_id);
+		array_add(&user_ids, entries[i].user_id);
+		array_add(&command_ids, entries[i].command_id);
+		entries[i].reply = NULL;
+	}
+	values[0] = array_end(&mall_ids);
+	values[1] = array_end(&user_ids);
+	values[2] = array_end(&command_ids);
+
+	/* one primary-key probe per entry, as in dc_store_load_entities */
+	res = exec("SELECT k.ord, l.reply "
+			   "  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY "
+			   "       AS k(mall_id, user_id, command_id, ord) "
+			   " CROSS JOIN LATERAL "
+			   "       (SELECT reply FROM durable_cluster.command_log l "
+			   "         WHERE l.mall_id = k.mall_id AND l.user_id = k.user_id "
+			   "           AND l.command_id = k.command_id LIMIT 1) l",
+			   3, values);
+	for (int r = 0; r < PQntuples(res); r++)
+	{
+		int			i = pg_strtoint32(PQgetvalue(res, r, 0)) - 1;
+
+		if (i >= 0 && i < n)
+			entries[i].reply = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+																  CStringGetDatum(PQgetvalue(res, r, 1))));
+	}
+	PQclear(res);
 }

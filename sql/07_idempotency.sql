@@ -1,0 +1,56 @@
+--
+-- Idempotent retries: a command sent with a "command_id" is applied once;
+-- a retry with the same command_id for the same entity gets the original
+-- reply and changes nothing.
+--
+CREATE TEMP TABLE first_reply AS
+SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 5, "command_id": "c1"}') AS r;
+SELECT r ->> 'result' AS result, r -> 'revision' AS revision, r -> 'state' -> 'balance' AS balance
+  FROM first_reply;
+
+-- the retry: the same reply, applied once
+SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 5, "command_id": "c1"}')
+       = (SELECT r FROM first_reply) AS same_reply;
+SELECT dc_get_state('idem', 'u1') -> 'balance' AS balance, dc_get_state('idem', 'u1') -> 'revision' AS revision;
+
+-- other command ids are other commands; a retry much later still gets the
+-- original reply, even with another payload (the id names the command)
+SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 7, "command_id": "c2"}') -> 'revision' AS revision;
+SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 100, "command_id": "c1"}')
+       = (SELECT r FROM first_reply) AS same_reply;
+SELECT dc_get_state('idem', 'u1') -> 'balance' AS balance, dc_get_state('idem', 'u1') -> 'revision' AS revision;
+
+-- command ids belong to an entity: the same id on another entity is new
+SELECT dc_send_command('idem', 'u2', 'add_balance', '{"amount": 5, "command_id": "c1"}') ->> 'result' AS result;
+SELECT dc_get_state('idem', 'u2') -> 'balance' AS balance;
+
+-- a rejection is a reply too: the retry is rejected again, though the
+-- balance would now cover it
+SELECT dc_send_command('idem', 'u2', 'deduct_balance', '{"amount": 50, "command_id": "d1"}') ->> 'error' AS error;
+SELECT dc_send_command('idem', 'u2', 'add_balance', '{"amount": 100}') -> 'state' -> 'balance' AS balance;
+SELECT dc_send_command('idem', 'u2', 'deduct_balance', '{"amount": 50, "command_id": "d1"}') ->> 'error' AS error;
+SELECT dc_get_state('idem', 'u2') -> 'balance' AS balance;
+
+-- the log holds each command once
+SELECT user_id, command_id, reply -> 'revision' AS revision
+  FROM durable_cluster.command_log WHERE mall_id = 'idem' ORDER BY seq;
+
+-- bad command ids are errors, and nothing is applied
+SELECT dc_send_command('idem', 'u3', 'login', '{"command_id": 42}');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_send_command('idem', 'u3', 'login', '{"command_id": ""}');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_send_command('idem', 'u3', 'login', jsonb_build_object('command_id', repeat('x', 256)));
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_get_state('idem', 'u3') IS NULL AS never_stored;
+
+-- the window: an entity's newest 1000 command ids are kept
+SELECT count(*) FILTER (WHERE (r ->> 'ok')::boolean) AS applied
+  FROM (SELECT dc_send_command('idem', 'w', 'add_balance',
+                               jsonb_build_object('amount', 1, 'command_id', 'w' || g)) AS r
+          FROM generate_series(1, 1100) g) s;
+-- w101 is the 1000th newest: still answered from the log
+SELECT dc_send_command('idem', 'w', 'add_balance', '{"amount": 1, "command_id": "w101"}') -> 'revision' AS revision;
+SELECT dc_get_state('idem', 'w') -> 'revision' AS revision;
+SELECT count(*) BETWEEN 1000 AND 1063 AS pruned_to_window
+  FROM durable_cluster.command_log WHERE mall_id = 'idem' AND user_id = 'w';
