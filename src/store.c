@@ -516,6 +516,28 @@ jsonb_text(Jsonb *doc)
 	return JsonbToCString(NULL, &doc->root, VARSIZE(doc));
 }
 
+/* values[0..2]: the mall_ids, user_ids and command_ids of log entries */
+static void
+log_key_arrays(const DcCommandLog *entries, int n, const char **values)
+{
+	StringInfoData mall_ids,
+				user_ids,
+				command_ids;
+
+	array_start(&mall_ids);
+	array_start(&user_ids);
+	array_start(&command_ids);
+	for (int i = 0; i < n; i++)
+	{
+		array_add(&mall_ids, entries[i].mall_id);
+		array_add(&user_ids, entries[i].user_id);
+		array_add(&command_ids, entries[i].command_id);
+	}
+	values[0] = array_end(&mall_ids);
+	values[1] = array_end(&user_ids);
+	values[2] = array_end(&command_ids);
+}
+
 /*
  * A batch with writes: durable_cluster.write_batch() (batch_write.c) locks
  * and checks the fence of its shards and writes its entities, in the
@@ -562,9 +584,6 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 		StringInfoData mall_ids,
 					user_ids,
 					states,
-					log_mall_ids,
-					log_user_ids,
-					command_ids,
 					replies;
 		int		   *entity_shards = palloc(sizeof(int) * Max(nwrites, 1));
 		int64	   *revisions = palloc(sizeof(int64) * Max(nwrites, 1));
@@ -582,26 +601,16 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 			revisions[i] = writes[i].revision;
 			old_revisions[i] = writes[i].old_revision;
 		}
-		array_start(&log_mall_ids);
-		array_start(&log_user_ids);
-		array_start(&command_ids);
 		array_start(&replies);
 		for (int i = 0; i < nlogs; i++)
-		{
-			array_add(&log_mall_ids, logs[i].mall_id);
-			array_add(&log_user_ids, logs[i].user_id);
-			array_add(&command_ids, logs[i].command_id);
 			array_add(&replies, jsonb_text(logs[i].reply));
-		}
 		values[3] = array_end(&mall_ids);
 		values[4] = array_end(&user_ids);
 		values[5] = int_array_text(entity_shards, NULL, nwrites);
 		values[6] = array_end(&states);
 		values[7] = int_array_text(NULL, revisions, nwrites);
 		values[8] = int_array_text(NULL, old_revisions, nwrites);
-		values[9] = array_end(&log_mall_ids);
-		values[10] = array_end(&log_user_ids);
-		values[11] = array_end(&command_ids);
+		log_key_arrays(logs, nlogs, &values[9]);
 		values[12] = array_end(&replies);
 		result = exec_value(write_batch_sql, 13, values);
 	}
@@ -623,25 +632,12 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 void
 dc_store_find_replies(DcCommandLog *entries, int n)
 {
-	StringInfoData mall_ids,
-				user_ids,
-				command_ids;
 	const char *values[3];
 	PGresult   *res;
 
-	array_start(&mall_ids);
-	array_start(&user_ids);
-	array_start(&command_ids);
+	log_key_arrays(entries, n, values);
 	for (int i = 0; i < n; i++)
-	{
-		array_add(&mall_ids, entries[i].mall_id);
-		array_add(&user_ids, entries[i].user_id);
-		array_add(&command_ids, entries[i].command_id);
 		entries[i].reply = NULL;
-	}
-	values[0] = array_end(&mall_ids);
-	values[1] = array_end(&user_ids);
-	values[2] = array_end(&command_ids);
 
 	/* one primary-key probe per entry, as in dc_store_load_entities */
 	res = exec("SELECT k.ord, l.reply "
