@@ -45,6 +45,7 @@ typedef struct DcRequestSlot
 	/* protected by DcShared->mutex */
 	DcSlotState state;
 	bool		abandoned;		/* caller gave up; whoever finishes frees it */
+	bool		accepted;		/* the owner took it as its own (dc_tell waits for this) */
 	int			next;			/* free list or inbox link, -1 = end */
 	int			node;			/* inbox it was queued to */
 	Latch	   *caller_latch;
@@ -55,6 +56,7 @@ typedef struct DcRequestSlot
 	char		mall_id[DC_MAX_ID_BYTES + 1];
 	char		user_id[DC_MAX_ID_BYTES + 1];
 	DcCommand	command;
+	bool		tell;			/* dc_tell: wake the caller once accepted */
 
 	/* written by the node while TAKEN, read by the caller once DONE */
 	DcReplyKind reply_kind;
@@ -124,6 +126,8 @@ extern void dc_stats_zero(DcNodeSlot *node, TimestampTz now);
 extern int	dc_slot_acquire(void);
 extern void dc_slot_enqueue(int slot, int node);
 extern DcSlotState dc_slot_state(int slot);
+extern bool dc_slot_accepted(int slot);
+extern void dc_slot_accept(int slot);
 extern void dc_slot_release(int slot);
 extern DcSlotState dc_slot_abandon(int slot);
 extern bool dc_slot_reclaim(int slot);

@@ -301,6 +301,12 @@ AS 'MODULE_PATHNAME', 'dc_send_command' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION dc_send_command(text, text, text, jsonb) IS
     'apply a command to entity (mall_id, user_id) on the node owning its shard; replies after commit';
 
+CREATE FUNCTION dc_tell(mall_id text, user_id text, command text, payload jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'dc_tell' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION dc_tell(text, text, text, jsonb) IS
+    'fire and forget: returns once the node owning the entity''s shard has the command';
+
 CREATE FUNCTION dc_get_state(mall_id text, user_id text) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'dc_get_state' LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION dc_get_state(text, text) IS

@@ -1,13 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * api.c
- *	  SQL-callable functions: dc_send_command, dc_get_state, dc_shard_id,
+ *	  SQL-callable functions: dc_send_command, dc_tell, dc_get_state, dc_shard_id,
  *	  dc_java_hashcode and durable_cluster.self_address.
  *
  * dc_send_command runs in the caller's backend: it validates the input,
  * finds the shard's owner in the shared-memory map, queues the command in
  * the owner's inbox and sleeps until the reply arrives or ask_timeout
  * passes.  The command runs in the node's transaction, not the caller's.
+ * dc_tell does the same but returns as soon as the owner has taken the
+ * command as its own.
  *
  *-------------------------------------------------------------------------
  */
@@ -38,6 +40,7 @@
 #include "state_table.h"
 
 PG_FUNCTION_INFO_V1(dc_send_command);
+PG_FUNCTION_INFO_V1(dc_tell);
 PG_FUNCTION_INFO_V1(dc_get_state);
 PG_FUNCTION_INFO_V1(dc_shard_id);
 PG_FUNCTION_INFO_V1(dc_java_hashcode_sql);
@@ -120,16 +123,17 @@ sleep_ms(long ms)
  * nothing is left behind in shared memory.
  */
 static Jsonb *
-ask(const char *mall_id, const char *user_id, const DcCommand *cmd)
+ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   dc_ask_timeout_ms);
 	volatile int slot = -1;
 	Jsonb	   *result = NULL;
+	bool		told = false;
 
 	PG_TRY();
 	{
-		while (result == NULL)
+		while (result == NULL && !told)
 		{
 			DcRequestSlot *s;
 			int			shard = -1;
@@ -172,9 +176,11 @@ ask(const char *mall_id, const char *user_id, const DcCommand *cmd)
 			strlcpy(s->mall_id, mall_id, sizeof(s->mall_id));
 			strlcpy(s->user_id, user_id, sizeof(s->user_id));
 			s->command = *cmd;
+			s->tell = tell;
 			dc_slot_enqueue(slot, owner);
 
-			while (dc_slot_state(slot) != DC_SLOT_DONE)
+			while (dc_slot_state(slot) != DC_SLOT_DONE &&
+				   !(tell && dc_slot_accepted(slot)))
 			{
 				long		left = ms_until(deadline);
 
@@ -218,6 +224,14 @@ ask(const char *mall_id, const char *user_id, const DcCommand *cmd)
 			}
 			if (slot < 0)
 				continue;
+			if (tell && dc_slot_state(slot) != DC_SLOT_DONE)
+			{
+				/* the owner has it, and frees the slot when it is done */
+				(void) dc_slot_abandon(slot);
+				slot = -1;
+				told = true;
+				continue;
+			}
 
 			switch (s->reply_kind)
 			{
@@ -243,7 +257,8 @@ ask(const char *mall_id, const char *user_id, const DcCommand *cmd)
 					break;
 			}
 		}
-		dc_slot_release(slot);
+		if (slot >= 0)
+			dc_slot_release(slot);
 		slot = -1;
 	}
 	PG_CATCH();
@@ -257,31 +272,51 @@ ask(const char *mall_id, const char *user_id, const DcCommand *cmd)
 	return result;
 }
 
-Datum
-dc_send_command(PG_FUNCTION_ARGS)
+/* The arguments of dc_send_command and dc_tell, validated. */
+static void
+command_arguments(FunctionCallInfo fcinfo, char **mall_id, char **user_id, DcCommand *cmd)
 {
-	char	   *mall_id;
-	char	   *user_id;
-	char	   *command;
-	DcCommand	cmd;
-
 	dc_check_usable();
-	mall_id = id_argument(fcinfo, 0, "mall_id");
-	user_id = id_argument(fcinfo, 1, "user_id");
+	*mall_id = id_argument(fcinfo, 0, "mall_id");
+	*user_id = id_argument(fcinfo, 1, "user_id");
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("command must not be NULL"),
 				errhint("Known commands are: login, logout, get_state, update_profile, add_balance, deduct_balance, refund_balance."));
-	command = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("payload must not be NULL"),
 				errhint("Pass '{}' for a command without arguments."));
+	dc_command_parse(text_to_cstring(PG_GETARG_TEXT_PP(2)), PG_GETARG_JSONB_P(3), cmd);
+}
 
-	dc_command_parse(command, PG_GETARG_JSONB_P(3), &cmd);
-	PG_RETURN_JSONB_P(ask(mall_id, user_id, &cmd));
+Datum
+dc_send_command(PG_FUNCTION_ARGS)
+{
+	char	   *mall_id;
+	char	   *user_id;
+	DcCommand	cmd;
+
+	command_arguments(fcinfo, &mall_id, &user_id, &cmd);
+	PG_RETURN_JSONB_P(ask(mall_id, user_id, &cmd, false));
+}
+
+/*
+ * Fire and forget: returns once the owner node has taken the command as
+ * its own, without waiting for it to be applied and committed.
+ */
+Datum
+dc_tell(PG_FUNCTION_ARGS)
+{
+	char	   *mall_id;
+	char	   *user_id;
+	DcCommand	cmd;
+
+	command_arguments(fcinfo, &mall_id, &user_id, &cmd);
+	(void) ask(mall_id, user_id, &cmd, true);
+	PG_RETURN_VOID();
 }
 
 /*

@@ -125,6 +125,8 @@ dc_slot_acquire(void)
 		dc_shared->free_head = s->next;
 		s->state = DC_SLOT_FILLING;
 		s->abandoned = false;
+		s->accepted = false;
+		s->tell = false;
 		s->next = -1;
 		s->node = -1;
 		s->caller_latch = MyLatch;
@@ -166,6 +168,37 @@ dc_slot_state(int slot)
 	st = dc_shared->slots[slot].state;
 	SpinLockRelease(&dc_shared->mutex);
 	return st;
+}
+
+bool
+dc_slot_accepted(int slot)
+{
+	bool		accepted;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	accepted = dc_shared->slots[slot].accepted;
+	SpinLockRelease(&dc_shared->mutex);
+	return accepted;
+}
+
+/*
+ * The node took a TAKEN request as its own (it owns the shard): a dc_tell
+ * caller may return now.
+ */
+void
+dc_slot_accept(int slot)
+{
+	DcRequestSlot *s = &dc_shared->slots[slot];
+	Latch	   *latch = NULL;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	s->accepted = true;
+	if (!s->abandoned)
+		latch = s->caller_latch;
+	SpinLockRelease(&dc_shared->mutex);
+
+	if (latch)
+		SetLatch(latch);
 }
 
 /* The caller is done with a DONE (or still FILLING) slot. */

@@ -689,6 +689,8 @@ process_batch(const int *slots, int n)
 		reqs[i].same_as = -1;
 		reqs[i].kind = (req->number_of_shards == owned_nshards && owned_epoch[req->shard] > 0)
 			? DC_REPLY_OK : DC_REPLY_MOVED;
+		if (reqs[i].kind == DC_REPLY_OK && req->tell)
+			dc_slot_accept(slots[i]);
 	}
 
 	pgstat_report_activity(STATE_RUNNING, "durable_cluster batch");
