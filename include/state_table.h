@@ -32,7 +32,7 @@ enum
 extern Relation dc_open_shards(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_entity_state(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_command_log(LOCKMODE lockmode, Oid *pkey);
-extern bool dc_find_entity(Relation rel, Relation index, Datum mall_id, Datum user_id,
+extern bool dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 						   TupleTableSlot *slot);
 
 #endif							/* DC_STATE_TABLE_H */

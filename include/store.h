@@ -56,10 +56,11 @@ extern void dc_store_leave(const char *name, int64 incarnation);
 extern void dc_store_reconcile(void);
 extern bool dc_store_refresh_map(Oid extension);
 
-extern void dc_store_load_entities(DcEntityLoad *loads, int n);
+extern void dc_store_load_batch(DcEntityLoad *loads, int nloads,
+								DcCommandLog *lookups, int nlookups);
 extern int	dc_store_write_batch(const char *name, const int *shards, const int64 *epochs,
 								 int nshards, const DcEntityWrite *writes, int nwrites,
 								 const DcCommandLog *logs, int nlogs, int *fenced);
-extern void dc_store_find_replies(DcCommandLog *entries, int n);
+
 
 #endif							/* DC_STORE_H */

@@ -60,6 +60,17 @@ SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb}', 
   FROM wb_shard;
 SELECT user_id, state, revision FROM durable_cluster.entity_state WHERE mall_id = 'wb';
 
+-- a batch that only logs a reply (a command that changed nothing)
+SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{}', '{}', '{}', '{}',
+                                   '{}', '{}', '{wb}', '{u1}', '{c9}', ARRAY['{"ok": true}'::jsonb])
+  FROM wb_shard;
+
+-- durable_cluster.load_batch(): the stored states and logged replies a
+-- batch needs, in one call; what is not stored has no row
+SELECT what, ord, doc, revision
+  FROM durable_cluster.load_batch('{wb,wb}', '{u1,u2}', '{wb,wb}', '{u1,u1}', '{c9,c10}')
+ ORDER BY what, ord;
+
 -- dc_get_state reads it the same way
 SELECT dc_get_state('wb', 'u1'), dc_get_state('wb', 'u2') IS NULL AS never_stored;
 
@@ -96,3 +107,4 @@ REVOKE ALL ON durable_cluster.entity_state FROM wb_user;
 REVOKE ALL ON SCHEMA durable_cluster FROM wb_user;
 DROP ROLE wb_user;
 DELETE FROM durable_cluster.entity_state WHERE mall_id = 'wb';
+DELETE FROM durable_cluster.command_log WHERE mall_id = 'wb';

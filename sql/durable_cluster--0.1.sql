@@ -271,7 +271,18 @@ $$;
  *         "writes": [{"mall_id", "user_id", "shard_id", "state", "revision",
  *                     "old_revision"}, ...]}      (old_revision 0 = new row)
  */
--- A node's batch, fenced and written in one call (see batch_write.c):
+-- What a node's batch needs from the store, in one call (store_batch.c):
+-- the stored state of entities it does not hold, the logged replies of its
+-- commands sent with a command_id.
+CREATE FUNCTION durable_cluster.load_batch(mall_ids text[], user_ids text[],
+                                           log_mall_ids text[], log_user_ids text[],
+                                           command_ids text[],
+                                           OUT what text, OUT ord integer,
+                                           OUT doc jsonb, OUT revision bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'dc_load_batch' LANGUAGE C STABLE;
+
+-- A node's batch, fenced and written in one call (see store_batch.c):
 -- NULL when written, else the shards found fenced (then nothing was written).
 CREATE FUNCTION durable_cluster.write_batch(node_name text, shards integer[], epochs bigint[],
                                             mall_ids text[], user_ids text[],
@@ -285,6 +296,7 @@ RETURNS integer[]
 AS 'MODULE_PATHNAME', 'dc_write_batch' LANGUAGE C VOLATILE;
 
 REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.load_batch(text[], text[], text[], text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.write_batch(text, integer[], bigint[], text[], text[],
                                                   integer[], jsonb[], bigint[], bigint[],
                                                   text[], text[], text[], jsonb[]) FROM PUBLIC;

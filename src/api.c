@@ -357,7 +357,7 @@ dc_get_state(PG_FUNCTION_ARGS)
 
 	index = index_open(pkey, AccessShareLock);
 	slot = table_slot_create(rel, NULL);
-	if (dc_find_entity(rel, index, mall_id, user_id, slot))
+	if (dc_find_by_key(rel, index, (Datum[]) {mall_id, user_id}, 2, slot))
 	{
 		JsonbParseState *ps = NULL;
 		bool		isnull;

@@ -440,54 +440,6 @@ cache_lookup(DcRequestSlot *req, HASHACTION action, bool *found)
 	return hash_search(entity_cache, &key, action, found);
 }
 
-/*
- * Bring every entity the OK requests name into the cache, loading the
- * missing ones from the store in one statement.  Entries are added only
- * once the load succeeded.
- */
-static void
-load_missing_entities(BatchRequest *reqs, int n, TimestampTz now)
-{
-	DcEntityLoad *loads = palloc(sizeof(DcEntityLoad) * n);
-	int		   *first = palloc(sizeof(int) * n);
-	int			nloads = 0;
-
-	for (int i = 0; i < n; i++)
-	{
-		DcRequestSlot *req = &dc_shared->slots[reqs[i].slot];
-		bool		found;
-		bool		dup = false;
-
-		if (reqs[i].kind != DC_REPLY_OK)
-			continue;
-		(void) cache_lookup(req, HASH_FIND, &found);
-		for (int j = 0; j < nloads && !found && !dup; j++)
-			dup = (strcmp(loads[j].mall_id, req->mall_id) == 0 &&
-				   strcmp(loads[j].user_id, req->user_id) == 0);
-		if (found || dup)
-			continue;
-		loads[nloads].mall_id = req->mall_id;
-		loads[nloads].user_id = req->user_id;
-		first[nloads++] = i;
-	}
-	if (nloads == 0)
-		return;
-
-	dc_store_load_entities(loads, nloads);
-	for (int j = 0; j < nloads; j++)
-	{
-		DcRequestSlot *req = &dc_shared->slots[reqs[first[j]].slot];
-		bool		found;
-		CachedEntity *entry = cache_lookup(req, HASH_ENTER, &found);
-
-		entry->shard = req->shard;
-		entry->batch_index = -1;
-		entry->state = loads[j].state;
-		dlist_push_tail(&lru_list, &entry->lru);
-		entry->last_used = now;
-	}
-}
-
 /* Same entity and same command_id. */
 static bool
 same_command(const DcRequestSlot *a, const DcRequestSlot *b)
@@ -498,22 +450,44 @@ same_command(const DcRequestSlot *a, const DcRequestSlot *b)
 }
 
 /*
- * Commands sent with a command_id: one found in the command log gets its
- * logged reply and is not applied again; one that repeats an earlier
- * request of this batch gets that request's reply.
+ * Get what the OK requests need from the store, in one call:
+ *
+ * - every entity they name into the cache, loading the missing ones;
+ *   entries are added only once the load succeeded;
+ * - for commands sent with a command_id, the reply in the command log: one
+ *   found there is answered with it and not applied again; one that
+ *   repeats an earlier request of this batch gets that request's reply.
  */
 static void
-find_logged_replies(BatchRequest *reqs, int n)
+load_batch(BatchRequest *reqs, int n, TimestampTz now)
 {
+	DcEntityLoad *loads = palloc(sizeof(DcEntityLoad) * n);
+	int		   *load_req = palloc(sizeof(int) * n);
+	int			nloads = 0;
 	DcCommandLog *lookups = palloc(sizeof(DcCommandLog) * n);
-	int		   *first = palloc(sizeof(int) * n);
+	int		   *lookup_req = palloc(sizeof(int) * n);
 	int			nlookups = 0;
 
 	for (int i = 0; i < n; i++)
 	{
 		DcRequestSlot *req = &dc_shared->slots[reqs[i].slot];
+		bool		found;
 
-		if (reqs[i].kind != DC_REPLY_OK || req->command.command_id[0] == '\0')
+		if (reqs[i].kind != DC_REPLY_OK)
+			continue;
+
+		(void) cache_lookup(req, HASH_FIND, &found);
+		for (int j = 0; j < nloads && !found; j++)
+			found = (strcmp(loads[j].mall_id, req->mall_id) == 0 &&
+					 strcmp(loads[j].user_id, req->user_id) == 0);
+		if (!found)
+		{
+			loads[nloads].mall_id = req->mall_id;
+			loads[nloads].user_id = req->user_id;
+			load_req[nloads++] = i;
+		}
+
+		if (req->command.command_id[0] == '\0')
 			continue;
 		for (int j = 0; j < i && reqs[i].same_as < 0; j++)
 			if (reqs[j].kind == DC_REPLY_OK && reqs[j].same_as < 0 &&
@@ -524,13 +498,26 @@ find_logged_replies(BatchRequest *reqs, int n)
 		lookups[nlookups].mall_id = req->mall_id;
 		lookups[nlookups].user_id = req->user_id;
 		lookups[nlookups].command_id = req->command.command_id;
-		first[nlookups++] = i;
+		lookup_req[nlookups++] = i;
 	}
-	if (nlookups == 0)
+	if (nloads == 0 && nlookups == 0)
 		return;
-	dc_store_find_replies(lookups, nlookups);
+
+	dc_store_load_batch(loads, nloads, lookups, nlookups);
+	for (int j = 0; j < nloads; j++)
+	{
+		DcRequestSlot *req = &dc_shared->slots[reqs[load_req[j]].slot];
+		bool		found;
+		CachedEntity *entry = cache_lookup(req, HASH_ENTER, &found);
+
+		entry->shard = req->shard;
+		entry->batch_index = -1;
+		entry->state = loads[j].state;
+		dlist_push_tail(&lru_list, &entry->lru);
+		entry->last_used = now;
+	}
 	for (int j = 0; j < nlookups; j++)
-		reqs[first[j]].logged = lookups[j].reply;
+		reqs[lookup_req[j]].logged = lookups[j].reply;
 }
 
 /*
@@ -699,8 +686,7 @@ process_batch(const int *slots, int n)
 		int			nfenced;
 
 		batch_count = 0;
-		find_logged_replies(reqs, n);
-		load_missing_entities(reqs, n, now);
+		load_batch(reqs, n, now);
 		while ((nfenced = apply_and_store(reqs, n, entities, now, fenced)) > 0)
 		{
 			/* the map moved on without us noticing yet */

@@ -76,24 +76,26 @@ dc_open_command_log(LOCKMODE lockmode, Oid *pkey)
 }
 
 /*
- * The row of (mall_id, user_id) that the active snapshot sees, into slot;
- * false if there is none.  index is entity_state's primary key.
+ * The row whose primary key (all text columns, as in the extension's
+ * tables) equals keys[0..nkeys-1], as the active snapshot sees it, into
+ * slot; false if there is none.
  */
 bool
-dc_find_entity(Relation rel, Relation index, Datum mall_id, Datum user_id,
+dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 			   TupleTableSlot *slot)
 {
-	ScanKeyData key[2];
+	ScanKeyData key[INDEX_MAX_KEYS];
 	IndexScanDesc scan;
 	bool		found;
 
-	ScanKeyInit(&key[0], 1, BTEqualStrategyNumber, F_TEXTEQ, mall_id);
-	key[0].sk_collation = index->rd_indcollation[0];
-	ScanKeyInit(&key[1], 2, BTEqualStrategyNumber, F_TEXTEQ, user_id);
-	key[1].sk_collation = index->rd_indcollation[1];
-
-	scan = index_beginscan(rel, index, GetActiveSnapshot(), 2, 0);
-	index_rescan(scan, key, 2, NULL, 0);
+	Assert(nkeys == IndexRelationGetNumberOfKeyAttributes(index));
+	for (int i = 0; i < nkeys; i++)
+	{
+		ScanKeyInit(&key[i], i + 1, BTEqualStrategyNumber, F_TEXTEQ, keys[i]);
+		key[i].sk_collation = index->rd_indcollation[i];
+	}
+	scan = index_beginscan(rel, index, GetActiveSnapshot(), nkeys, 0);
+	index_rescan(scan, key, nkeys, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	index_endscan(scan);
 	return found;

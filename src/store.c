@@ -13,7 +13,7 @@
  * holds can stop other nodes from taking its shards over.
  *
  * Fencing: a batch is written by one call of durable_cluster.write_batch()
- * (batch_write.c), which locks the rows of the batch's shards (FOR SHARE)
+ * (store_batch.c), which locks the rows of the batch's shards (FOR SHARE)
  * and checks that they still name this node at the epochs it was given, in
  * the same transaction as the writes.  A change of owner updates those rows, so it waits for the batch
  * to commit, and a batch that comes after it sees the new epoch and writes
@@ -410,54 +410,6 @@ dc_store_refresh_map(Oid extension)
 	return changed;
 }
 
-/*
- * Load the committed state of several entities in one statement.  Entities
- * never stored get the initial state.
- */
-void
-dc_store_load_entities(DcEntityLoad *loads, int n)
-{
-	JsonbParseState *ps = NULL;
-	const char *values[1];
-	PGresult   *res;
-
-	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
-	for (int i = 0; i < n; i++)
-	{
-		pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
-		dc_push_string(&ps, NULL, loads[i].mall_id);
-		dc_push_string(&ps, NULL, loads[i].user_id);
-		pushJsonbValue(&ps, WJB_END_ARRAY, NULL);
-		dc_entity_init(&loads[i].state);
-	}
-	values[0] = dc_jsonb_text(pushJsonbValue(&ps, WJB_END_ARRAY, NULL));
-
-	/*
-	 * One primary-key probe per entity: written as a join, the planner
-	 * (which guesses 100 rows for the array) hashes a scan of the whole
-	 * table instead.  LIMIT 1 keeps the subquery a probe; the key is unique.
-	 */
-	res = exec("SELECT k.ord, e.state, e.revision "
-			   "  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS k(id, ord) "
-			   " CROSS JOIN LATERAL "
-			   "       (SELECT state, revision FROM durable_cluster.entity_state s "
-			   "         WHERE s.mall_id = k.id ->> 0 AND s.user_id = k.id ->> 1 "
-			   "         LIMIT 1) e",
-			   1, values);
-	for (int r = 0; r < PQntuples(res); r++)
-	{
-		int			i = pg_strtoint32(PQgetvalue(res, r, 0)) - 1;
-		Jsonb	   *doc;
-
-		if (i < 0 || i >= n)
-			continue;
-		doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-												 CStringGetDatum(PQgetvalue(res, r, 1))));
-		dc_entity_from_jsonb(doc, pg_strtoint64(PQgetvalue(res, r, 2)), &loads[i].state);
-	}
-	PQclear(res);
-}
-
 /* "{a,b,c}": an integer array in text form */
 static char *
 int_array_text(const int *ints, const int64 *int8s, int n)
@@ -539,7 +491,7 @@ log_key_arrays(const DcCommandLog *entries, int n, const char **values)
 }
 
 /*
- * A batch with writes: durable_cluster.write_batch() (batch_write.c) locks
+ * A batch with writes: durable_cluster.write_batch() (store_batch.c) locks
  * and checks the fence of its shards and writes its entities, in the
  * store's backend, in the transaction of this one statement.
  */
@@ -626,35 +578,49 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 }
 
 /*
- * Look the replies of commands sent with a command_id up in the command
- * log: entries[i].reply becomes the stored reply, or NULL.
+ * What a batch needs from the store, in one call of durable_cluster.
+ * load_batch() (store_batch.c): the committed state of the entities in
+ * loads[] (those never stored keep the initial state), and the logged
+ * reply of each command in lookups[] (NULL if not logged).
  */
 void
-dc_store_find_replies(DcCommandLog *entries, int n)
+dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int nlookups)
 {
-	const char *values[3];
+	StringInfoData mall_ids,
+				user_ids;
+	const char *values[5];
 	PGresult   *res;
 
-	log_key_arrays(entries, n, values);
-	for (int i = 0; i < n; i++)
-		entries[i].reply = NULL;
+	array_start(&mall_ids);
+	array_start(&user_ids);
+	for (int i = 0; i < nloads; i++)
+	{
+		array_add(&mall_ids, loads[i].mall_id);
+		array_add(&user_ids, loads[i].user_id);
+		dc_entity_init(&loads[i].state);
+	}
+	values[0] = array_end(&mall_ids);
+	values[1] = array_end(&user_ids);
+	log_key_arrays(lookups, nlookups, &values[2]);
+	for (int i = 0; i < nlookups; i++)
+		lookups[i].reply = NULL;
 
-	/* one primary-key probe per entry, as in dc_store_load_entities */
-	res = exec("SELECT k.ord, l.reply "
-			   "  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY "
-			   "       AS k(mall_id, user_id, command_id, ord) "
-			   " CROSS JOIN LATERAL "
-			   "       (SELECT reply FROM durable_cluster.command_log l "
-			   "         WHERE l.mall_id = k.mall_id AND l.user_id = k.user_id "
-			   "           AND l.command_id = k.command_id LIMIT 1) l",
-			   3, values);
+	res = exec("SELECT what, ord, doc, revision "
+			   "  FROM durable_cluster.load_batch($1, $2, $3, $4, $5)", 5, values);
 	for (int r = 0; r < PQntuples(res); r++)
 	{
-		int			i = pg_strtoint32(PQgetvalue(res, r, 0)) - 1;
+		bool		state = strcmp(PQgetvalue(res, r, 0), "state") == 0;
+		int			i = pg_strtoint32(PQgetvalue(res, r, 1)) - 1;
+		Jsonb	   *doc;
 
-		if (i >= 0 && i < n)
-			entries[i].reply = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-																  CStringGetDatum(PQgetvalue(res, r, 1))));
+		if (i < 0 || i >= (state ? nloads : nlookups))
+			continue;
+		doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+												 CStringGetDatum(PQgetvalue(res, r, 2))));
+		if (state)
+			dc_entity_from_jsonb(doc, pg_strtoint64(PQgetvalue(res, r, 3)), &loads[i].state);
+		else
+			lookups[i].reply = doc;
 	}
 	PQclear(res);
 }

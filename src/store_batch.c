@@ -1,24 +1,28 @@
 /*-------------------------------------------------------------------------
  *
- * batch_write.c
- *	  durable_cluster.write_batch(): a node's batch fenced and written in
- *	  one call.  It runs in the store's backend, called over libpq by the
- *	  node (store.c).
+ * store_batch.c
+ *	  The store's side of a node's batch: durable_cluster.load_batch() and
+ *	  durable_cluster.write_batch().  They run in the store's backend,
+ *	  called over libpq by the node (store.c).
  *
- * A batch is a handful of primary-key updates and inserts.  As SQL, even
- * a prepared statement pays an executor start-up, and that cost more than
- * the writes themselves (see README, Measurements).  So this function does
- * what the logical replication apply worker does for each row it receives:
- * index lookups (state_table.c) and the executor's single-row routines
- * (ExecSimpleRelationUpdate/Insert), which keep indexes, constraints and
- * row triggers right without planning anything.
+ * A batch is a handful of primary-key lookups, updates and inserts.  As
+ * SQL, even a prepared statement pays an executor start-up, and that cost
+ * more than the work itself (see README, Measurements).  So these
+ * functions do what the logical replication apply worker does for each row
+ * it receives: index lookups (state_table.c) and the executor's single-row
+ * routines (ExecSimpleRelationUpdate/Insert), which keep indexes,
+ * constraints and row triggers right without planning anything.
  *
- * Fencing: each shard of the batch is looked up through its primary key
- * and locked FOR SHARE (RelationFindReplTupleByIndex waits for a change of
- * owner in flight and returns the row as it is after it); unless every one
- * still names this node at the epoch the node holds, nothing is written and
- * the fenced shards are returned.  A change of owner updates those rows, so
- * it waits for this transaction to end.
+ * load_batch returns the stored state of the entities a node does not hold
+ * and the logged replies of the commands it got with a command_id, in one
+ * round trip.
+ *
+ * Fencing (write_batch): each shard of the batch is looked up through its
+ * primary key and locked FOR SHARE (RelationFindReplTupleByIndex waits for
+ * a change of owner in flight and returns the row as it is after it);
+ * unless every one still names this node at the epoch the node holds,
+ * nothing is written and the fenced shards are returned.  A change of
+ * owner updates those rows, so it waits for this transaction to end.
  *
  * Entity rows are written only by the owner of their shard, so an update
  * finds the row at the revision the node holds; otherwise (the row changed
@@ -39,6 +43,7 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "nodes/makefuncs.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -49,6 +54,7 @@
 
 #include "state_table.h"
 
+PG_FUNCTION_INFO_V1(dc_load_batch);
 PG_FUNCTION_INFO_V1(dc_write_batch);
 
 /*
@@ -70,14 +76,14 @@ array_argument(FunctionCallInfo fcinfo, int argno, Oid type, int n, Datum **valu
 	if (n >= 0 && count != n)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("argument %d of durable_cluster.write_batch has %d elements, not %d",
-					   argno + 1, count, n));
+				errmsg("argument %d of durable_cluster.%s has %d elements, not %d",
+					   argno + 1, get_func_name(fcinfo->flinfo->fn_oid), count, n));
 	for (int i = 0; i < count; i++)
 		if (nulls[i])
 			ereport(ERROR,
 					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					errmsg("argument %d of durable_cluster.write_batch holds a NULL",
-						   argno + 1));
+					errmsg("argument %d of durable_cluster.%s holds a NULL",
+						   argno + 1, get_func_name(fcinfo->flinfo->fn_oid)));
 	return count;
 }
 
@@ -173,6 +179,87 @@ fence_shards(text *node_name, Datum *shards, Datum *epochs, int nshards)
 	ExecDropSingleTupleTableSlot(found);
 	table_close(rel, NoLock);
 	return fenced;
+}
+
+/*
+ * durable_cluster.load_batch(mall_ids, user_ids, log_mall_ids, log_user_ids,
+ *                            command_ids)
+ * Rows ('state', i, state, revision) for the entities i that are stored,
+ * and ('reply', i, reply, NULL) for the command ids i that are logged;
+ * i counts from 1.
+ */
+Datum
+dc_load_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum	   *mall_ids,
+			   *user_ids,
+			   *log_mall_ids,
+			   *log_user_ids,
+			   *command_ids;
+	int			n,
+				nlogs;
+	Oid			pkey;
+	Relation	rel;
+	Relation	index;
+	TupleTableSlot *slot;
+
+	for (int i = 0; i < 5; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					errmsg("argument %d of durable_cluster.load_batch is NULL", i + 1));
+	n = array_argument(fcinfo, 0, TEXTOID, -1, &mall_ids);
+	array_argument(fcinfo, 1, TEXTOID, n, &user_ids);
+	nlogs = array_argument(fcinfo, 2, TEXTOID, -1, &log_mall_ids);
+	array_argument(fcinfo, 3, TEXTOID, nlogs, &log_user_ids);
+	array_argument(fcinfo, 4, TEXTOID, nlogs, &command_ids);
+	InitMaterializedSRF(fcinfo, 0);
+
+	rel = dc_open_entity_state(AccessShareLock, &pkey);
+	index = index_open(pkey, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {0};
+		bool		isnull;
+
+		if (!dc_find_by_key(rel, index, (Datum[]) {mall_ids[i], user_ids[i]}, 2, slot))
+			continue;
+		values[0] = CStringGetTextDatum("state");
+		values[1] = Int32GetDatum(i + 1);
+		values[2] = slot_getattr(slot, ENTITY_STATE, &isnull);
+		values[3] = slot_getattr(slot, ENTITY_REVISION, &isnull);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+
+	rel = dc_open_command_log(AccessShareLock, &pkey);
+	index = index_open(pkey, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
+	for (int i = 0; i < nlogs; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {0};
+		bool		isnull;
+
+		if (!dc_find_by_key(rel, index,
+							(Datum[]) {log_mall_ids[i], log_user_ids[i], command_ids[i]}, 3,
+							slot))
+			continue;
+		values[0] = CStringGetTextDatum("reply");
+		values[1] = Int32GetDatum(i + 1);
+		values[2] = slot_getattr(slot, LOG_REPLY, &isnull);
+		nulls[3] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+	return (Datum) 0;
 }
 
 /*
@@ -287,7 +374,7 @@ dc_write_batch(PG_FUNCTION_ARGS)
 		{
 			bool		isnull;
 
-			if (!dc_find_entity(rel, index, mall_ids[i], user_ids[i], old) ||
+			if (!dc_find_by_key(rel, index, (Datum[]) {mall_ids[i], user_ids[i]}, 2, old) ||
 				DatumGetInt64(slot_getattr(old, ENTITY_REVISION, &isnull)) != old_revision)
 			{
 				stale = i + 1;
