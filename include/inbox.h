@@ -46,6 +46,7 @@ typedef struct DcRequestSlot
 	DcSlotState state;
 	bool		abandoned;		/* caller gave up; whoever finishes frees it */
 	bool		accepted;		/* the owner took it as its own (dc_tell waits for this) */
+	bool		detached;		/* a dc_tell that returned: the node frees the slot */
 	int			next;			/* free list or inbox link, -1 = end */
 	int			node;			/* inbox it was queued to */
 	Latch	   *caller_latch;
@@ -128,6 +129,8 @@ extern void dc_slot_enqueue(int slot, int node);
 extern DcSlotState dc_slot_state(int slot);
 extern bool dc_slot_accepted(int slot);
 extern void dc_slot_accept(int slot);
+extern bool dc_slot_detach(int slot);
+extern bool dc_slot_forward(int slot, int node);
 extern void dc_slot_release(int slot);
 extern DcSlotState dc_slot_abandon(int slot);
 extern bool dc_slot_reclaim(int slot);

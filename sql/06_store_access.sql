@@ -103,6 +103,25 @@ SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 RESET ROLE;
 ALTER TABLE durable_cluster.entity_state DISABLE ROW LEVEL SECURITY;
 
+-- row triggers on the table fire for batch writes too, and leave nothing open
+CREATE TABLE wb_audit (user_id text, revision bigint);
+CREATE FUNCTION wb_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.wb_audit VALUES (NEW.user_id, NEW.revision);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER wb_audit AFTER INSERT OR UPDATE ON durable_cluster.entity_state
+    FOR EACH ROW EXECUTE FUNCTION wb_audit_row();
+SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb,wb}', '{u1,u5}',
+                                   ARRAY[shard_id, dc_shard_id('wb', 'u5')],
+                                   ARRAY['{"n": 3}', '{"n": 1}']::jsonb[], '{3,1}', '{2,0}')
+  FROM wb_shard;
+SELECT * FROM wb_audit ORDER BY user_id;
+DROP TRIGGER wb_audit ON durable_cluster.entity_state;
+DROP FUNCTION wb_audit_row();
+DROP TABLE wb_audit;
+
 REVOKE ALL ON durable_cluster.entity_state FROM wb_user;
 REVOKE ALL ON SCHEMA durable_cluster FROM wb_user;
 DROP ROLE wb_user;

@@ -224,10 +224,9 @@ ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell)
 			}
 			if (slot < 0)
 				continue;
-			if (tell && dc_slot_state(slot) != DC_SLOT_DONE)
+			if (tell && dc_slot_detach(slot))
 			{
 				/* the owner has it, and frees the slot when it is done */
-				(void) dc_slot_abandon(slot);
 				slot = -1;
 				told = true;
 				continue;

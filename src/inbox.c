@@ -126,6 +126,7 @@ dc_slot_acquire(void)
 		s->state = DC_SLOT_FILLING;
 		s->abandoned = false;
 		s->accepted = false;
+		s->detached = false;
 		s->tell = false;
 		s->next = -1;
 		s->node = -1;
@@ -135,15 +136,13 @@ dc_slot_acquire(void)
 	return slot;
 }
 
-void
-dc_slot_enqueue(int slot, int node)
+/* Queue a slot at the end of a node's inbox; caller must hold the mutex. */
+static Latch *
+inbox_append(int slot, int node)
 {
 	DcRequestSlot *s = &dc_shared->slots[slot];
 	DcNodeSlot *n = &dc_shared->nodes[node];
-	Latch	   *latch;
 
-	SpinLockAcquire(&dc_shared->mutex);
-	Assert(s->state == DC_SLOT_FILLING);
 	s->state = DC_SLOT_QUEUED;
 	s->node = node;
 	s->next = -1;
@@ -152,7 +151,17 @@ dc_slot_enqueue(int slot, int node)
 	else
 		n->inbox_head = slot;
 	n->inbox_tail = slot;
-	latch = n->latch;
+	return n->latch;
+}
+
+void
+dc_slot_enqueue(int slot, int node)
+{
+	Latch	   *latch;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	Assert(dc_shared->slots[slot].state == DC_SLOT_FILLING);
+	latch = inbox_append(slot, node);
 	SpinLockRelease(&dc_shared->mutex);
 
 	if (latch)
@@ -193,12 +202,57 @@ dc_slot_accept(int slot)
 
 	SpinLockAcquire(&dc_shared->mutex);
 	s->accepted = true;
-	if (!s->abandoned)
+	if (!s->abandoned && !s->detached)
 		latch = s->caller_latch;
 	SpinLockRelease(&dc_shared->mutex);
 
 	if (latch)
 		SetLatch(latch);
+}
+
+/*
+ * A dc_tell caller returns once its request was accepted: from then on the
+ * node owns the slot and frees it when done.  False if the node already
+ * replied: the caller must read the reply (say, the shard moved) as usual.
+ */
+bool
+dc_slot_detach(int slot)
+{
+	DcRequestSlot *s = &dc_shared->slots[slot];
+	bool		detached;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	detached = (s->state != DC_SLOT_DONE);
+	if (detached)
+		s->detached = true;
+	SpinLockRelease(&dc_shared->mutex);
+	return detached;
+}
+
+/*
+ * A node that found the shard of a detached tell moved queues it to the
+ * new owner itself, there being no caller to do it.  False if the slot is
+ * not detached (its caller still waits and will route it again).
+ */
+bool
+dc_slot_forward(int slot, int node)
+{
+	DcRequestSlot *s = &dc_shared->slots[slot];
+	Latch	   *latch = NULL;
+	bool		forwarded = false;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	if (s->detached && s->state == DC_SLOT_TAKEN)
+	{
+		s->accepted = false;
+		latch = inbox_append(slot, node);
+		forwarded = true;
+	}
+	SpinLockRelease(&dc_shared->mutex);
+
+	if (latch)
+		SetLatch(latch);
+	return forwarded;
 }
 
 /* The caller is done with a DONE (or still FILLING) slot. */
@@ -349,7 +403,7 @@ dc_slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size l
 		memcpy(s->reply, data, s->reply_len);
 
 	SpinLockAcquire(&dc_shared->mutex);
-	if (s->abandoned)
+	if (s->abandoned || s->detached)
 		push_free(slot);
 	else
 	{

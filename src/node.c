@@ -647,6 +647,31 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 }
 
 /*
+ * A dc_tell whose caller returned, and whose shard turned out to have moved:
+ * queue it to the shard's owner per the shared-memory map, there being no
+ * caller to route it again.  That may be this node, if it has not caught
+ * up with the map yet: its next batch comes after the tick that refreshes
+ * it.  False if the request is not such a tell, or there is no owner to
+ * take it (or, when leaving, only this node).
+ */
+static bool
+forward_tell(int slot, bool leaving)
+{
+	DcRequestSlot *req = &dc_shared->slots[slot];
+	int			owner = -1;
+
+	if (!req->tell)
+		return false;
+	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+	if (dc_shared->number_of_shards == req->number_of_shards)
+		owner = dc_shared->owner[req->shard];
+	LWLockRelease(dc_shared->map_lock);
+	if (owner < 0 || dc_shared->nodes[owner].pid == 0 || (leaving && owner == node_index))
+		return false;
+	return dc_slot_forward(slot, owner);
+}
+
+/*
  * Apply and store one batch of requests.  Everything is decided before the
  * commit; replies are released only after it.  If the store finds some of
  * the batch's shards fenced, nothing was written: their requests go back to
@@ -722,7 +747,10 @@ process_batch(const int *slots, int n)
 		if (reqs[i].kind == DC_REPLY_OK && !failure)
 			applied++;
 		if (reqs[i].kind == DC_REPLY_MOVED)
-			dc_slot_reply(reqs[i].slot, DC_REPLY_MOVED, 0, NULL, 0);
+		{
+			if (!forward_tell(reqs[i].slot, false))
+				dc_slot_reply(reqs[i].slot, DC_REPLY_MOVED, 0, NULL, 0);
+		}
 		else if (failure)
 		{
 			char	   *msg = psprintf("could not apply the command: %s", failure->message);
@@ -781,7 +809,8 @@ node_leave(void)
 	dc_node_detach(node_index);
 	while ((n = dc_inbox_take(node_index, slots, dc_shared->nslots)) > 0)
 		for (int i = 0; i < n; i++)
-			dc_slot_reply(slots[i], DC_REPLY_MOVED, 0, NULL, 0);
+			if (!forward_tell(slots[i], true))
+				dc_slot_reply(slots[i], DC_REPLY_MOVED, 0, NULL, 0);
 }
 
 void

@@ -39,6 +39,7 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
+#include "common/pg_prng.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -88,9 +89,10 @@ array_argument(FunctionCallInfo fcinfo, int argno, Oid type, int n, Datum **valu
 }
 
 /*
- * The command log keeps at least an entity's newest LOG_KEEP entries: one
- * insert in LOG_PRUNE_EVERY (by sequence number) deletes the entity's
- * older ones, so an entity holds fewer than LOG_KEEP + LOG_PRUNE_EVERY.
+ * The command log keeps at least an entity's newest LOG_KEEP entries.  On
+ * one insert in LOG_PRUNE_EVERY, chosen at random, the entity's older ones
+ * are deleted; so an entity holds about LOG_KEEP + LOG_PRUNE_EVERY at most
+ * on average, whatever order entities are logged in.
  */
 #define LOG_KEEP			1000
 #define LOG_PRUNE_EVERY		64
@@ -133,6 +135,8 @@ result_relation(EState *estate, Relation rel, Index rti)
 
 	InitResultRelInfo(rri, rel, rti, NULL, 0);
 	ExecOpenIndices(rri, false);
+	/* so that AFTER triggers find it; ExecCloseResultRelations closes all */
+	estate->es_opened_result_relations = lappend(estate->es_opened_result_relations, rri);
 	return rri;
 }
 
@@ -408,14 +412,14 @@ dc_write_batch(PG_FUNCTION_ARGS)
 		memset(log->tts_isnull, false, sizeof(bool) * LOG_NATTS);
 		ExecStoreVirtualTuple(log);
 		ExecSimpleRelationInsert(log_rri, estate, log);
-		if (DatumGetInt64(log->tts_values[LOG_SEQ - 1]) % LOG_PRUNE_EVERY == 0)
+		if (pg_prng_uint32(&pg_global_prng_state) % LOG_PRUNE_EVERY == 0)
 			prune = lappend_int(prune, i);
 	}
 
 	AfterTriggerEndQuery(estate);
 	EvalPlanQualEnd(&epq);
-	ExecCloseIndices(rri);
-	ExecCloseIndices(log_rri);
+	/* the indexes of both, and what AFTER triggers opened */
+	ExecCloseResultRelations(estate);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	index_close(index, NoLock);
