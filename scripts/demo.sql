@@ -7,7 +7,8 @@
 -- there is), get a refund.  Every command goes to the single node that owns
 -- the entity's shard; the reply carries the new state, its revision, the
 -- shard and the node.  Then the durable side: what is stored, and how the
--- shards are spread over the nodes.
+-- shards are spread over the nodes; a retry that is applied once, a tell,
+-- and what each node did.
 --
 -- Expects a server with durable_cluster preloaded, CREATE EXTENSION done in
 -- this database, and the nodes up; can be rerun, although the balance then
@@ -100,3 +101,21 @@ SELECT node, count(*) AS shards
   FROM dc_shards
  GROUP BY node
  ORDER BY node;
+
+\echo
+\echo '---- 14. A command with a command_id, sent twice: applied once, and the ----'
+\echo '----     retry gets the original reply (safe after a timeout or a lost ----'
+\echo '----     connection). ----'
+SELECT dc_send_command('mall001', 'user001', 'add_balance',
+                       '{"amount": 5, "command_id": "demo-gift-1"}') -> 'revision' AS revision;
+SELECT dc_send_command('mall001', 'user001', 'add_balance',
+                       '{"amount": 5, "command_id": "demo-gift-1"}') -> 'revision' AS revision;
+
+\echo
+\echo '---- 15. Fire and forget: dc_tell returns once the owner has the command. ----'
+SELECT dc_tell('mall001', 'user002', 'login');
+
+\echo
+\echo '---- 16. What each node did. ----'
+SELECT node, entities_in_memory, commands, batches, avg_commands_per_batch, passivations
+  FROM dc_node_stats;
