@@ -186,6 +186,42 @@ fence_shards(text *node_name, Datum *shards, Datum *epochs, int nshards)
 }
 
 /*
+ * For each i < n whose primary key, key column k being keys[k][i], is in
+ * rel: a row (what, i + 1, its doc_att, its revision_att or NULL).
+ */
+static void
+put_found_rows(ReturnSetInfo *rsinfo, Relation rel, Oid pkey, const char *what,
+			   Datum **keys, int n, AttrNumber doc_att, AttrNumber revision_att)
+{
+	Relation	index = index_open(pkey, AccessShareLock);
+	int			nkeys = IndexRelationGetNumberOfKeyAttributes(index);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		key[INDEX_MAX_KEYS];
+		Datum		values[4];
+		bool		nulls[4] = {0};
+		bool		isnull;
+
+		for (int k = 0; k < nkeys; k++)
+			key[k] = keys[k][i];
+		if (!dc_find_by_key(rel, index, key, nkeys, slot))
+			continue;
+		values[0] = CStringGetTextDatum(what);
+		values[1] = Int32GetDatum(i + 1);
+		values[2] = slot_getattr(slot, doc_att, &isnull);
+		if (revision_att != InvalidAttrNumber)
+			values[3] = slot_getattr(slot, revision_att, &isnull);
+		else
+			nulls[3] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+}
+
+/*
  * durable_cluster.load_batch(mall_ids, user_ids, log_mall_ids, log_user_ids,
  *                            command_ids)
  * Rows ('state', i, state, revision) for the entities i that are stored,
@@ -205,8 +241,6 @@ dc_load_batch(PG_FUNCTION_ARGS)
 				nlogs;
 	Oid			pkey;
 	Relation	rel;
-	Relation	index;
-	TupleTableSlot *slot;
 
 	for (int i = 0; i < 5; i++)
 		if (PG_ARGISNULL(i))
@@ -221,47 +255,13 @@ dc_load_batch(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	rel = dc_open_entity_state(AccessShareLock, &pkey);
-	index = index_open(pkey, AccessShareLock);
-	slot = table_slot_create(rel, NULL);
-	for (int i = 0; i < n; i++)
-	{
-		Datum		values[4];
-		bool		nulls[4] = {0};
-		bool		isnull;
-
-		if (!dc_find_by_key(rel, index, (Datum[]) {mall_ids[i], user_ids[i]}, 2, slot))
-			continue;
-		values[0] = CStringGetTextDatum("state");
-		values[1] = Int32GetDatum(i + 1);
-		values[2] = slot_getattr(slot, ENTITY_STATE, &isnull);
-		values[3] = slot_getattr(slot, ENTITY_REVISION, &isnull);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, NoLock);
+	put_found_rows(rsinfo, rel, pkey, "state", (Datum *[]) {mall_ids, user_ids}, n,
+				   ENTITY_STATE, ENTITY_REVISION);
 	table_close(rel, NoLock);
-
 	rel = dc_open_command_log(AccessShareLock, &pkey);
-	index = index_open(pkey, AccessShareLock);
-	slot = table_slot_create(rel, NULL);
-	for (int i = 0; i < nlogs; i++)
-	{
-		Datum		values[4];
-		bool		nulls[4] = {0};
-		bool		isnull;
-
-		if (!dc_find_by_key(rel, index,
-							(Datum[]) {log_mall_ids[i], log_user_ids[i], command_ids[i]}, 3,
-							slot))
-			continue;
-		values[0] = CStringGetTextDatum("reply");
-		values[1] = Int32GetDatum(i + 1);
-		values[2] = slot_getattr(slot, LOG_REPLY, &isnull);
-		nulls[3] = true;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, NoLock);
+	put_found_rows(rsinfo, rel, pkey, "reply",
+				   (Datum *[]) {log_mall_ids, log_user_ids, command_ids}, nlogs,
+				   LOG_REPLY, InvalidAttrNumber);
 	table_close(rel, NoLock);
 	return (Datum) 0;
 }
