@@ -34,6 +34,10 @@
 # shutdown): then its first command without an outcome may have been in
 # flight, and the commands after it were never sent.
 #
+# With retry => 1, every command carries a command_id and a command that
+# failed is sent once more (an F line, then the retry's line): the retry's
+# outcome is the command's; retried() counts them.
+#
 # Every "stop_every" commands (default 1) a writer reads its row of the
 # table dcload_control, sleeping "pause_ms" (default 1) in the same
 # statement -- which leaves some CPU to the rest of a small machine and
@@ -122,6 +126,7 @@ sub start
 		pause_ms => 1,
 		stop_every => 1,
 		seed => 0,
+		retry => 0,
 		dbname => 'postgres',
 		timeout => 5 * $PostgreSQL::Test::Utils::timeout_default,
 		%opts,
@@ -151,11 +156,19 @@ INSERT INTO $control_table VALUES ('$self->{name}', false)
 		{
 			my ($user, $cents) = $self->command_of($c, $i);
 			my $amount = _amount($cents);
-			$sql .=
+			my $payload = $self->{retry}
+			  ? "{\"amount\": $amount, \"command_id\": \"$self->{name}-$c-$i\"}"
+			  : "{\"amount\": $amount}";
+			my $send =
 			    "SELECT 'A|$c|$i|' || coalesce(r->>'ok', 'null') || '|' || coalesce(r->>'revision', '')"
 			  . " FROM (SELECT dc_send_command('$self->{mall}', '$user', 'add_balance',"
-			  . " '{\"amount\": $amount}') AS r) s;\n"
-			  . "\\if :ERROR\n\\echo F|$c|$i| :SQLSTATE | :LAST_ERROR_MESSAGE\n\\endif\n";
+			  . " '$payload') AS r) s;\n";
+			my $failed = "\\echo F|$c|$i| :SQLSTATE | :LAST_ERROR_MESSAGE\n";
+			# with retry, a failed command is sent once more with the same
+			# command_id: applied at most once, whatever the first outcome
+			$sql .= $send . "\\if :ERROR\n" . $failed
+			  . ($self->{retry} ? $send . "\\if :ERROR\n" . $failed . "\\endif\n" : '')
+			  . "\\endif\n";
 			$sql .= $check if ($i + 1) % $self->{stop_every} == 0;
 		}
 		unlink "$base.sql", "$base.out", "$base.err";
@@ -269,6 +282,7 @@ sub _collect
 {
 	my ($self) = @_;
 	$self->{acked} = 0;
+	$self->{retried} = 0;
 	$self->{failures} = [];
 	$self->{in_flight} = [];
 	$self->{bad_lines} = [];
@@ -287,6 +301,7 @@ sub _collect
 			{
 				($lc, $i, $rest) = ($1, $2, $3);
 				my ($ok, $revision) = split /\|/, $rest, -1;
+				$self->_supersede(\%outcome, $c, $i);
 				if ($lc != $c || exists $outcome{$i})
 				{
 					push @{ $self->{bad_lines} }, "client $c: $line";
@@ -319,7 +334,9 @@ sub _collect
 					next;
 				}
 				# An error line follows the A line of no command, but be
-				# strict: two outcomes for one command is a bug here.
+				# strict: two outcomes for one command is a bug here (but
+				# for the outcome of a retry after a failure).
+				$self->_supersede(\%outcome, $c, $i);
 				if (exists $outcome{$i})
 				{
 					push @{ $self->{bad_lines} }, "client $c: second outcome: $line";
@@ -357,6 +374,7 @@ sub _collect
 		$client->{stderr} = -e $client->{err} ? slurp_file($client->{err}) : '';
 	}
 
+	$self->{failures} = [ grep { !$_->{superseded} } @{ $self->{failures} } ];
 	my $n_failed = scalar @{ $self->{failures} };
 	my $sent = 0;
 	$sent += $_->{sent} for @{ $self->{clients_list} };
@@ -370,6 +388,20 @@ sub _collect
 	return;
 }
 
+# With retry, a command that failed is sent again: its failure is replaced
+# by the outcome of the retry.
+sub _supersede
+{
+	my ($self, $outcome, $c, $i) = @_;
+	return unless $self->{retry} && ($outcome->{$i} // '') eq 'F';
+	$_->{superseded} = 1
+	  for grep { $_->{client} == $c && $_->{seq} == $i } @{ $self->{failures} };
+	$self->{retried}++;
+	delete $outcome->{$i};
+	return;
+}
+
+sub retried { return $_[0]->{retried} // 0; }
 sub acked { return $_[0]->{acked}; }
 sub failures { return @{ $_[0]->{failures} }; }
 sub in_flight { return @{ $_[0]->{in_flight} }; }
