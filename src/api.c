@@ -203,7 +203,7 @@ ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell)
 							errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
 							errmsg("no reply from %s within ask_timeout (%d ms); the command may or may not have been applied",
 								   name, dc_ask_timeout_ms),
-							errhint("Read the entity with dc_get_state() before retrying."));
+							errhint("Send it again with the same \"command_id\" in its payload, which applies it at most once; without one, read the entity with dc_get_state() before retrying."));
 				}
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 								 Min(left, REROUTE_CHECK_MS), PG_WAIT_EXTENSION);
