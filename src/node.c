@@ -36,8 +36,6 @@
 
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
-#include "common/hashfn.h"
-#include "lib/ilist.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -47,7 +45,6 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/hsearch.h"
 #include "utils/pidfile.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -55,26 +52,8 @@
 #include "durable_cluster.h"
 #include "entity.h"
 #include "inbox.h"
+#include "entity_cache.h"
 #include "store.h"
-
-/* ---- the entity cache ---- */
-
-typedef struct EntityKey
-{
-	uint16		mall_len;
-	uint16		user_len;
-	char		ids[2 * DC_MAX_ID_BYTES];	/* mall_id then user_id, no terminators */
-} EntityKey;
-
-typedef struct CachedEntity
-{
-	EntityKey	key;			/* hash key, must be first */
-	int			shard;
-	int			batch_index;	/* index in the current batch, -1 if none */
-	DcEntityState state;		/* last committed state */
-	dlist_node	lru;			/* in lru_list */
-	TimestampTz last_used;		/* when a batch last used it */
-} CachedEntity;
 
 /* An entity's working copy while a batch is applied. */
 typedef struct BatchEntity
@@ -109,9 +88,6 @@ static int	owned_nshards;
 static int64 map_seen = -1;
 static Oid	map_seen_extension = InvalidOid;
 
-static HTAB *entity_cache;
-static dlist_head lru_list;		/* cached entities, least recently used first */
-static int	passivated;			/* entities passivated since the last report */
 static MemoryContext batch_context;
 static bool tick_now;
 
@@ -121,114 +97,13 @@ dc_node_name(int index, char *buf, size_t len)
 	snprintf(buf, len, "node-%d", index + 1);
 }
 
-static uint32
-entity_key_hash(const void *key, Size keysize)
-{
-	const EntityKey *k = key;
-
-	return hash_bytes((const unsigned char *) k->ids, k->mall_len + k->user_len)
-		^ k->mall_len;
-}
-
-static int
-entity_key_match(const void *a, const void *b, Size keysize)
-{
-	const EntityKey *x = a;
-	const EntityKey *y = b;
-
-	if (x->mall_len != y->mall_len || x->user_len != y->user_len)
-		return 1;
-	return memcmp(x->ids, y->ids, x->mall_len + x->user_len);
-}
-
-static void
-entity_cache_create(void)
-{
-	HASHCTL		ctl;
-
-	if (entity_cache)
-		hash_destroy(entity_cache);
-	ctl.keysize = sizeof(EntityKey);
-	ctl.entrysize = sizeof(CachedEntity);
-	ctl.hash = entity_key_hash;
-	ctl.match = entity_key_match;
-	ctl.hcxt = TopMemoryContext;
-	entity_cache = hash_create("durable_cluster entities", 1024, &ctl,
-							   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
-	dlist_init(&lru_list);
-}
-
-static void
-cache_remove(CachedEntity *e)
-{
-	dlist_delete(&e->lru);
-	hash_search(entity_cache, &e->key, HASH_REMOVE, NULL);
-}
-
-/* A batch uses the entity: it becomes the most recently used. */
-static void
-cache_touch(CachedEntity *e, TimestampTz now)
-{
-	dlist_move_tail(&lru_list, &e->lru);
-	e->last_used = now;
-}
-
-/*
- * Passivation: entities unused for passivate_idle_after, and the least
- * recently used beyond max_entities_per_node, leave memory.  Their state is
- * stored already; the next command loads it again.  Never called while a
- * batch holds entries.
- */
-static void
-passivate(TimestampTz now)
-{
-	TimestampTz idle_before = dc_passivate_idle_after_ms > 0
-		? TimestampTzPlusMilliseconds(now, -dc_passivate_idle_after_ms)
-		: DT_NOBEGIN;
-
-	while (!dlist_is_empty(&lru_list))
-	{
-		CachedEntity *e = dlist_head_element(CachedEntity, lru, &lru_list);
-
-		if (hash_get_num_entries(entity_cache) <= dc_max_entities_per_node &&
-			e->last_used > idle_before)
-			break;
-		cache_remove(e);
-		passivated++;
-	}
-}
-
 /* Passivate what is due and publish the node's statistics. */
 static void
 report_stats(int commands, TimestampTz now)
 {
-	passivate(now);
-	dc_node_report(node_index, hash_get_num_entries(entity_cache), commands, passivated, now);
-	passivated = 0;
-}
+	int			passivated = dc_cache_passivate(now);
 
-static void
-entity_key_fill(EntityKey *key, const char *mall_id, const char *user_id)
-{
-	key->mall_len = strlen(mall_id);
-	key->user_len = strlen(user_id);
-	memcpy(key->ids, mall_id, key->mall_len);
-	memcpy(key->ids + key->mall_len, user_id, key->user_len);
-}
-
-/* Forget cached entities of the given shards (all shards if NULL). */
-static void
-entity_cache_evict(const bool *shards)
-{
-	HASH_SEQ_STATUS seq;
-	CachedEntity *e;
-
-	hash_seq_init(&seq, entity_cache);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		if (shards == NULL || shards[e->shard])
-			cache_remove(e);
-	}
+	dc_node_report(node_index, dc_cache_count(), commands, passivated, now);
 }
 
 /* ---- shard ownership ---- */
@@ -274,9 +149,9 @@ adopt_shard_map(void)
 	LWLockRelease(dc_shared->map_lock);
 
 	if (resized)
-		entity_cache_evict(NULL);
+		dc_cache_evict(NULL);
 	else if (any)
-		entity_cache_evict(changed);
+		dc_cache_evict(changed);
 	pfree(changed);
 }
 
@@ -285,7 +160,7 @@ static void
 forget_everything(void)
 {
 	incarnation = 0;
-	entity_cache_create();
+	dc_cache_reset();
 	memset(owned_epoch, 0, sizeof(owned_epoch));
 	owned_nshards = 0;
 	map_seen = -1;
@@ -365,7 +240,7 @@ heartbeat_work(void)
 		ereport(LOG,
 				errmsg("durable_cluster %s: incarnation %lld is no longer an up member; rejoining",
 					   node_name, (long long) incarnation));
-		entity_cache_create();
+		dc_cache_reset();
 		incarnation = 0;
 	}
 	if (incarnation == 0)
@@ -434,10 +309,7 @@ smart_shutdown_idle(void)
 static CachedEntity *
 cache_lookup(DcRequestSlot *req, HASHACTION action, bool *found)
 {
-	EntityKey	key;
-
-	entity_key_fill(&key, req->mall_id, req->user_id);
-	return hash_search(entity_cache, &key, action, found);
+	return dc_cache_lookup(req->mall_id, req->user_id, action, found);
 }
 
 /* Same entity and same command_id. */
@@ -513,8 +385,7 @@ load_batch(BatchRequest *reqs, int n, TimestampTz now)
 		entry->shard = req->shard;
 		entry->batch_index = -1;
 		entry->state = loads[j].state;
-		dlist_push_tail(&lru_list, &entry->lru);
-		entry->last_used = now;
+		dc_cache_added(entry, now);
 	}
 	for (int j = 0; j < nlookups; j++)
 		reqs[lookup_req[j]].logged = lookups[j].reply;
@@ -538,7 +409,7 @@ batch_entity(BatchEntity *entities, DcRequestSlot *req, TimestampTz now)
 	if (entry->batch_index >= 0)
 		return &entities[entry->batch_index];
 
-	cache_touch(entry, now);
+	dc_cache_touch(entry, now);
 	be = &entities[batch_count];
 	entry->batch_index = batch_count++;
 	be->entry = entry;
@@ -737,7 +608,7 @@ process_batch(const int *slots, int n)
 
 		entry->batch_index = -1;
 		if (failure)
-			cache_remove(entry);
+			dc_cache_remove(entry);
 		else
 			entry->state = entities[e].pending;
 	}
@@ -843,7 +714,7 @@ dc_node_main(Datum main_arg)
 
 	batch_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster batch",
 										  ALLOCSET_DEFAULT_SIZES);
-	entity_cache_create();
+	dc_cache_reset();
 	slots = MemoryContextAlloc(TopMemoryContext, sizeof(int) * dc_shared->nslots);
 	dc_node_attach(node_index);
 
