@@ -58,6 +58,18 @@
 PG_FUNCTION_INFO_V1(dc_load_batch);
 PG_FUNCTION_INFO_V1(dc_write_batch);
 
+/* Every argument of these functions is required. */
+static void
+no_null_arguments(FunctionCallInfo fcinfo)
+{
+	for (int i = 0; i < PG_NARGS(); i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					errmsg("argument %d of durable_cluster.%s is NULL",
+						   i + 1, get_func_name(fcinfo->flinfo->fn_oid)));
+}
+
 /*
  * The elements of array argument argno, which may hold no NULL and, unless
  * n < 0, must hold n elements.  Returns how many it holds.
@@ -242,11 +254,7 @@ dc_load_batch(PG_FUNCTION_ARGS)
 	Oid			pkey;
 	Relation	rel;
 
-	for (int i = 0; i < 5; i++)
-		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					errmsg("argument %d of durable_cluster.load_batch is NULL", i + 1));
+	no_null_arguments(fcinfo);
 	n = array_argument(fcinfo, 0, TEXTOID, -1, &mall_ids);
 	array_argument(fcinfo, 1, TEXTOID, n, &user_ids);
 	nlogs = array_argument(fcinfo, 2, TEXTOID, -1, &log_mall_ids);
@@ -311,11 +319,7 @@ dc_write_batch(PG_FUNCTION_ARGS)
 	Datum		now = TimestampTzGetDatum(GetCurrentTimestamp());
 	int			stale = 0;
 
-	for (int i = 0; i < 13; i++)
-		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					errmsg("argument %d of durable_cluster.write_batch is NULL", i + 1));
+	no_null_arguments(fcinfo);
 
 	nshards = array_argument(fcinfo, 1, INT4OID, -1, &shards);
 	array_argument(fcinfo, 2, INT8OID, nshards, &epochs);
