@@ -262,16 +262,55 @@ dc_load_batch(PG_FUNCTION_ARGS)
 	array_argument(fcinfo, 4, TEXTOID, nlogs, &command_ids);
 	InitMaterializedSRF(fcinfo, 0);
 
-	rel = dc_open_entity_state(AccessShareLock, &pkey);
-	put_found_rows(rsinfo, rel, pkey, "state", (Datum *[]) {mall_ids, user_ids}, n,
-				   ENTITY_STATE, ENTITY_REVISION);
-	table_close(rel, NoLock);
-	rel = dc_open_command_log(AccessShareLock, &pkey);
-	put_found_rows(rsinfo, rel, pkey, "reply",
-				   (Datum *[]) {log_mall_ids, log_user_ids, command_ids}, nlogs,
-				   LOG_REPLY, InvalidAttrNumber);
-	table_close(rel, NoLock);
+	if (n > 0)
+	{
+		rel = dc_open_entity_state(AccessShareLock, &pkey);
+		put_found_rows(rsinfo, rel, pkey, "state", (Datum *[]) {mall_ids, user_ids}, n,
+					   ENTITY_STATE, ENTITY_REVISION);
+		table_close(rel, NoLock);
+	}
+	if (nlogs > 0)
+	{
+		rel = dc_open_command_log(AccessShareLock, &pkey);
+		put_found_rows(rsinfo, rel, pkey, "reply",
+					   (Datum *[]) {log_mall_ids, log_user_ids, command_ids}, nlogs,
+					   LOG_REPLY, InvalidAttrNumber);
+		table_close(rel, NoLock);
+	}
 	return (Datum) 0;
+}
+
+/*
+ * Add the command_log entries of a batch, as range table entry 2 of
+ * estate.  Returns the indexes of the entries whose entity's log is to be
+ * pruned (one in LOG_PRUNE_EVERY, at random).
+ */
+static List *
+log_replies(EState *estate, Relation log_rel, const Datum *mall_ids, const Datum *user_ids,
+			const Datum *command_ids, const Datum *replies, int nlogs)
+{
+	ResultRelInfo *rri = result_relation(estate, log_rel, 2);
+	TupleTableSlot *log = table_slot_create(log_rel, &estate->es_tupleTable);
+	Oid			seq_oid = get_relname_relid("command_log_seq", RelationGetNamespace(log_rel));
+	List	   *prune = NIL;
+
+	if (!OidIsValid(seq_oid))
+		elog(ERROR, "durable_cluster.command_log_seq does not exist");
+	for (int i = 0; i < nlogs; i++)
+	{
+		ExecClearTuple(log);
+		log->tts_values[LOG_MALL_ID - 1] = mall_ids[i];
+		log->tts_values[LOG_USER_ID - 1] = user_ids[i];
+		log->tts_values[LOG_COMMAND_ID - 1] = command_ids[i];
+		log->tts_values[LOG_SEQ - 1] = Int64GetDatum(nextval_internal(seq_oid, false));
+		log->tts_values[LOG_REPLY - 1] = replies[i];
+		memset(log->tts_isnull, false, sizeof(bool) * LOG_NATTS);
+		ExecStoreVirtualTuple(log);
+		ExecSimpleRelationInsert(rri, estate, log);
+		if (pg_prng_uint32(&pg_global_prng_state) % LOG_PRUNE_EVERY == 0)
+			prune = lappend_int(prune, i);
+	}
+	return prune;
 }
 
 /*
@@ -303,17 +342,15 @@ dc_write_batch(PG_FUNCTION_ARGS)
 				nlogs;
 	Oid			pkey;
 	Oid			log_pkey;
-	Oid			seq_oid;
 	Relation	rel;
 	Relation	index;
 	Relation	log_rel;
+	List	   *range_table;
 	EState	   *estate;
 	ResultRelInfo *rri;
-	ResultRelInfo *log_rri;
 	EPQState	epq;
 	TupleTableSlot *old;
 	TupleTableSlot *new;
-	TupleTableSlot *log;
 	List	   *prune = NIL;
 	ListCell   *lc;
 	Datum		now = TimestampTzGetDatum(GetCurrentTimestamp());
@@ -349,18 +386,20 @@ dc_write_batch(PG_FUNCTION_ARGS)
 	/* an executor state for single-row writes, as the apply worker sets up */
 	rel = dc_open_entity_state(RowExclusiveLock, &pkey);
 	index = index_open(pkey, RowExclusiveLock);
-	log_rel = dc_open_command_log(RowExclusiveLock, &log_pkey);
+	/* the command log only when the batch has replies to log */
+	log_rel = nlogs > 0 ? dc_open_command_log(RowExclusiveLock, &log_pkey) : NULL;
+	range_table = list_make1(range_table_entry(rel));
+	if (log_rel)
+		range_table = lappend(range_table, range_table_entry(log_rel));
 	estate = CreateExecutorState();
 	estate->es_output_cid = GetCurrentCommandId(true);
 	estate->es_snapshot = GetActiveSnapshot();
-	ExecInitRangeTable(estate, list_make2(range_table_entry(rel), range_table_entry(log_rel)));
+	ExecInitRangeTable(estate, range_table);
 	rri = result_relation(estate, rel, 1);
-	log_rri = result_relation(estate, log_rel, 2);
 	EvalPlanQualInit(&epq, estate, NULL, NIL, -1);
 	AfterTriggerBeginQuery();
 	old = table_slot_create(rel, &estate->es_tupleTable);
 	new = table_slot_create(rel, &estate->es_tupleTable);
-	log = table_slot_create(log_rel, &estate->es_tupleTable);
 
 	for (int i = 0; i < n && stale == 0; i++)
 	{
@@ -401,34 +440,20 @@ dc_write_batch(PG_FUNCTION_ARGS)
 						  TextDatumGetCString(user_ids[stale - 1]),
 						  DatumGetInt64(old_revisions[stale - 1])));
 
-	/* the replies of commands sent with a command_id (see command_log) */
-	seq_oid = get_relname_relid("command_log_seq", RelationGetNamespace(log_rel));
-	if (!OidIsValid(seq_oid))
-		elog(ERROR, "durable_cluster.command_log_seq does not exist");
-	for (int i = 0; i < nlogs; i++)
-	{
-		ExecClearTuple(log);
-		log->tts_values[LOG_MALL_ID - 1] = log_mall_ids[i];
-		log->tts_values[LOG_USER_ID - 1] = log_user_ids[i];
-		log->tts_values[LOG_COMMAND_ID - 1] = command_ids[i];
-		log->tts_values[LOG_SEQ - 1] = Int64GetDatum(nextval_internal(seq_oid, false));
-		log->tts_values[LOG_REPLY - 1] = replies[i];
-		memset(log->tts_isnull, false, sizeof(bool) * LOG_NATTS);
-		ExecStoreVirtualTuple(log);
-		ExecSimpleRelationInsert(log_rri, estate, log);
-		if (pg_prng_uint32(&pg_global_prng_state) % LOG_PRUNE_EVERY == 0)
-			prune = lappend_int(prune, i);
-	}
+	if (log_rel)
+		prune = log_replies(estate, log_rel, log_mall_ids, log_user_ids, command_ids,
+							replies, nlogs);
 
 	AfterTriggerEndQuery(estate);
 	EvalPlanQualEnd(&epq);
-	/* the indexes of both, and what AFTER triggers opened */
+	/* the indexes of the result relations, and what AFTER triggers opened */
 	ExecCloseResultRelations(estate);
 	ExecResetTupleTable(estate->es_tupleTable, false);
 	FreeExecutorState(estate);
 	index_close(index, NoLock);
 	table_close(rel, NoLock);
-	table_close(log_rel, NoLock);
+	if (log_rel)
+		table_close(log_rel, NoLock);
 
 	foreach(lc, prune)
 		prune_command_log(log_mall_ids[lfirst_int(lc)], log_user_ids[lfirst_int(lc)]);
