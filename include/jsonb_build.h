@@ -24,6 +24,7 @@ extern void dc_push_bool(JsonbParseState **ps, const char *key, bool value);
 extern void dc_push_jsonb(JsonbParseState **ps, const char *key, Jsonb *value);
 
 /* The text of a finished document (the result of the last push). */
+extern char *dc_jsonb_doc_text(Jsonb *doc);
 extern char *dc_jsonb_text(JsonbValue *root);
 
 #endif							/* DC_JSONB_BUILD_H */

@@ -85,10 +85,16 @@ dc_push_jsonb(JsonbParseState **ps, const char *key, Jsonb *value)
 	push(ps, key, &v);
 }
 
+/* The text of a document */
+char *
+dc_jsonb_doc_text(Jsonb *doc)
+{
+	return JsonbToCString(NULL, &doc->root, VARSIZE(doc));
+}
+
+/* ... and of one being built (the value pushJsonbValue returned last) */
 char *
 dc_jsonb_text(JsonbValue *root)
 {
-	Jsonb	   *doc = JsonbValueToJsonb(root);
-
-	return JsonbToCString(NULL, &doc->root, VARSIZE(doc));
+	return dc_jsonb_doc_text(JsonbValueToJsonb(root));
 }

@@ -462,12 +462,6 @@ array_end(StringInfo buf)
 	return buf->data;
 }
 
-static char *
-jsonb_text(Jsonb *doc)
-{
-	return JsonbToCString(NULL, &doc->root, VARSIZE(doc));
-}
-
 /* values[0..2]: the mall_ids, user_ids and command_ids of log entries */
 static void
 log_key_arrays(const DcCommandLog *entries, int n, const char **values)
@@ -548,14 +542,14 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 		{
 			array_add(&mall_ids, writes[i].mall_id);
 			array_add(&user_ids, writes[i].user_id);
-			array_add(&states, jsonb_text(writes[i].state_doc));
+			array_add(&states, dc_jsonb_doc_text(writes[i].state_doc));
 			entity_shards[i] = writes[i].shard;
 			revisions[i] = writes[i].revision;
 			old_revisions[i] = writes[i].old_revision;
 		}
 		array_start(&replies);
 		for (int i = 0; i < nlogs; i++)
-			array_add(&replies, jsonb_text(logs[i].reply));
+			array_add(&replies, dc_jsonb_doc_text(logs[i].reply));
 		values[3] = array_end(&mall_ids);
 		values[4] = array_end(&user_ids);
 		values[5] = int_array_text(entity_shards, NULL, nwrites);
