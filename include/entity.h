@@ -30,8 +30,18 @@ typedef struct DcEntityState
 	int64		balance_cents;
 	bool		has_event_time;
 	TimestampTz last_event_time;
+	Jsonb	   *extra;			/* keys user-defined commands added, or NULL */
 	int64		revision;		/* 0 = never stored */
 } DcEntityState;
+
+/*
+ * A state document, with the ids and everything else, must leave room for
+ * the rest of a reply in a request slot (inbox.h, DC_REPLY_BYTES).
+ */
+#define DC_MAX_STATE_BYTES		3584
+
+/* A user-defined command's payload travels in the request slot. */
+#define DC_MAX_PAYLOAD_BYTES	2048
 
 typedef enum DcCommandKind
 {
@@ -41,7 +51,8 @@ typedef enum DcCommandKind
 	DC_CMD_UPDATE_PROFILE,
 	DC_CMD_ADD_BALANCE,
 	DC_CMD_DEDUCT_BALANCE,
-	DC_CMD_REFUND_BALANCE
+	DC_CMD_REFUND_BALANCE,
+	DC_CMD_USER					/* registered with dc_register_command */
 } DcCommandKind;
 
 /* A validated command, as it travels from the caller to the node. */
@@ -51,6 +62,9 @@ typedef struct DcCommand
 	int64		amount_cents;	/* balance commands */
 	char		nickname[DC_NICKNAME_BUFSIZE];	/* update_profile */
 	char		command_id[DC_MAX_ID_BYTES + 1];	/* "" = none (see command_log) */
+	char		name[NAMEDATALEN];	/* DC_CMD_USER: the registered name */
+	uint32		payload_len;	/* DC_CMD_USER: the payload, a Jsonb */
+	char		payload[DC_MAX_PAYLOAD_BYTES];
 } DcCommand;
 
 typedef enum DcOutcome
@@ -75,6 +89,8 @@ extern DcOutcome dc_command_apply(const DcCommand *cmd, DcEntityState *state,
 extern Jsonb *dc_entity_to_jsonb(const char *mall_id, const char *user_id,
 								 const DcEntityState *state);
 extern void dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state);
+extern void dc_entity_check_doc(Jsonb *doc, Jsonb *before, const char *command);
+extern bool dc_command_is_builtin(const char *name);
 
 extern Jsonb *dc_build_reply(bool ok, const char *label, Jsonb *state_doc,
 							 int64 revision, int shard, const char *node_name);

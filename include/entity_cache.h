@@ -34,6 +34,7 @@ typedef struct CachedEntity
 extern void dc_cache_reset(void);
 extern CachedEntity *dc_cache_lookup(const char *mall_id, const char *user_id,
 									 HASHACTION action, bool *found);
+extern void dc_cache_set_state(CachedEntity *e, const DcEntityState *state);
 extern void dc_cache_added(CachedEntity *e, TimestampTz now);
 extern void dc_cache_touch(CachedEntity *e, TimestampTz now);
 extern void dc_cache_remove(CachedEntity *e);

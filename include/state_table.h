@@ -2,8 +2,8 @@
  *
  * state_table.h
  *	  Direct access to the extension's tables by primary key, without
- *	  planning or executor start-up: used by durable_cluster.write_batch()
- *	  and dc_get_state().
+ *	  planning or executor start-up: used by durable_cluster.write_batch(),
+ *	  dc_get_state() and the lookup of registered commands.
  *
  *-------------------------------------------------------------------------
  */
@@ -28,10 +28,16 @@ enum
 	LOG_MALL_ID = 1, LOG_USER_ID, LOG_COMMAND_ID, LOG_SEQ, LOG_REPLY,
 	LOG_NATTS = LOG_REPLY
 };
+enum
+{
+	COMMANDS_NAME = 1, COMMANDS_HANDLER, COMMANDS_OWNER, COMMANDS_REGISTERED_AT,
+	COMMANDS_NATTS = COMMANDS_REGISTERED_AT
+};
 
 extern Relation dc_open_shards(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_entity_state(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_command_log(LOCKMODE lockmode, Oid *pkey);
+extern Relation dc_open_commands(LOCKMODE lockmode, Oid *pkey);
 extern bool dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 						   TupleTableSlot *slot);
 

@@ -5,7 +5,9 @@
  *
  * Every call is one statement sent over the node's libpq connection to the
  * store, so each runs in a transaction of its own on a backend of the
- * store.  Errors are raised as ERROR with the store's SQLSTATE.
+ * store, except in a batch with registered commands, which node.c wraps
+ * in dc_store_begin_batch / dc_store_end_batch.  Errors are raised as
+ * ERROR with the store's SQLSTATE.
  *
  *-------------------------------------------------------------------------
  */
@@ -62,5 +64,10 @@ extern int	dc_store_write_batch(const char *name, const int *shards, const int64
 								 int nshards, const DcEntityWrite *writes, int nwrites,
 								 const DcCommandLog *logs, int nlogs, int *fenced);
 
+extern void dc_store_begin_batch(void);
+extern void dc_store_end_batch(bool commit);
+extern void dc_store_abandon_batch(void);
+extern Jsonb *dc_store_run_command(const DcCommand *cmd, Jsonb *state, int *sqlstate,
+								   char **message);
 
 #endif							/* DC_STORE_H */

@@ -70,6 +70,17 @@ SELECT pg_catalog.pg_extension_config_dump('durable_cluster.command_log', '');
 SELECT pg_catalog.pg_extension_config_dump('durable_cluster.command_log_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('durable_cluster.settings', '');
 
+-- Commands registered with dc_register_command() (user_command.c).  Written
+-- only through that function and dc_unregister_command(), which check
+-- what a registration may be; handlers run as their owner.
+CREATE TABLE durable_cluster.commands (
+    name          text PRIMARY KEY,
+    handler       regprocedure NOT NULL,
+    owner         regrole NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.commands', '');
+
 /* ---- control plane, called by node workers (store.c) ---- */
 
 CREATE FUNCTION durable_cluster.self_address() RETURNS text
@@ -259,18 +270,6 @@ BEGIN
 END
 $$;
 
-/*
- * Store one batch of a node, in the single transaction of the statement that
- * calls this.  The fence first: the rows of the batch's shards are locked
- * and must still name this node at the epochs it was given; if any does
- * not, nothing is written and those shards are returned.  Then each changed
- * entity is written once, guarded by the revision it replaces, so that a
- * second writer can never overwrite a state it did not read.
- *
- * batch: {"fence":  [{"shard": s, "epoch": e}, ...],
- *         "writes": [{"mall_id", "user_id", "shard_id", "state", "revision",
- *                     "old_revision"}, ...]}      (old_revision 0 = new row)
- */
 -- What a node's batch needs from the store, in one call (store_batch.c):
 -- the stored state of entities it does not hold, the logged replies of its
 -- commands sent with a command_id.
@@ -295,7 +294,16 @@ CREATE FUNCTION durable_cluster.write_batch(node_name text, shards integer[], ep
 RETURNS integer[]
 AS 'MODULE_PATHNAME', 'dc_write_batch' LANGUAGE C VOLATILE;
 
+-- A registered command's handler, run for a node in its batch's
+-- transaction (user_command.c): the new state, or the error that undid it.
+CREATE FUNCTION durable_cluster.run_command(name text, state jsonb, payload jsonb,
+                                            OUT new_state jsonb, OUT sqlstate text,
+                                            OUT message text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'dc_run_command' LANGUAGE C VOLATILE;
+
 REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.run_command(text, jsonb, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.load_batch(text[], text[], text[], text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.write_batch(text, integer[], bigint[], text[], text[],
                                                   integer[], jsonb[], bigint[], bigint[],
@@ -459,3 +467,19 @@ COMMENT ON FUNCTION dc_stats_reset() IS
     'zero the counters of dc_node_stats for every node of this server';
 REVOKE ALL ON FUNCTION dc_stats_reset() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION dc_stats_reset() TO dc_admin;
+
+/* ---- commands without recompiling (user_command.c) ---- */
+
+CREATE FUNCTION dc_register_command(name text, handler regprocedure) RETURNS void
+AS 'MODULE_PATHNAME', 'dc_register_command' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION dc_register_command(text, regprocedure) IS
+    'add a command whose handler (state jsonb, payload jsonb) RETURNS jsonb returns the new state';
+CREATE FUNCTION dc_unregister_command(name text) RETURNS void
+AS 'MODULE_PATHNAME', 'dc_unregister_command' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION dc_register_command(text, regprocedure) FROM PUBLIC;
+REVOKE ALL ON FUNCTION dc_unregister_command(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION dc_register_command(text, regprocedure),
+                          dc_unregister_command(text) TO dc_admin;
+
+CREATE VIEW dc_commands AS
+SELECT name, handler, owner, registered_at FROM durable_cluster.commands;

@@ -38,6 +38,7 @@
 #include "jsonb_build.h"
 #include "shard_hash.h"
 #include "state_table.h"
+#include "user_command.h"
 
 PG_FUNCTION_INFO_V1(dc_send_command);
 PG_FUNCTION_INFO_V1(dc_tell);
@@ -276,6 +277,12 @@ static void
 command_arguments(FunctionCallInfo fcinfo, char **mall_id, char **user_id, DcCommand *cmd)
 {
 	dc_check_usable();
+	/* the handler runs for a node, which would wait for itself */
+	if (dc_in_command_handler)
+		ereport(ERROR,
+				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				errmsg("a command handler cannot send commands"),
+				errhint("A handler only returns its entity's new state."));
 	*mall_id = id_argument(fcinfo, 0, "mall_id");
 	*user_id = id_argument(fcinfo, 1, "user_id");
 	if (PG_ARGISNULL(2))

@@ -27,6 +27,7 @@
 
 #include "entity.h"
 #include "jsonb_build.h"
+#include "user_command.h"
 
 typedef enum PayloadNeed
 {
@@ -282,24 +283,32 @@ parse_nickname(const char *command, Jsonb *payload, char *out)
 	out[v->val.string.len] = '\0';
 }
 
+static const CommandSpec *
+builtin_spec(const char *name)
+{
+	for (int i = 0; i < lengthof(command_specs); i++)
+		if (strcmp(command_specs[i].name, name) == 0)
+			return &command_specs[i];
+	return NULL;
+}
+
+bool
+dc_command_is_builtin(const char *name)
+{
+	return builtin_spec(name) != NULL;
+}
+
 void
 dc_command_parse(const char *name, Jsonb *payload, DcCommand *cmd)
 {
-	const CommandSpec *spec = NULL;
+	const CommandSpec *spec = builtin_spec(name);
 
-	for (int i = 0; i < lengthof(command_specs); i++)
-	{
-		if (strcmp(command_specs[i].name, name) == 0)
-		{
-			spec = &command_specs[i];
-			break;
-		}
-	}
-	if (spec == NULL)
+	if (spec == NULL && !dc_user_command_exists(name))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("unknown command \"%s\"", name),
-				errdetail("Known commands are: %s.", KNOWN_COMMANDS));
+				errdetail("Built-in commands are: %s.", KNOWN_COMMANDS),
+				errhint("Commands registered with dc_register_command() are listed in dc_commands."));
 
 	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
 		ereport(ERROR,
@@ -307,13 +316,31 @@ dc_command_parse(const char *name, Jsonb *payload, DcCommand *cmd)
 				errmsg("payload of command \"%s\" must be a JSON object", name),
 				errhint("Pass '{}' for a command without arguments."));
 
-	memset(cmd, 0, sizeof(*cmd));
+	/* only the fields a command uses: the payload buffer is large */
+	cmd->command_id[0] = '\0';
+	cmd->nickname[0] = '\0';
+	cmd->amount_cents = 0;
+	cmd->payload_len = 0;
+	parse_command_id(name, payload, cmd->command_id);
+	if (spec == NULL)
+	{
+		if (VARSIZE(payload) > DC_MAX_PAYLOAD_BYTES)
+			ereport(ERROR,
+					errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					errmsg("payload of command \"%s\" is %zu bytes long; the limit for a registered command is %d bytes",
+						   name, (size_t) VARSIZE(payload), DC_MAX_PAYLOAD_BYTES));
+		cmd->kind = DC_CMD_USER;
+		strlcpy(cmd->name, name, sizeof(cmd->name));
+		cmd->payload_len = VARSIZE(payload);
+		memcpy(cmd->payload, payload, VARSIZE(payload));
+		return;
+	}
 	cmd->kind = spec->kind;
+	strlcpy(cmd->name, spec->name, sizeof(cmd->name));
 	if (spec->need == NEEDS_AMOUNT)
 		cmd->amount_cents = parse_amount(name, payload);
 	else if (spec->need == NEEDS_NICKNAME)
 		parse_nickname(name, payload, cmd->nickname);
-	parse_command_id(name, payload, cmd->command_id);
 }
 
 void
@@ -358,6 +385,9 @@ dc_command_apply(const DcCommand *cmd, DcEntityState *state,
 			state->balance_cents = balance;
 			*label = cmd->kind == DC_CMD_ADD_BALANCE ? "balance_added" : "balance_refunded";
 			break;
+		case DC_CMD_USER:
+			elog(ERROR, "registered command \"%s\" is applied by its handler", cmd->name);
+			break;
 		case DC_CMD_DEDUCT_BALANCE:
 			if (state->balance_cents < cmd->amount_cents)
 			{
@@ -396,6 +426,16 @@ dc_entity_to_jsonb(const char *mall_id, const char *user_id,
 				? JsonEncodeDateTime(NULL, TimestampTzGetDatum(state->last_event_time),
 									 TIMESTAMPTZOID, NULL)
 				: NULL);
+	if (state->extra)
+	{
+		JsonbIterator *it = JsonbIteratorInit(&state->extra->root);
+		JsonbValue	v;
+		JsonbIteratorToken tok;
+
+		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+			if (tok == WJB_KEY || tok == WJB_VALUE)
+				pushJsonbValue(&ps, tok, &v);
+	}
 	res = pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(res);
 }
@@ -405,6 +445,50 @@ dc_entity_to_jsonb(const char *mall_id, const char *user_id,
  * document that does not have our shape means the table was edited by hand:
  * that is an error, not something to repair silently.
  */
+static const char *const state_keys[] = {
+	"mall_id", "user_id", "logged_in", "login_count", "nickname", "balance",
+	"last_event_time"
+};
+
+static bool
+is_state_key(const char *key, int len)
+{
+	for (int i = 0; i < lengthof(state_keys); i++)
+		if (strlen(state_keys[i]) == len && memcmp(state_keys[i], key, len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The keys of doc that are not the built-in ones, as an object in the
+ * current memory context; NULL if there are none.
+ */
+static Jsonb *
+extra_keys(Jsonb *doc)
+{
+	JsonbParseState *ps = NULL;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	bool		keep = false;
+	int			nextra = 0;
+
+	it = JsonbIteratorInit(&doc->root);
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			keep = !is_state_key(v.val.string.val, v.val.string.len);
+			nextra += keep;
+		}
+		if ((tok == WJB_KEY || tok == WJB_VALUE) && keep)
+			pushJsonbValue(&ps, tok, &v);
+	}
+	v = *pushJsonbValue(&ps, WJB_END_OBJECT, NULL);
+	return nextra > 0 ? JsonbValueToJsonb(&v) : NULL;
+}
+
 void
 dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state)
 {
@@ -413,6 +497,9 @@ dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state)
 
 	dc_entity_init(state);
 	state->revision = revision;
+	/* documents without keys of user-defined commands are the common case */
+	if (JsonContainerSize(&doc->root) > lengthof(state_keys))
+		state->extra = extra_keys(doc);
 
 	if ((v = payload_key(doc, "logged_in")) != NULL && v->type == jbvBool)
 		state->logged_in = v->val.boolean;
@@ -444,6 +531,93 @@ dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state)
 													ObjectIdGetDatum(InvalidOid),
 													Int32GetDatum(-1)));
 	}
+}
+
+static JsonbValue *
+state_key(Jsonb *doc, const char *command, const char *key, enum jbvType type,
+		  bool nullable)
+{
+	JsonbValue *v = payload_key(doc, key);
+
+	if (v == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("handler of command \"%s\" returned a state without \"%s\"",
+					   command, key),
+				errhint("Return the state passed in with your changes applied, e.g. state || jsonb_build_object(...)."));
+	if (v->type == jbvNull && nullable)
+		return NULL;
+	if (v->type != type)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("handler of command \"%s\" returned a state whose \"%s\" is not a %s",
+					   command, key,
+					   type == jbvBool ? "boolean" : type == jbvNumeric ? "number" : "string"));
+	return v;
+}
+
+/*
+ * Check the state a user-defined command's handler returned: an object of
+ * at most DC_MAX_STATE_BYTES, with the entity's ids unchanged and every
+ * built-in key present with a value a built-in command could have left.
+ * Keys of its own are free.  Raises an error (the command's, not the
+ * batch's) otherwise.
+ */
+void
+dc_entity_check_doc(Jsonb *doc, Jsonb *before, const char *command)
+{
+	JsonbValue *v;
+	char	   *text;
+	int64		cents;
+
+	if (!JB_ROOT_IS_OBJECT(doc) || JB_ROOT_IS_SCALAR(doc))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("handler of command \"%s\" must return a JSON object", command));
+	if (VARSIZE(doc) > DC_MAX_STATE_BYTES)
+		ereport(ERROR,
+				errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				errmsg("handler of command \"%s\" returned a state of %zu bytes; the limit is %d bytes",
+					   command, (size_t) VARSIZE(doc), DC_MAX_STATE_BYTES));
+	for (int i = 0; i < 2; i++)
+	{
+		JsonbValue *was = payload_key(before, state_keys[i]);
+
+		v = state_key(doc, command, state_keys[i], jbvString, false);
+		if (was == NULL || was->type != jbvString ||
+			v->val.string.len != was->val.string.len ||
+			memcmp(v->val.string.val, was->val.string.val, v->val.string.len) != 0)
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("handler of command \"%s\" must not change \"%s\"",
+						   command, state_keys[i]));
+	}
+	(void) state_key(doc, command, "logged_in", jbvBool, false);
+	v = state_key(doc, command, "login_count", jbvNumeric, false);
+	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	if (parse_cents(text, DC_BALANCE_DIGITS, &cents) != CENTS_OK || cents < 0 || cents % 100 != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("handler of command \"%s\" returned \"login_count\" %s; it must be a whole number from 0",
+					   command, text));
+	if ((v = state_key(doc, command, "nickname", jbvString, true)) != NULL &&
+		(v->val.string.len == 0 || v->val.string.len >= DC_NICKNAME_BUFSIZE ||
+		 pg_mbstrlen_with_len(v->val.string.val, v->val.string.len) > DC_MAX_NICKNAME_CHARS))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("handler of command \"%s\" returned a \"nickname\" that is empty or longer than %d characters",
+					   command, DC_MAX_NICKNAME_CHARS));
+	v = state_key(doc, command, "balance", jbvNumeric, false);
+	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	if (parse_cents(text, DC_BALANCE_DIGITS, &cents) != CENTS_OK || cents < 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("handler of command \"%s\" returned \"balance\" %s; it must be from 0 to 9999999999999999.99 with at most 2 decimal places",
+					   command, text));
+	if ((v = state_key(doc, command, "last_event_time", jbvString, true)) != NULL)
+		(void) DirectFunctionCall3(timestamptz_in,
+								   CStringGetDatum(jsonb_string_dup(v)),
+								   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 }
 
 Jsonb *

@@ -4,8 +4,9 @@
  *	  A node's in-memory entities: the committed state of every entity it
  *	  served, by (mall_id, user_id), so that a command costs no read.
  *
- * Entries live in a hash table in the node's TopMemoryContext and on a list
- * kept in order of use, least recently used first.  Passivation takes from
+ * Entries live in a hash table in the node's TopMemoryContext, and on a
+ * list kept in order of use, least recently used first.  The keys that
+ * registered commands added to a state are kept in a context of their own.  Passivation takes from
  * the head of that list: entities unused for passivate_idle_after, and the
  * least recently used beyond max_entities_per_node.  Their state is stored
  * already; the next command loads it again.  The node passivates only
@@ -24,6 +25,7 @@
 
 static HTAB *entity_cache;
 static dlist_head lru_list;		/* least recently used first */
+static MemoryContext extras_context;	/* the entries' DcEntityState.extra */
 
 static uint32
 entity_key_hash(const void *key, Size keysize)
@@ -53,6 +55,12 @@ dc_cache_reset(void)
 
 	if (entity_cache)
 		hash_destroy(entity_cache);
+	if (extras_context)
+		MemoryContextReset(extras_context);
+	else
+		extras_context = AllocSetContextCreate(TopMemoryContext,
+											   "durable_cluster entity extras",
+											   ALLOCSET_DEFAULT_SIZES);
 	ctl.keysize = sizeof(EntityKey);
 	ctl.entrysize = sizeof(CachedEntity);
 	ctl.hash = entity_key_hash;
@@ -65,18 +73,43 @@ dc_cache_reset(void)
 
 /*
  * hash_search on the entity's key.  An entry HASH_ENTER created must be
- * filled in and then passed to dc_cache_added.
+ * filled in (dc_cache_set_state) and then passed to dc_cache_added.
  */
 CachedEntity *
 dc_cache_lookup(const char *mall_id, const char *user_id, HASHACTION action, bool *found)
 {
 	EntityKey	key;
+	CachedEntity *e;
 
 	key.mall_len = strlen(mall_id);
 	key.user_len = strlen(user_id);
 	memcpy(key.ids, mall_id, key.mall_len);
 	memcpy(key.ids + key.mall_len, user_id, key.user_len);
-	return hash_search(entity_cache, &key, action, found);
+	e = hash_search(entity_cache, &key, action, found);
+	if (action == HASH_ENTER && !*found)
+		e->state.extra = NULL;
+	return e;
+}
+
+/*
+ * Make state the entry's committed state.  Its extra keys, unless they are
+ * the entry's already, are copied out of the batch's memory.
+ */
+void
+dc_cache_set_state(CachedEntity *e, const DcEntityState *state)
+{
+	Jsonb	   *old = e->state.extra;
+
+	e->state = *state;
+	if (state->extra == old)
+		return;
+	if (old)
+		pfree(old);
+	if (state->extra)
+	{
+		e->state.extra = MemoryContextAlloc(extras_context, VARSIZE(state->extra));
+		memcpy(e->state.extra, state->extra, VARSIZE(state->extra));
+	}
 }
 
 /* A new entry, filled in: it is the most recently used. */
@@ -98,6 +131,8 @@ dc_cache_touch(CachedEntity *e, TimestampTz now)
 void
 dc_cache_remove(CachedEntity *e)
 {
+	if (e->state.extra)
+		pfree(e->state.extra);
 	dlist_delete(&e->lru);
 	hash_search(entity_cache, &e->key, HASH_REMOVE, NULL);
 }

@@ -74,6 +74,8 @@ typedef struct BatchRequest
 	Jsonb	   *reply;
 	Jsonb	   *logged;			/* reply from the command log: not applied again */
 	int			same_as;		/* earlier request of the batch it repeats, or -1 */
+	int			error_sqlstate; /* a registered command's handler failed: */
+	char	   *error_message;	/* its error, for the caller */
 } BatchRequest;
 
 static int	node_index;
@@ -384,7 +386,7 @@ load_batch(BatchRequest *reqs, int n, TimestampTz now)
 
 		entry->shard = req->shard;
 		entry->batch_index = -1;
-		entry->state = loads[j].state;
+		dc_cache_set_state(entry, &loads[j].state);
 		dc_cache_added(entry, now);
 	}
 	for (int j = 0; j < nlookups; j++)
@@ -422,10 +424,41 @@ batch_entity(BatchEntity *entities, DcRequestSlot *req, TimestampTz now)
 }
 
 /*
+ * Apply a registered command: its handler runs in the store, in the
+ * batch's transaction, on the entity's pending state.  If it failed, the
+ * request gets its error and the state stays as it was.
+ */
+static DcOutcome
+apply_registered(DcRequestSlot *req, BatchRequest *r, BatchEntity *be, TimestampTz now)
+{
+	Jsonb	   *after;
+	DcEntityState state;
+
+	if (be->doc == NULL)
+		be->doc = dc_entity_to_jsonb(be->mall_id, be->user_id, &be->pending);
+	after = dc_store_run_command(&req->command, be->doc,
+								 &r->error_sqlstate, &r->error_message);
+	if (after == NULL)
+		return DC_OUTCOME_REJECTED;
+	if (DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(be->doc),
+										 JsonbPGetDatum(after))))
+		return DC_OUTCOME_UNCHANGED;
+	dc_entity_from_jsonb(after, be->pending.revision + 1, &state);
+	state.has_event_time = true;
+	state.last_event_time = now;
+	be->pending = state;
+	return DC_OUTCOME_CHANGED;
+}
+
+/*
  * Apply the OK requests in arrival order to working copies of their
  * entities and store the result with one store call.  Returns how
  * many shards the store found fenced, listed in fenced[]; if any, nothing
  * was written.
+ *
+ * A batch with registered commands runs in one store transaction: their
+ * handlers, then the write, which fences every shard it touches with a
+ * lock, so that what the handlers did commits only with the batch.
  */
 static int
 apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz now,
@@ -438,6 +471,8 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	int			nshards = 0;
 	int			nwrites = 0;
 	int			nlogs = 0;
+	bool		in_transaction = false;
+	int			nfenced;
 
 	batch_count = 0;
 
@@ -467,7 +502,19 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 		}
 
 		be = batch_entity(entities, req, now);
-		outcome = dc_command_apply(&req->command, &be->pending, now, &label);
+		if (req->command.kind == DC_CMD_USER)
+		{
+			if (!in_transaction)
+				dc_store_begin_batch();
+			in_transaction = true;
+			reqs[i].error_message = NULL;
+			label = req->command.name;
+			outcome = apply_registered(req, &reqs[i], be, now);
+			if (reqs[i].error_message)
+				continue;
+		}
+		else
+			outcome = dc_command_apply(&req->command, &be->pending, now, &label);
 		if (outcome == DC_OUTCOME_CHANGED || be->doc == NULL)
 			be->doc = dc_entity_to_jsonb(be->mall_id, be->user_id, &be->pending);
 		reqs[i].reply = dc_build_reply(outcome != DC_OUTCOME_REJECTED, label, be->doc,
@@ -482,7 +529,13 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	}
 	for (int i = 0; i < n; i++)
 		if (reqs[i].same_as >= 0)
-			reqs[i].reply = reqs[reqs[i].same_as].reply;
+		{
+			BatchRequest *first = &reqs[reqs[i].same_as];
+
+			reqs[i].reply = first->reply;
+			reqs[i].error_sqlstate = first->error_sqlstate;
+			reqs[i].error_message = first->error_message;
+		}
 
 	for (int e = 0; e < batch_count; e++)
 	{
@@ -511,10 +564,13 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	 * only after that map says so.  So the cached states read here were
 	 * current when the batch started, after its requests arrived.
 	 */
-	if (nwrites == 0 && nlogs == 0 && dc_store_is_local())
+	if (nwrites == 0 && nlogs == 0 && !in_transaction && dc_store_is_local())
 		return 0;
-	return dc_store_write_batch(node_name, shards, epochs, nshards, writes, nwrites,
-								logs, nlogs, fenced);
+	nfenced = dc_store_write_batch(node_name, shards, epochs, nshards, writes, nwrites,
+								   logs, nlogs, fenced);
+	if (in_transaction)
+		dc_store_end_batch(nfenced == 0);
+	return nfenced;
 }
 
 /*
@@ -570,6 +626,7 @@ process_batch(const int *slots, int n)
 		reqs[i].reply = NULL;
 		reqs[i].logged = NULL;
 		reqs[i].same_as = -1;
+		reqs[i].error_message = NULL;
 		reqs[i].kind = (req->number_of_shards == owned_nshards && owned_epoch[req->shard] > 0)
 			? DC_REPLY_OK : DC_REPLY_MOVED;
 		if (reqs[i].kind == DC_REPLY_OK && req->tell)
@@ -596,6 +653,7 @@ process_batch(const int *slots, int n)
 	}
 	PG_CATCH();
 	{
+		dc_store_abandon_batch();
 		failure = store_failure("durable_cluster batch");
 	}
 	PG_END_TRY();
@@ -610,7 +668,7 @@ process_batch(const int *slots, int n)
 		if (failure)
 			dc_cache_remove(entry);
 		else
-			entry->state = entities[e].pending;
+			dc_cache_set_state(entry, &entities[e].pending);
 	}
 
 	for (int i = 0; i < n; i++)
@@ -629,6 +687,9 @@ process_batch(const int *slots, int n)
 			dc_slot_reply(reqs[i].slot, DC_REPLY_ERROR, failure->sqlerrcode,
 						  msg, strlen(msg) + 1);
 		}
+		else if (reqs[i].error_message)
+			dc_slot_reply(reqs[i].slot, DC_REPLY_ERROR, reqs[i].error_sqlstate,
+						  reqs[i].error_message, strlen(reqs[i].error_message) + 1);
 		else if (VARSIZE(reqs[i].reply) > DC_REPLY_BYTES)
 		{
 			static const char msg[] = "the reply is larger than a request slot can hold";

@@ -75,6 +75,15 @@ dc_open_command_log(LOCKMODE lockmode, Oid *pkey)
 	return open_table("command_log", columns, LOG_NATTS, lockmode, pkey);
 }
 
+Relation
+dc_open_commands(LOCKMODE lockmode, Oid *pkey)
+{
+	static const char *const columns[COMMANDS_NATTS] =
+	{"name", "handler", "owner", "registered_at"};
+
+	return open_table("commands", columns, COMMANDS_NATTS, lockmode, pkey);
+}
+
 /*
  * The row whose primary key (all text columns, as in the extension's
  * tables) equals keys[0..nkeys-1], as the active snapshot sees it, into

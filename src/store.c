@@ -484,6 +484,88 @@ log_key_arrays(const DcCommandLog *entries, int n, const char **values)
 	values[2] = array_end(&command_ids);
 }
 
+/* ---- a batch's explicit transaction, for registered commands ---- */
+
+static bool in_transaction = false;
+
+/* Run a transaction control statement (not prepared: it has no plan). */
+static void
+exec_control(const char *sql)
+{
+	PGconn	   *conn = connection();
+
+	PQclear(await_result(conn, PQsendQuery(conn, sql), sql));
+}
+
+/*
+ * Open the transaction a batch with registered commands runs in: their
+ * handlers and then write_batch, committed together (dc_store_end_batch).
+ */
+void
+dc_store_begin_batch(void)
+{
+	Assert(!in_transaction);
+	exec_control("BEGIN");
+	in_transaction = true;
+}
+
+/* Commit the batch's transaction, or roll it back. */
+void
+dc_store_end_batch(bool commit)
+{
+	Assert(in_transaction);
+	in_transaction = false;
+	exec_control(commit ? "COMMIT" : "ROLLBACK");
+}
+
+/*
+ * After an error: a transaction left open on the store is given up with
+ * the connection, which is surer than talking to a session in an unknown
+ * state; the next call connects again.
+ */
+void
+dc_store_abandon_batch(void)
+{
+	if (in_transaction)
+		dc_store_disconnect();
+	in_transaction = false;
+}
+
+/*
+ * Run a registered command's handler (durable_cluster.run_command) on
+ * state.  Returns the new state; or NULL, with *sqlstate and *message set,
+ * if the handler or the checks of what it returned raised an error, which
+ * undid what the handler did.
+ */
+Jsonb *
+dc_store_run_command(const DcCommand *cmd, Jsonb *state, int *sqlstate, char **message)
+{
+	const char *values[3];
+	PGresult   *res;
+	Jsonb	   *new_state = NULL;
+
+	Assert(in_transaction);
+	values[0] = cmd->name;
+	values[1] = dc_jsonb_doc_text(state);
+	values[2] = dc_jsonb_doc_text((Jsonb *) cmd->payload);
+	res = exec("SELECT new_state, sqlstate, message "
+			   "  FROM durable_cluster.run_command($1, $2, $3)", 3, values);
+	if (PQntuples(res) != 1)
+		elog(ERROR, "durable_cluster.run_command returned %d rows", PQntuples(res));
+	if (!PQgetisnull(res, 0, 0))
+		new_state = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+													   CStringGetDatum(PQgetvalue(res, 0, 0))));
+	else
+	{
+		const char *code = PQgetvalue(res, 0, 1);
+
+		*sqlstate = MAKE_SQLSTATE(code[0], code[1], code[2], code[3], code[4]);
+		*message = pstrdup(PQgetvalue(res, 0, 2));
+	}
+	PQclear(res);
+	return new_state;
+}
+
 /*
  * A batch with writes: durable_cluster.write_batch() (store_batch.c) locks
  * and checks the fence of its shards and writes its entities, in the
@@ -523,7 +605,8 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 	values[0] = name;
 	values[1] = int_array_text(shards, NULL, nshards);
 	values[2] = int_array_text(NULL, epochs, nshards);
-	if (nwrites == 0 && nlogs == 0)
+	/* in a batch's transaction, registered commands may have written: lock */
+	if (nwrites == 0 && nlogs == 0 && !in_transaction)
 		result = exec_value(check_fence_sql, 3, values);
 	else
 	{

@@ -1,0 +1,344 @@
+/*-------------------------------------------------------------------------
+ *
+ * user_command.c
+ *	  Commands without recompiling: dc_register_command(),
+ *	  dc_unregister_command() and durable_cluster.run_command(), which runs
+ *	  a handler for a node.
+ *
+ * The registry is the table durable_cluster.commands.  Only the extension's
+ * owner may write it, so that a registration always passes the checks
+ * below: registering needs EXECUTE on dc_register_command (superusers and
+ * dc_admin), a name no built-in command has, a handler of the signature
+ * (state jsonb, payload jsonb) RETURNS jsonb, and EXECUTE on that handler.
+ * The registering role is recorded as the command's owner.
+ *
+ * A handler runs when its command's node applies it, in the store, in the
+ * transaction that then writes the node's batch (node.c opens it).  It
+ * runs:
+ *
+ * - in a subtransaction of its own, so that an error it raises undoes only
+ *   what it did and fails only its command;
+ * - as the command's owner, as SECURITY DEFINER functions do, in a
+ *   security-restricted operation (no SET ROLE, no temporary objects);
+ * - with search_path set to pg_catalog, pg_temp, so that names it does not
+ *   qualify resolve to the system's and not to objects someone else put
+ *   first in the store session's path.
+ *
+ * The state it returns is checked (entity.c, dc_entity_check_doc): it may
+ * not change the entity's ids nor give a built-in key a value no built-in
+ * command could; keys of its own are kept with the state.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
+
+#include "entity.h"
+#include "state_table.h"
+#include "user_command.h"
+
+PG_FUNCTION_INFO_V1(dc_register_command);
+PG_FUNCTION_INFO_V1(dc_unregister_command);
+PG_FUNCTION_INFO_V1(dc_run_command);
+
+#define HANDLER_SEARCH_PATH "pg_catalog, pg_temp"
+
+bool		dc_in_command_handler = false;
+
+/*
+ * The registry row of name: its handler and owner.  False if there is
+ * none.  A primary-key lookup: callers need no privilege on the table.
+ */
+static bool
+lookup_command(const char *name, Oid *handler, Oid *owner)
+{
+	Oid			pkey;
+	Relation	rel = dc_open_commands(AccessShareLock, &pkey);
+	Relation	index = index_open(pkey, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	Datum		key = CStringGetTextDatum(name);
+	bool		found;
+	bool		isnull;
+
+	found = dc_find_by_key(rel, index, &key, 1, slot);
+	if (found)
+	{
+		*handler = DatumGetObjectId(slot_getattr(slot, COMMANDS_HANDLER, &isnull));
+		*owner = DatumGetObjectId(slot_getattr(slot, COMMANDS_OWNER, &isnull));
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+bool
+dc_user_command_exists(const char *name)
+{
+	Oid			handler;
+	Oid			owner;
+
+	return strlen(name) < NAMEDATALEN && lookup_command(name, &handler, &owner);
+}
+
+/* A command name argument: lower-case letters, digits and _, from a letter. */
+static char *
+name_argument(FunctionCallInfo fcinfo)
+{
+	char	   *name;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("command name must not be NULL"));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (name[0] < 'a' || name[0] > 'z' || strlen(name) >= NAMEDATALEN ||
+		strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(name))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_NAME),
+				errmsg("invalid command name \"%s\"", name),
+				errdetail("A command name is 1 to %d lower-case letters, digits and underscores, starting with a letter.",
+						  NAMEDATALEN - 1));
+	if (dc_command_is_builtin(name))
+		ereport(ERROR,
+				errcode(ERRCODE_RESERVED_NAME),
+				errmsg("\"%s\" is a built-in command", name),
+				errdetail("Built-in commands cannot be registered, replaced or unregistered."));
+	return name;
+}
+
+/*
+ * Run a statement on durable_cluster.commands as the table's owner: the
+ * caller passed the checks, and has no privilege on the table itself.
+ * Returns the number of rows processed.
+ */
+static uint64
+write_registry(const char *sql, int nargs, Oid *types, Datum *values)
+{
+	Oid			pkey;
+	Relation	rel = dc_open_commands(AccessShareLock, &pkey);
+	Oid			table_owner = rel->rd_rel->relowner;
+	Oid			save_user;
+	int			save_sec;
+	uint64		processed;
+
+	table_close(rel, AccessShareLock);
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(table_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
+		elog(ERROR, "could not write durable_cluster.commands");
+	processed = SPI_processed;
+	SPI_finish();
+	SetUserIdAndSecContext(save_user, save_sec);
+	return processed;
+}
+
+/* dc_register_command(name text, handler regprocedure) RETURNS void */
+Datum
+dc_register_command(PG_FUNCTION_ARGS)
+{
+	char	   *name = name_argument(fcinfo);
+	Oid			handler;
+	Oid			existing_handler;
+	Oid			existing_owner;
+	HeapTuple	tup;
+	Form_pg_proc proc;
+	bool		fits;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("handler must not be NULL"));
+	handler = PG_GETARG_OID(1);
+	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_FUNCTION),
+				errmsg("function with OID %u does not exist", handler));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	fits = proc->prokind == PROKIND_FUNCTION && !proc->proretset &&
+		proc->prorettype == JSONBOID && proc->pronargs == 2 &&
+		proc->proargtypes.values[0] == JSONBOID && proc->proargtypes.values[1] == JSONBOID;
+	ReleaseSysCache(tup);
+	if (!fits)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				errmsg("handler %s does not have the signature of a command handler",
+					   format_procedure(handler)),
+				errdetail("A handler is a function (state jsonb, payload jsonb) RETURNS jsonb that returns the new state."));
+	if (pg_proc_aclcheck(handler, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				errmsg("permission denied for function %s", format_procedure(handler)),
+				errdetail("A handler runs as the role that registers it, which must be allowed to execute it."));
+	if (lookup_command(name, &existing_handler, &existing_owner))
+		ereport(ERROR,
+				errcode(ERRCODE_DUPLICATE_OBJECT),
+				errmsg("command \"%s\" is already registered, with handler %s",
+					   name, format_procedure(existing_handler)),
+				errhint("Unregister it first with dc_unregister_command('%s').", name));
+
+	write_registry("INSERT INTO durable_cluster.commands (name, handler, owner) "
+				   "VALUES ($1, $2, $3)",
+				   3, (Oid[]) {TEXTOID, REGPROCEDUREOID, REGROLEOID},
+				   (Datum[]) {CStringGetTextDatum(name), ObjectIdGetDatum(handler),
+				   ObjectIdGetDatum(GetUserId())});
+	PG_RETURN_VOID();
+}
+
+/* dc_unregister_command(name text) RETURNS void */
+Datum
+dc_unregister_command(PG_FUNCTION_ARGS)
+{
+	char	   *name = name_argument(fcinfo);
+
+	if (write_registry("DELETE FROM durable_cluster.commands WHERE name = $1",
+					   1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(name)}) == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("command \"%s\" is not registered", name));
+	PG_RETURN_VOID();
+}
+
+/*
+ * Call command name's handler as its owner, with the fixed search_path,
+ * and check what it returns.  Raises the handler's error, or one of the
+ * checks'.
+ */
+static Jsonb *
+call_handler(const char *name, Jsonb *state, Jsonb *payload)
+{
+	Oid			handler;
+	Oid			owner;
+	Oid			save_user;
+	int			save_sec;
+	int			save_nestlevel;
+	FmgrInfo	flinfo;
+	LOCAL_FCINFO(call, 2);
+	Datum		result;
+	Jsonb	   *new_state;
+
+	if (!lookup_command(name, &handler, &owner))
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("command \"%s\" is not registered any more", name));
+	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(handler)))
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_FUNCTION),
+				errmsg("the handler of command \"%s\" was dropped", name),
+				errhint("Unregister the command and register it again with its new handler."));
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("the role that registered command \"%s\" was dropped", name),
+				errhint("Unregister the command and register it again."));
+	if (pg_proc_aclcheck(handler, owner, ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				errmsg("the owner of command \"%s\" may no longer execute its handler %s",
+					   name, format_procedure(handler)));
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", HANDLER_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+
+	fmgr_info(handler, &flinfo);
+	InitFunctionCallInfoData(*call, &flinfo, 2, InvalidOid, NULL, NULL);
+	call->args[0].value = JsonbPGetDatum(state);
+	call->args[0].isnull = false;
+	call->args[1].value = JsonbPGetDatum(payload);
+	call->args[1].isnull = false;
+	dc_in_command_handler = true;
+	result = FunctionCallInvoke(call);
+	dc_in_command_handler = false;
+	if (call->isnull)
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("handler of command \"%s\" returned NULL", name),
+				errhint("A handler returns the new state; to reject a command, raise an error."));
+	new_state = DatumGetJsonbP(result);
+	dc_entity_check_doc(new_state, state, name);
+
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(save_user, save_sec);
+	return new_state;
+}
+
+/*
+ * durable_cluster.run_command(name text, state jsonb, payload jsonb,
+ *                             OUT state jsonb, OUT sqlstate text,
+ *                             OUT message text)
+ * Run a registered command's handler in a subtransaction.  Returns the
+ * new state, or (NULL, the SQLSTATE, the message) of the error that undid
+ * it.
+ */
+Datum
+dc_run_command(PG_FUNCTION_ARGS)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	for (int i = 0; i < 3; i++)
+		if (PG_ARGISNULL(i))
+			ereport(ERROR,
+					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					errmsg("argument %d of durable_cluster.run_command is NULL", i + 1));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "durable_cluster.run_command must return a record");
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		values[0] = JsonbPGetDatum(call_handler(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+												PG_GETARG_JSONB_P(1),
+												PG_GETARG_JSONB_P(2)));
+		nulls[1] = nulls[2] = true;
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		dc_in_command_handler = false;
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		nulls[0] = true;
+		values[1] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
+		values[2] = CStringGetTextDatum(edata->message);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
