@@ -62,9 +62,10 @@ typedef struct DcCommand
 	int64		amount_cents;	/* balance commands */
 	char		nickname[DC_NICKNAME_BUFSIZE];	/* update_profile */
 	char		command_id[DC_MAX_ID_BYTES + 1];	/* "" = none (see command_log) */
-	char		name[NAMEDATALEN];	/* DC_CMD_USER: the registered name */
-	uint32		payload_len;	/* DC_CMD_USER: the payload, a Jsonb */
-	char		payload[DC_MAX_PAYLOAD_BYTES];
+	char		name[NAMEDATALEN];	/* the command's name */
+	bool		saga_step;		/* a step of a transfer (saga.c) */
+	uint32		payload_len;	/* a Jsonb: DC_CMD_USER's payload, or */
+	char		payload[DC_MAX_PAYLOAD_BYTES];	/* a saga step's saga record */
 } DcCommand;
 
 typedef enum DcOutcome

@@ -58,11 +58,19 @@ extern void dc_store_leave(const char *name, int64 incarnation);
 extern void dc_store_reconcile(void);
 extern bool dc_store_refresh_map(Oid extension);
 
+/* A step of a transfer applied by a batch (saga.c), for its saga's row. */
+typedef struct DcSagaStep
+{
+	Jsonb	   *record;			/* saga_id, from_ and to_ ids, amount */
+	const char *step;
+} DcSagaStep;
+
 extern void dc_store_load_batch(DcEntityLoad *loads, int nloads,
 								DcCommandLog *lookups, int nlookups);
 extern int	dc_store_write_batch(const char *name, const int *shards, const int64 *epochs,
 								 int nshards, const DcEntityWrite *writes, int nwrites,
-								 const DcCommandLog *logs, int nlogs, int *fenced);
+								 const DcCommandLog *logs, int nlogs,
+								 const DcSagaStep *sagas, int nsagas, int *fenced);
 
 extern void dc_store_begin_batch(void);
 extern void dc_store_end_batch(bool commit);

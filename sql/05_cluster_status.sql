@@ -21,7 +21,7 @@ SELECT node, count(*) AS shards, min(shard_id) AS first, max(shard_id) AS last,
        bool_and(epoch > 0) AS epochs_set
   FROM dc_shards GROUP BY node ORDER BY node;
 
--- the nodes as PostgreSQL shows them
+-- the nodes and the saga worker as PostgreSQL shows them
 SELECT backend_type FROM pg_stat_activity
  WHERE backend_type LIKE 'durable_cluster%' ORDER BY backend_type;
 

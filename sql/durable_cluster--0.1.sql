@@ -70,6 +70,27 @@ SELECT pg_catalog.pg_extension_config_dump('durable_cluster.command_log', '');
 SELECT pg_catalog.pg_extension_config_dump('durable_cluster.command_log_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('durable_cluster.settings', '');
 
+-- Transfers between two entities (saga.c), one row per saga.  A row is
+-- written by the node that applies a step, in the transaction of that
+-- step: the deduct creates it, the add or the refund finishes it.
+CREATE SEQUENCE durable_cluster.saga_seq;
+CREATE TABLE durable_cluster.sagas (
+    saga_id     bigint PRIMARY KEY,
+    from_mall   text NOT NULL,
+    from_user   text NOT NULL,
+    to_mall     text NOT NULL,
+    to_user     text NOT NULL,
+    amount      numeric NOT NULL CHECK (amount > 0),
+    step        text NOT NULL
+                CHECK (step IN ('deducted', 'added', 'add_rejected', 'refunded', 'refund_rejected')),
+    status      text NOT NULL CHECK (status IN ('running', 'completed', 'compensated')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sagas_running ON durable_cluster.sagas (updated_at) WHERE status = 'running';
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.sagas', '');
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.saga_seq', '');
+
 -- Commands registered with dc_register_command() (user_command.c).  Written
 -- only through that function and dc_unregister_command(), which check
 -- what a registration may be; handlers run as their owner.
@@ -290,9 +311,28 @@ CREATE FUNCTION durable_cluster.write_batch(node_name text, shards integer[], ep
                                             log_mall_ids text[] DEFAULT '{}',
                                             log_user_ids text[] DEFAULT '{}',
                                             command_ids text[] DEFAULT '{}',
-                                            replies jsonb[] DEFAULT '{}')
+                                            replies jsonb[] DEFAULT '{}',
+                                            saga_records jsonb[] DEFAULT '{}',
+                                            saga_steps text[] DEFAULT '{}')
 RETURNS integer[]
 AS 'MODULE_PATHNAME', 'dc_write_batch' LANGUAGE C VOLATILE;
+
+-- The saga steps a batch applied, recorded by write_batch in its
+-- transaction: records are {saga_id, from_mall, from_user, to_mall,
+-- to_user, amount}, steps what was done to them.
+CREATE FUNCTION durable_cluster.record_saga_steps(records jsonb[], steps text[]) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO durable_cluster.sagas AS s
+           (saga_id, from_mall, from_user, to_mall, to_user, amount, step, status)
+    SELECT r.saga_id, r.from_mall, r.from_user, r.to_mall, r.to_user, r.amount, u.step,
+           CASE u.step WHEN 'added' THEN 'completed'
+                       WHEN 'refunded' THEN 'compensated'
+                       ELSE 'running' END
+      FROM unnest(records, steps) AS u(record, step),
+           jsonb_populate_record(NULL::durable_cluster.sagas, u.record) AS r
+    ON CONFLICT (saga_id) DO UPDATE
+       SET step = excluded.step, status = excluded.status, updated_at = now()
+$$;
 
 -- A registered command's handler, run for a node in its batch's
 -- transaction (user_command.c): the new state, or the error that undid it.
@@ -307,7 +347,9 @@ REVOKE ALL ON FUNCTION durable_cluster.run_command(text, jsonb, jsonb) FROM PUBL
 REVOKE ALL ON FUNCTION durable_cluster.load_batch(text[], text[], text[], text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.write_batch(text, integer[], bigint[], text[], text[],
                                                   integer[], jsonb[], bigint[], bigint[],
-                                                  text[], text[], text[], jsonb[]) FROM PUBLIC;
+                                                  text[], text[], text[], jsonb[],
+                                                  jsonb[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.record_saga_steps(jsonb[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_join(text, integer, text, integer, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leaving(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leave(text, bigint, integer) FROM PUBLIC;
@@ -483,3 +525,16 @@ GRANT EXECUTE ON FUNCTION dc_register_command(text, regprocedure),
 
 CREATE VIEW dc_commands AS
 SELECT name, handler, owner, registered_at FROM durable_cluster.commands;
+
+/* ---- transfers that survive crashes (saga.c) ---- */
+
+CREATE FUNCTION dc_transfer(from_mall text, from_user text, to_mall text, to_user text,
+                            amount numeric) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'dc_transfer' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION dc_transfer(text, text, text, text, numeric) IS
+    'move amount from one entity''s balance to another''s: deduct, add, refund if the add is rejected';
+
+CREATE VIEW dc_sagas AS
+SELECT saga_id, from_mall, from_user, to_mall, to_user, amount, step, status,
+       created_at, updated_at
+  FROM durable_cluster.sagas;

@@ -32,6 +32,7 @@
 #include "utils/rls.h"
 #include "utils/timestamp.h"
 
+#include "api.h"
 #include "durable_cluster.h"
 #include "entity.h"
 #include "inbox.h"
@@ -54,8 +55,8 @@ PG_FUNCTION_INFO_V1(dc_self_address_sql);
 #define REROUTE_CHECK_MS	50
 
 /* Fetch an entity id argument: not NULL, not empty, at most 255 bytes. */
-static char *
-id_argument(FunctionCallInfo fcinfo, int argno, const char *what)
+char *
+dc_id_argument(FunctionCallInfo fcinfo, int argno, const char *what)
 {
 	text	   *t;
 	int			len;
@@ -123,14 +124,21 @@ sleep_ms(long ms)
  * The slot is given up on any error, including a cancel while waiting, so
  * nothing is left behind in shared memory.
  */
-static Jsonb *
-ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell)
+Jsonb *
+dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   dc_ask_timeout_ms);
 	volatile int slot = -1;
 	Jsonb	   *result = NULL;
 	bool		told = false;
+
+	/* the handler runs for a node, which would wait for itself */
+	if (dc_in_command_handler)
+		ereport(ERROR,
+				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				errmsg("a command handler cannot send commands"),
+				errhint("A handler only returns its entity's new state."));
 
 	PG_TRY();
 	{
@@ -277,14 +285,8 @@ static void
 command_arguments(FunctionCallInfo fcinfo, char **mall_id, char **user_id, DcCommand *cmd)
 {
 	dc_check_usable();
-	/* the handler runs for a node, which would wait for itself */
-	if (dc_in_command_handler)
-		ereport(ERROR,
-				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				errmsg("a command handler cannot send commands"),
-				errhint("A handler only returns its entity's new state."));
-	*mall_id = id_argument(fcinfo, 0, "mall_id");
-	*user_id = id_argument(fcinfo, 1, "user_id");
+	*mall_id = dc_id_argument(fcinfo, 0, "mall_id");
+	*user_id = dc_id_argument(fcinfo, 1, "user_id");
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -306,7 +308,7 @@ dc_send_command(PG_FUNCTION_ARGS)
 	DcCommand	cmd;
 
 	command_arguments(fcinfo, &mall_id, &user_id, &cmd);
-	PG_RETURN_JSONB_P(ask(mall_id, user_id, &cmd, false));
+	PG_RETURN_JSONB_P(dc_ask(mall_id, user_id, &cmd, false));
 }
 
 /*
@@ -321,7 +323,7 @@ dc_tell(PG_FUNCTION_ARGS)
 	DcCommand	cmd;
 
 	command_arguments(fcinfo, &mall_id, &user_id, &cmd);
-	(void) ask(mall_id, user_id, &cmd, true);
+	(void) dc_ask(mall_id, user_id, &cmd, true);
 	PG_RETURN_VOID();
 }
 
@@ -344,8 +346,8 @@ dc_get_state(PG_FUNCTION_ARGS)
 	Jsonb	   *result = NULL;
 
 	dc_check_usable();
-	mall_id = CStringGetTextDatum(id_argument(fcinfo, 0, "mall_id"));
-	user_id = CStringGetTextDatum(id_argument(fcinfo, 1, "user_id"));
+	mall_id = CStringGetTextDatum(dc_id_argument(fcinfo, 0, "mall_id"));
+	user_id = CStringGetTextDatum(dc_id_argument(fcinfo, 1, "user_id"));
 
 	nsp = get_namespace_oid("durable_cluster", false);
 	acl = pg_namespace_aclcheck(nsp, GetUserId(), ACL_USAGE);
@@ -405,8 +407,8 @@ stored_number_of_shards(void)
 Datum
 dc_shard_id(PG_FUNCTION_ARGS)
 {
-	char	   *mall_id = id_argument(fcinfo, 0, "mall_id");
-	char	   *user_id = id_argument(fcinfo, 1, "user_id");
+	char	   *mall_id = dc_id_argument(fcinfo, 0, "mall_id");
+	char	   *user_id = dc_id_argument(fcinfo, 1, "user_id");
 	int			nshards;
 
 	if (PG_NARGS() < 3 || PG_ARGISNULL(2))

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * durable_cluster.c
- *	  Module load: settings (GUCs), shared memory hooks and the static node
- *	  workers.
+ *	  Module load: settings (GUCs), shared memory hooks, the static node
+ *	  workers and the saga worker.
  *
  * Everything that needs shared memory or starts workers works only when
  * the library is in shared_preload_libraries; loaded any other way, the SQL
@@ -166,6 +166,27 @@ dc_node_worker(BackgroundWorker *worker, int index)
 	worker->bgw_main_arg = Int32GetDatum(index);
 }
 
+/*
+ * The saga worker (saga.c) finishes transfers a failure interrupted.  It
+ * connects to durable_cluster.database; should that not exist yet, it
+ * fails and is started again a few seconds later.
+ */
+static void
+register_saga_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "durable_cluster");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "dc_saga_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "durable_cluster sagas");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "durable_cluster sagas");
+	RegisterBackgroundWorker(&worker);
+}
+
 void
 _PG_init(void)
 {
@@ -197,6 +218,7 @@ _PG_init(void)
 		dc_node_worker(&worker, i);
 		RegisterBackgroundWorker(&worker);
 	}
+	register_saga_worker();
 }
 
 void

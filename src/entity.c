@@ -321,6 +321,7 @@ dc_command_parse(const char *name, Jsonb *payload, DcCommand *cmd)
 	cmd->nickname[0] = '\0';
 	cmd->amount_cents = 0;
 	cmd->payload_len = 0;
+	cmd->saga_step = false;
 	parse_command_id(name, payload, cmd->command_id);
 	if (spec == NULL)
 	{

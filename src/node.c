@@ -53,6 +53,7 @@
 #include "entity.h"
 #include "inbox.h"
 #include "entity_cache.h"
+#include "saga.h"
 #include "store.h"
 
 /* An entity's working copy while a batch is applied. */
@@ -468,6 +469,8 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	int64	   *epochs = palloc(sizeof(int64) * n);
 	DcEntityWrite *writes = palloc(sizeof(DcEntityWrite) * n);
 	DcCommandLog *logs = palloc(sizeof(DcCommandLog) * n);
+	DcSagaStep *sagas = palloc(sizeof(DcSagaStep) * n);
+	int			nsagas = 0;
 	int			nshards = 0;
 	int			nwrites = 0;
 	int			nlogs = 0;
@@ -526,6 +529,10 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 			logs[nlogs].command_id = req->command.command_id;
 			logs[nlogs++].reply = reqs[i].reply;
 		}
+		if (req->command.saga_step &&
+			(sagas[nsagas].step = dc_saga_step(req->command.kind,
+											   outcome == DC_OUTCOME_CHANGED)) != NULL)
+			sagas[nsagas++].record = (Jsonb *) req->command.payload;
 	}
 	for (int i = 0; i < n; i++)
 		if (reqs[i].same_as >= 0)
@@ -567,7 +574,7 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	if (nwrites == 0 && nlogs == 0 && !in_transaction && dc_store_is_local())
 		return 0;
 	nfenced = dc_store_write_batch(node_name, shards, epochs, nshards, writes, nwrites,
-								   logs, nlogs, fenced);
+								   logs, nlogs, sagas, nsagas, fenced);
 	if (in_transaction)
 		dc_store_end_batch(nfenced == 0);
 	return nfenced;

@@ -572,7 +572,8 @@ dc_store_run_command(const DcCommand *cmd, Jsonb *state, int *sqlstate, char **m
  * store's backend, in the transaction of this one statement.
  */
 static const char write_batch_sql[] =
-"SELECT durable_cluster.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+"SELECT durable_cluster.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+"                                   $14, $15)";
 
 /*
  * A batch that only reads: the node's cached state is current if the store
@@ -587,17 +588,18 @@ static const char check_fence_sql[] =
 "                    WHERE s.shard_id = f.shard AND s.node = $1 AND s.epoch = f.epoch)";
 
 /*
- * Store a batch: check the fence of its shards, write its entities and
- * log the replies of its commands sent with a command_id, in one
- * statement.  Returns the number of shards found fenced, listed in
+ * Store a batch: check the fence of its shards, write its entities, log
+ * the replies of its commands sent with a command_id and record the
+ * transfer steps it applied, in one statement.  Returns the number of shards found fenced, listed in
  * fenced[]; if there are any, nothing was written.
  */
 int
 dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, int nshards,
 					 const DcEntityWrite *writes, int nwrites,
-					 const DcCommandLog *logs, int nlogs, int *fenced)
+					 const DcCommandLog *logs, int nlogs,
+					 const DcSagaStep *sagas, int nsagas, int *fenced)
 {
-	const char *values[13];
+	const char *values[15];
 	char	   *result;
 	char	   *p;
 	int			nfenced = 0;
@@ -606,14 +608,16 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 	values[1] = int_array_text(shards, NULL, nshards);
 	values[2] = int_array_text(NULL, epochs, nshards);
 	/* in a batch's transaction, registered commands may have written: lock */
-	if (nwrites == 0 && nlogs == 0 && !in_transaction)
+	if (nwrites == 0 && nlogs == 0 && nsagas == 0 && !in_transaction)
 		result = exec_value(check_fence_sql, 3, values);
 	else
 	{
 		StringInfoData mall_ids,
 					user_ids,
 					states,
-					replies;
+					replies,
+					saga_records,
+					saga_steps;
 		int		   *entity_shards = palloc(sizeof(int) * Max(nwrites, 1));
 		int64	   *revisions = palloc(sizeof(int64) * Max(nwrites, 1));
 		int64	   *old_revisions = palloc(sizeof(int64) * Max(nwrites, 1));
@@ -641,7 +645,16 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 		values[8] = int_array_text(NULL, old_revisions, nwrites);
 		log_key_arrays(logs, nlogs, &values[9]);
 		values[12] = array_end(&replies);
-		result = exec_value(write_batch_sql, 13, values);
+		array_start(&saga_records);
+		array_start(&saga_steps);
+		for (int i = 0; i < nsagas; i++)
+		{
+			array_add(&saga_records, dc_jsonb_doc_text(sagas[i].record));
+			array_add(&saga_steps, sagas[i].step);
+		}
+		values[13] = array_end(&saga_records);
+		values[14] = array_end(&saga_steps);
+		result = exec_value(write_batch_sql, 15, values);
 	}
 
 	/* NULL, or an int4[] in text form: "{3,17}" */

@@ -313,13 +313,28 @@ log_replies(EState *estate, Relation log_rel, const Datum *mall_ids, const Datum
 	return prune;
 }
 
+/* The rows of durable_cluster.sagas for the transfer steps of a batch. */
+static void
+record_saga_steps(Datum records, Datum steps)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT durable_cluster.record_saga_steps($1, $2)",
+							  2, (Oid[]) {JSONBARRAYOID, TEXTARRAYOID},
+							  (Datum[]) {records, steps}, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not record the saga steps");
+	SPI_finish();
+}
+
 /*
  * durable_cluster.write_batch(node, shards, epochs, mall_ids, user_ids,
  *                             entity_shards, states, revisions, old_revisions,
- *                             log_mall_ids, log_user_ids, command_ids, replies)
+ *                             log_mall_ids, log_user_ids, command_ids, replies,
+ *                             saga_records, saga_steps)
  * Returns NULL when the batch was written, or the shards found fenced (and
  * then wrote nothing).  old_revision 0 means a new row.  The log_ arrays
- * are command_log entries to add.
+ * are command_log entries to add, the saga_ arrays transfer steps to
+ * record.
  */
 Datum
 dc_write_batch(PG_FUNCTION_ARGS)
@@ -337,9 +352,12 @@ dc_write_batch(PG_FUNCTION_ARGS)
 			   *log_user_ids,
 			   *command_ids,
 			   *replies;
+	Datum	   *saga_records,
+			   *saga_steps;
 	int			nshards,
 				n,
-				nlogs;
+				nlogs,
+				nsagas;
 	Oid			pkey;
 	Oid			log_pkey;
 	Relation	rel;
@@ -382,6 +400,8 @@ dc_write_batch(PG_FUNCTION_ARGS)
 	array_argument(fcinfo, 10, TEXTOID, nlogs, &log_user_ids);
 	array_argument(fcinfo, 11, TEXTOID, nlogs, &command_ids);
 	array_argument(fcinfo, 12, JSONBOID, nlogs, &replies);
+	nsagas = array_argument(fcinfo, 13, JSONBOID, -1, &saga_records);
+	array_argument(fcinfo, 14, TEXTOID, nsagas, &saga_steps);
 
 	/* an executor state for single-row writes, as the apply worker sets up */
 	rel = dc_open_entity_state(RowExclusiveLock, &pkey);
@@ -457,5 +477,7 @@ dc_write_batch(PG_FUNCTION_ARGS)
 
 	foreach(lc, prune)
 		prune_command_log(log_mall_ids[lfirst_int(lc)], log_user_ids[lfirst_int(lc)]);
+	if (nsagas > 0)
+		record_saga_steps(PG_GETARG_DATUM(13), PG_GETARG_DATUM(14));
 	PG_RETURN_NULL();
 }

@@ -1,0 +1,385 @@
+/*-------------------------------------------------------------------------
+ *
+ * saga.c
+ *	  Transfers between two entities that survive failures: dc_transfer()
+ *	  and the saga worker, which finishes the transfers a failure left
+ *	  half done.
+ *
+ * A transfer (a saga) is at most three commands, each with a command_id
+ * made of the saga's id, so that a step is applied once however often it
+ * is sent (command_log):
+ *
+ *	 1. deduct_balance on the source ("saga-<id>-deduct");
+ *	 2. add_balance on the target ("saga-<id>-add");
+ *	 3. if the add was rejected, refund_balance on the source
+ *		("saga-<id>-refund").
+ *
+ * The saga's row in durable_cluster.sagas is written by the node that
+ * applies a step, in that step's transaction (node.c hands it to
+ * write_batch): the deduct creates it as running, the add completes it,
+ * the refund compensates it.  So the row and the balances cannot
+ * disagree, whatever fails when.  A deduct that is rejected (insufficient
+ * balance) moved nothing and writes no row.
+ *
+ * Who sends a step reads the row's step and sends the next one: the
+ * caller of dc_transfer, and, for a saga running with no progress for
+ * ask_timeout (its caller failed, or gave up on an unreachable node), the
+ * saga worker of each server.  Two of them at once send the same command
+ * ids; the second gets the first's logged reply.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "commands/extension.h"
+#include "commands/sequence.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "api.h"
+#include "durable_cluster.h"
+#include "entity.h"
+#include "inbox.h"
+#include "jsonb_build.h"
+#include "saga.h"
+
+PG_FUNCTION_INFO_V1(dc_transfer);
+
+/* sagas the worker takes up per round */
+#define RECOVER_PER_ROUND	100
+
+typedef struct Saga
+{
+	int64		id;
+	char	   *from_mall;
+	char	   *from_user;
+	char	   *to_mall;
+	char	   *to_user;
+	Numeric		amount;
+	Jsonb	   *record;			/* what a step's node writes to the row */
+} Saga;
+
+/* The row's step after a step command, or NULL if it writes none. */
+const char *
+dc_saga_step(DcCommandKind kind, bool applied)
+{
+	switch (kind)
+	{
+		case DC_CMD_DEDUCT_BALANCE:
+			return applied ? "deducted" : NULL;
+		case DC_CMD_ADD_BALANCE:
+			return applied ? "added" : "add_rejected";
+		case DC_CMD_REFUND_BALANCE:
+			return applied ? "refunded" : "refund_rejected";
+		default:
+			elog(ERROR, "command kind %d is not a step of a transfer", (int) kind);
+	}
+	return NULL;				/* keep compiler quiet */
+}
+
+static void
+saga_record(Saga *s)
+{
+	JsonbParseState *ps = NULL;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	dc_push_int(&ps, "saga_id", s->id);
+	dc_push_string(&ps, "from_mall", s->from_mall);
+	dc_push_string(&ps, "from_user", s->from_user);
+	dc_push_string(&ps, "to_mall", s->to_mall);
+	dc_push_string(&ps, "to_user", s->to_user);
+	dc_push_numeric(&ps, "amount", s->amount);
+	s->record = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+}
+
+/* A step's command: its amount and command_id, checked as any command's. */
+static void
+step_command(const Saga *s, const char *command, const char *suffix, DcCommand *cmd)
+{
+	JsonbParseState *ps = NULL;
+	char		command_id[64];
+
+	snprintf(command_id, sizeof(command_id), "saga-" INT64_FORMAT "-%s", s->id, suffix);
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	dc_push_numeric(&ps, "amount", s->amount);
+	dc_push_string(&ps, "command_id", command_id);
+	dc_command_parse(command, JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL)),
+					 cmd);
+}
+
+/* Send a step and return whether it was applied; *error is the rejection. */
+static bool
+send_step(const Saga *s, const char *command, const char *suffix,
+		  const char *mall_id, const char *user_id, char **error)
+{
+	DcCommand  *cmd = palloc(sizeof(DcCommand));
+	Jsonb	   *reply;
+	JsonbValue *v;
+
+	step_command(s, command, suffix, cmd);
+	cmd->saga_step = true;
+	cmd->payload_len = VARSIZE(s->record);
+	memcpy(cmd->payload, s->record, VARSIZE(s->record));
+	reply = dc_ask(mall_id, user_id, cmd, false);
+
+	v = getKeyJsonValueFromContainer(&reply->root, "ok", 2, NULL);
+	if (v != NULL && v->type == jbvBool && v->val.boolean)
+		return true;
+	v = getKeyJsonValueFromContainer(&reply->root, "error", 5, NULL);
+	*error = (v != NULL && v->type == jbvString)
+		? pnstrdup(v->val.string.val, v->val.string.len) : pstrdup("rejected");
+	return false;
+}
+
+static Jsonb *
+outcome(const Saga *s, const char *status, const char *step, const char *error)
+{
+	JsonbParseState *ps = NULL;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	dc_push_int(&ps, "saga_id", s->id);
+	dc_push_string(&ps, "status", status);
+	dc_push_string(&ps, "step", step);
+	dc_push_numeric(&ps, "amount", s->amount);
+	dc_push_string(&ps, "error", error);
+	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+}
+
+/*
+ * Take saga s on from its row's step (NULL: not started) to its end.
+ * Returns what dc_transfer replies.
+ */
+static Jsonb *
+drive(const Saga *s, const char *step)
+{
+	char	   *error = NULL;
+	char	   *refund_error;
+
+	if (step == NULL)
+	{
+		if (!send_step(s, "deduct_balance", "deduct", s->from_mall, s->from_user, &error))
+			return outcome(s, "rejected", NULL, error);
+		step = "deducted";
+	}
+	if (strcmp(step, "deducted") == 0)
+	{
+		if (send_step(s, "add_balance", "add", s->to_mall, s->to_user, &error))
+			return outcome(s, "completed", "added", NULL);
+	}
+	if (send_step(s, "refund_balance", "refund", s->from_mall, s->from_user, &refund_error))
+		return outcome(s, "compensated", "refunded", error);
+	return outcome(s, "running", "refund_rejected", refund_error);
+}
+
+/* Error context of a transfer: it may well go on without its caller. */
+static void
+transfer_error_context(void *arg)
+{
+	errcontext("transfer saga " INT64_FORMAT "; if its deduct was applied, the saga worker completes or compensates it (see dc_sagas)",
+			   *(int64 *) arg);
+}
+
+/*
+ * dc_transfer(from_mall, from_user, to_mall, to_user, amount) RETURNS jsonb
+ * {"saga_id", "status": completed | compensated | rejected, "step",
+ *  "amount", "error"}
+ */
+Datum
+dc_transfer(PG_FUNCTION_ARGS)
+{
+	Saga		s;
+	DcCommand  *check = palloc(sizeof(DcCommand));
+	ErrorContextCallback errcallback;
+	Jsonb	   *result;
+	Oid			seq;
+
+	dc_check_usable();
+	s.from_mall = dc_id_argument(fcinfo, 0, "from_mall");
+	s.from_user = dc_id_argument(fcinfo, 1, "from_user");
+	s.to_mall = dc_id_argument(fcinfo, 2, "to_mall");
+	s.to_user = dc_id_argument(fcinfo, 3, "to_user");
+	if (PG_ARGISNULL(4))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("amount must not be NULL"));
+	s.amount = PG_GETARG_NUMERIC(4);
+	if (strcmp(s.from_mall, s.to_mall) == 0 && strcmp(s.from_user, s.to_user) == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("a transfer needs two different entities"));
+
+	/* the amount is checked as the steps will check it, before anything */
+	s.id = 0;
+	step_command(&s, "deduct_balance", "deduct", check);
+
+	seq = get_relname_relid("saga_seq", get_namespace_oid("durable_cluster", false));
+	if (!OidIsValid(seq))
+		elog(ERROR, "durable_cluster.saga_seq does not exist");
+	s.id = nextval_internal(seq, false);
+	saga_record(&s);
+
+	errcallback.callback = transfer_error_context;
+	errcallback.arg = &s.id;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+	result = drive(&s, NULL);
+	error_context_stack = errcallback.previous;
+	PG_RETURN_JSONB_P(result);
+}
+
+/* ---- the saga worker ---- */
+
+static char *
+copy_value(HeapTuple tup, int col)
+{
+	return SPI_getvalue(tup, SPI_tuptable->tupdesc, col);
+}
+
+/*
+ * Drive the sagas that have been running without progress for
+ * ask_timeout: their caller is gone or gave up.  One subtransaction each,
+ * so that one that cannot go on yet (its node is down) does not stop the
+ * others; it is tried again next round.
+ */
+static void
+recover_sagas(void)
+{
+	MemoryContext cxt;
+	Saga	   *sagas;
+	char	  **steps;
+	int			n = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	cxt = CurrentMemoryContext;
+	if (!OidIsValid(get_extension_oid("durable_cluster", true)))
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return;
+	}
+
+	pgstat_report_activity(STATE_RUNNING, "durable_cluster saga recovery");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT saga_id, from_mall, from_user, to_mall, to_user, amount, step"
+							  "  FROM durable_cluster.sagas"
+							  " WHERE status = 'running' AND step IN ('deducted', 'add_rejected')"
+							  "   AND updated_at < now() - $1 * interval '1 millisecond'"
+							  " ORDER BY saga_id LIMIT " CppAsString2(RECOVER_PER_ROUND),
+							  1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(dc_ask_timeout_ms)},
+							  NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read durable_cluster.sagas");
+	n = SPI_processed;
+	{
+		MemoryContext spi = MemoryContextSwitchTo(cxt);
+
+		sagas = palloc(sizeof(Saga) * Max(n, 1));
+		steps = palloc(sizeof(char *) * Max(n, 1));
+		for (int i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+
+			sagas[i].id = pg_strtoint64(copy_value(tup, 1));
+			sagas[i].from_mall = copy_value(tup, 2);
+			sagas[i].from_user = copy_value(tup, 3);
+			sagas[i].to_mall = copy_value(tup, 4);
+			sagas[i].to_user = copy_value(tup, 5);
+			sagas[i].amount = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																  CStringGetDatum(copy_value(tup, 6)),
+																  ObjectIdGetDatum(InvalidOid),
+																  Int32GetDatum(-1)));
+			steps[i] = copy_value(tup, 7);
+			saga_record(&sagas[i]);
+		}
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+
+	for (int i = 0; i < n; i++)
+	{
+		ResourceOwner owner = CurrentResourceOwner;
+
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(cxt);
+		PG_TRY();
+		{
+			Jsonb	   *result = drive(&sagas[i], steps[i]);
+
+			ereport(LOG,
+					errmsg("durable_cluster: saga " INT64_FORMAT " resumed at step %s: %s",
+						   sagas[i].id, steps[i], JsonbToCString(NULL, &result->root, 0)));
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			ereport(LOG,
+					errmsg("durable_cluster: saga " INT64_FORMAT " could not go on from step %s yet: %s",
+						   sagas[i].id, steps[i], edata->message));
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+void
+dc_saga_worker_main(Datum main_arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(dc_database, NULL, 0);
+	pgstat_report_appname("durable_cluster sagas");
+
+	for (;;)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 dc_heartbeat_interval_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		/* a failed round (say, the extension being dropped) is logged */
+		PG_TRY();
+		{
+			recover_sagas();
+		}
+		PG_CATCH();
+		{
+			EmitErrorReport();
+			AbortOutOfAnyTransaction();
+			FlushErrorState();
+			pgstat_report_activity(STATE_IDLE, NULL);
+		}
+		PG_END_TRY();
+	}
+}
