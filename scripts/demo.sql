@@ -8,7 +8,7 @@
 -- the entity's shard; the reply carries the new state, its revision, the
 -- shard and the node.  Then the durable side: what is stored, and how the
 -- shards are spread over the nodes; a retry that is applied once, a tell,
--- and what each node did.
+-- a command added without recompiling, a transfer, and what each node did.
 --
 -- Expects a server with durable_cluster preloaded, CREATE EXTENSION done in
 -- this database, and the nodes up; can be rerun, although the balance then
@@ -116,6 +116,32 @@ SELECT dc_send_command('mall001', 'user001', 'add_balance',
 SELECT dc_tell('mall001', 'user002', 'login');
 
 \echo
-\echo '---- 16. What each node did. ----'
+\echo '---- 16. A new command without recompiling: a SQL function returns the ----'
+\echo '----     new state, dc_register_command makes it a command. ----'
+CREATE OR REPLACE FUNCTION update_email(state jsonb, payload jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(payload ->> 'email', '') !~ '^[^@\s]+@[^@\s]+$' THEN
+        RAISE EXCEPTION 'update_email needs an "email" such as "a@example.com"'
+              USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN state || jsonb_build_object('email', payload ->> 'email');
+END
+$$;
+SELECT count(dc_register_command('update_email', 'update_email(jsonb, jsonb)')) AS registered
+  FROM (SELECT WHERE NOT EXISTS (SELECT FROM dc_commands WHERE name = 'update_email')) x;
+SELECT dc_send_command('mall001', 'user001', 'update_email',
+                       '{"email": "alice@example.com"}') -> 'state' AS state;
+
+\echo
+\echo '---- 17. A transfer: deduct, add (refund if the add is rejected), each ----'
+\echo '----     step recorded with the step itself in dc_sagas. ----'
+SELECT dc_transfer('mall001', 'user001', 'mall001', 'user002', 10) AS transfer \gset
+\echo :transfer
+SELECT saga_id, from_user, to_user, amount, step, status
+  FROM dc_sagas WHERE saga_id = (:'transfer'::jsonb ->> 'saga_id')::bigint;
+
+\echo
+\echo '---- 18. What each node did. ----'
 SELECT node, entities_in_memory, commands, batches, avg_commands_per_batch, passivations
   FROM dc_node_stats;
