@@ -249,6 +249,38 @@ copy_value(HeapTuple tup, int col)
 }
 
 /*
+ * The step of a saga that is still to be driven on, read afresh (not read
+ * only: a new snapshot; the list of a round may be seconds old by the
+ * time a saga's turn comes);
+ * NULL if it has moved on.  So a step is sent again only while its saga
+ * still waits for it, well within the command log's window of ids.
+ */
+static char *
+current_step(int64 saga_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *step = NULL;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT step FROM durable_cluster.sagas"
+							  " WHERE saga_id = $1 AND status = 'running'"
+							  "   AND step IN ('deducted', 'add_rejected')",
+							  1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(saga_id)},
+							  NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read durable_cluster.sagas");
+	if (SPI_processed == 1)
+	{
+		MemoryContext spi = MemoryContextSwitchTo(cxt);
+
+		step = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		MemoryContextSwitchTo(spi);
+	}
+	SPI_finish();
+	return step;
+}
+
+/*
  * Drive the sagas that have been running without progress for
  * ask_timeout: their caller is gone or gave up.  One subtransaction each,
  * so that one that cannot go on yet (its node is down) does not stop the
@@ -259,7 +291,6 @@ recover_sagas(void)
 {
 	MemoryContext cxt;
 	Saga	   *sagas;
-	char	  **steps;
 	int			n = 0;
 
 	SetCurrentStatementStartTimestamp();
@@ -276,7 +307,7 @@ recover_sagas(void)
 	pgstat_report_activity(STATE_RUNNING, "durable_cluster saga recovery");
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("SELECT saga_id, from_mall, from_user, to_mall, to_user, amount, step"
+	if (SPI_execute_with_args("SELECT saga_id, from_mall, from_user, to_mall, to_user, amount"
 							  "  FROM durable_cluster.sagas"
 							  " WHERE status = 'running' AND step IN ('deducted', 'add_rejected')"
 							  "   AND updated_at < now() - $1 * interval '1 millisecond'"
@@ -289,7 +320,6 @@ recover_sagas(void)
 		MemoryContext spi = MemoryContextSwitchTo(cxt);
 
 		sagas = palloc(sizeof(Saga) * Max(n, 1));
-		steps = palloc(sizeof(char *) * Max(n, 1));
 		for (int i = 0; i < n; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
@@ -303,7 +333,6 @@ recover_sagas(void)
 																  CStringGetDatum(copy_value(tup, 6)),
 																  ObjectIdGetDatum(InvalidOid),
 																  Int32GetDatum(-1)));
-			steps[i] = copy_value(tup, 7);
 			saga_record(&sagas[i]);
 		}
 		MemoryContextSwitchTo(spi);
@@ -318,11 +347,16 @@ recover_sagas(void)
 		MemoryContextSwitchTo(cxt);
 		PG_TRY();
 		{
-			Jsonb	   *result = drive(&sagas[i], steps[i]);
+			char	   *step = current_step(sagas[i].id);
 
-			ereport(LOG,
-					errmsg("durable_cluster: saga " INT64_FORMAT " resumed at step %s: %s",
-						   sagas[i].id, steps[i], JsonbToCString(NULL, &result->root, 0)));
+			if (step != NULL)
+			{
+				Jsonb	   *result = drive(&sagas[i], step);
+
+				ereport(LOG,
+						errmsg("durable_cluster: saga " INT64_FORMAT " resumed at step %s: %s",
+							   sagas[i].id, step, JsonbToCString(NULL, &result->root, 0)));
+			}
 			ReleaseCurrentSubTransaction();
 		}
 		PG_CATCH();
@@ -334,8 +368,8 @@ recover_sagas(void)
 			FlushErrorState();
 			RollbackAndReleaseCurrentSubTransaction();
 			ereport(LOG,
-					errmsg("durable_cluster: saga " INT64_FORMAT " could not go on from step %s yet: %s",
-						   sagas[i].id, steps[i], edata->message));
+					errmsg("durable_cluster: saga " INT64_FORMAT " could not go on yet: %s",
+						   sagas[i].id, edata->message));
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(cxt);

@@ -10,6 +10,9 @@
 #    the source refunded.
 # 2. Clients transfer while the server crashes (immediate stop) and
 #    restarts.
+# 3. A saga certainly stopped between its deduct and its add: the target's
+#    node is paused and then killed, which crash-restarts the server; the
+#    saga worker must complete it afterwards.
 #
 # After each, once the saga worker has taken up what callers left behind:
 # the sum of balances is the initial sum, no balance is negative, every
@@ -188,6 +191,50 @@ $node->start;
 	timeout => 60);
 ok($ok, 'the nodes came back after the crash');
 check_books('after the crash');
+
+# 3. made certain: a saga stopped by a crash between its deduct and its add.
+# The target's node is paused, so the add waits in its inbox; once the
+# deduct is recorded, the paused node is killed, which crash-restarts the
+# server before any failover could take the add elsewhere.
+my $src_owner = $node->safe_psql('postgres',
+	q{SELECT node FROM dc_shards WHERE shard_id = dc_shard_id('crash', 'src')});
+my $dst = $node->safe_psql('postgres', qq{
+SELECT 'dst' || i FROM generate_series(1, 1000) i
+ WHERE (SELECT node FROM dc_shards WHERE shard_id = dc_shard_id('crash', 'dst' || i))
+       <> '$src_owner'
+ ORDER BY i LIMIT 1});
+my $dst_owner = $node->safe_psql('postgres',
+	qq{SELECT node FROM dc_shards WHERE shard_id = dc_shard_id('crash', '$dst')});
+$node->safe_psql('postgres',
+	q{SELECT dc_send_command('crash', 'src', 'add_balance', '{"amount": 50}')});
+my $victim = DurableClusterLoad::member($node, $dst_owner);
+is(kill('STOP', $victim->{pid}), 1, "paused $dst_owner, owner of the target");
+my ($out, $err) = ('', '');
+my $transfer = IPC::Run::start(
+	[
+		$node->installed_command('psql'), '-XAtq', '-d', $node->connstr('postgres'),
+		'-c', "SELECT dc_transfer('crash', 'src', 'crash', '$dst', 20)"
+	],
+	'>', \$out, '2>', \$err,
+	IPC::Run::timeout(3 * $PostgreSQL::Test::Utils::timeout_default));
+($ok) = DurableClusterLoad::poll_until($node, q{
+SELECT step || ' ' || status FROM dc_sagas WHERE from_mall = 'crash'},
+	expected => 'deducted running', interval => 0.02);
+ok($ok, 'the deduct was applied and recorded; the add waits at the paused node');
+my $log_offset = -s $node->logfile;
+kill('KILL', $victim->{pid});
+DurableClusterLoad::wait_for_crash_restart($node, $log_offset, 'node killed mid-saga');
+eval { $transfer->finish; };
+unlike($out, qr/completed/, 'the caller did not see the transfer completed');
+($ok) = DurableClusterLoad::poll_until($node, q{
+SELECT step || ' ' || status FROM dc_sagas WHERE from_mall = 'crash'},
+	expected => 'added completed', timeout => 60);
+ok($ok, 'after the crash restart the saga worker completed the saga');
+is($node->safe_psql('postgres', qq{
+SELECT (dc_get_state('crash', 'src') ->> 'balance') || ' ' || (dc_get_state('crash', '$dst') ->> 'balance')}),
+	'30.00 20.00', 'the amount left the source once and reached the target once');
+like(slurp_file($node->logfile, $log_offset), qr/saga \d+ resumed at step deducted/,
+	'the saga worker logged the saga it resumed');
 
 $node->stop;
 done_testing();
