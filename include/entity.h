@@ -40,6 +40,9 @@ typedef struct DcEntityState
  */
 #define DC_MAX_STATE_BYTES		3584
 
+/* command ids of the steps of a transfer (saga.c); clients may not use them */
+#define DC_SAGA_ID_PREFIX		"saga-"
+
 /* A user-defined command's payload travels in the request slot. */
 #define DC_MAX_PAYLOAD_BYTES	2048
 

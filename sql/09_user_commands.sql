@@ -39,11 +39,11 @@ END
 $$;
 SELECT dc_register_command('set_email', 'set_email(jsonb, jsonb)');
 RESET ROLE;
-SELECT name, handler, owner FROM dc_commands;
+SELECT name, handler, runs_as, registered_by FROM dc_commands;
 
 SELECT show(dc_send_command('uc', 'u1', 'login'));
 SELECT show(dc_send_command('uc', 'u1', 'set_email', '{"email": "u1@example.com"}'));
--- the handler ran as uc_admin, with the fixed search_path
+-- the handler ran as its owner, uc_admin, with the fixed search_path
 SELECT * FROM profile_audit;
 -- its keys are kept, in the store and in the node's memory
 SELECT dc_get_state('uc', 'u1') ->> 'email' AS stored_email;
@@ -111,6 +111,9 @@ LANGUAGE sql AS 'SELECT state';
 REVOKE EXECUTE ON FUNCTION private_handler(jsonb, jsonb) FROM PUBLIC;
 SET ROLE uc_admin;
 SELECT try($$SELECT dc_register_command('priv', 'private_handler(jsonb, jsonb)')$$);
+-- a handler runs as its owner: registering one owned by a role whose
+-- privileges the registrant lacks would lend them to it
+SELECT try($$SELECT dc_register_command('concat', 'jsonb_concat(jsonb, jsonb)')$$);
 -- the registry is written only through the functions
 SELECT try($$INSERT INTO durable_cluster.commands VALUES ('priv', 'private_handler(jsonb, jsonb)', 'postgres')$$);
 RESET ROLE;

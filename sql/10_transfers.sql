@@ -32,10 +32,9 @@ SELECT regexp_replace(command_id, '[0-9]+', 'N') AS command_id, reply ->> 'resul
  WHERE mall_id = 'tr' AND command_id LIKE 'saga-%' ORDER BY seq;
 
 -- a saga whose caller failed after the deduct is finished by the saga
--- worker: here the deduct is sent by hand and the row written as the
--- node would have, last changed long ago
-SELECT dc_send_command('tr', 'alice', 'deduct_balance',
-                       '{"amount": 5, "command_id": "saga-1000000-deduct"}') ->> 'result' AS deduct;
+-- worker: here the deduct is done by hand and the row written as the
+-- node would have, last changed long ago (TAP 010 makes a real one)
+SELECT dc_send_command('tr', 'alice', 'deduct_balance', '{"amount": 5}') ->> 'result' AS deduct;
 INSERT INTO durable_cluster.sagas (saga_id, from_mall, from_user, to_mall, to_user, amount,
                                    step, status, created_at, updated_at)
 VALUES (1000000, 'tr', 'alice', 'tr', 'carol', 5, 'deducted', 'running',
@@ -69,6 +68,9 @@ SELECT try($$SELECT dc_transfer('tr', 'alice', 'tr', 'bob', 1e13)$$);
 SELECT try($$SELECT dc_transfer('tr', 'alice', 'tr', 'bob', NULL)$$);
 SELECT try($$SELECT dc_transfer('tr', NULL, 'tr', 'bob', 1)$$);
 SELECT try($$SELECT dc_transfer('tr', 'alice', '', 'bob', 1)$$);
+-- the steps' command ids are the saga's alone: a client cannot answer one
+-- in advance
+SELECT try($$SELECT dc_send_command('tr', 'alice', 'get_state', '{"command_id": "saga-99-deduct"}')$$);
 SELECT count(*) AS sagas FROM dc_sagas;
 SELECT dc_get_state('tr', 'alice') -> 'balance' AS alice, dc_get_state('tr', 'bob') -> 'balance' AS bob;
 DROP FUNCTION wait_for_saga(bigint, text);

@@ -93,11 +93,11 @@ SELECT pg_catalog.pg_extension_config_dump('durable_cluster.saga_seq', '');
 
 -- Commands registered with dc_register_command() (user_command.c).  Written
 -- only through that function and dc_unregister_command(), which check
--- what a registration may be; handlers run as their owner.
+-- what a registration may be; handlers run as the function's owner.
 CREATE TABLE durable_cluster.commands (
     name          text PRIMARY KEY,
     handler       regprocedure NOT NULL,
-    owner         regrole NOT NULL,
+    registered_by regrole NOT NULL,
     registered_at timestamptz NOT NULL DEFAULT now()
 );
 SELECT pg_catalog.pg_extension_config_dump('durable_cluster.commands', '');
@@ -321,7 +321,7 @@ AS 'MODULE_PATHNAME', 'dc_write_batch' LANGUAGE C VOLATILE;
 -- transaction: records are {saga_id, from_mall, from_user, to_mall,
 -- to_user, amount}, steps what was done to them.
 CREATE FUNCTION durable_cluster.record_saga_steps(records jsonb[], steps text[]) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     INSERT INTO durable_cluster.sagas AS s
            (saga_id, from_mall, from_user, to_mall, to_user, amount, step, status)
     SELECT r.saga_id, r.from_mall, r.from_user, r.to_mall, r.to_user, r.amount, u.step,
@@ -329,7 +329,7 @@ LANGUAGE sql AS $$
                        WHEN 'refunded' THEN 'compensated'
                        ELSE 'running' END
       FROM unnest(records, steps) AS u(record, step),
-           jsonb_populate_record(NULL::durable_cluster.sagas, u.record) AS r
+           pg_catalog.jsonb_populate_record(NULL::durable_cluster.sagas, u.record) AS r
     ON CONFLICT (saga_id) DO UPDATE
        SET step = excluded.step, status = excluded.status, updated_at = now()
 $$;
@@ -524,7 +524,9 @@ GRANT EXECUTE ON FUNCTION dc_register_command(text, regprocedure),
                           dc_unregister_command(text) TO dc_admin;
 
 CREATE VIEW dc_commands AS
-SELECT name, handler, owner, registered_at FROM durable_cluster.commands;
+SELECT c.name, c.handler, p.proowner::regrole AS runs_as, c.registered_by, c.registered_at
+  FROM durable_cluster.commands c
+  LEFT JOIN pg_catalog.pg_proc p ON p.oid = c.handler;
 
 /* ---- transfers that survive crashes (saga.c) ---- */
 

@@ -250,6 +250,13 @@ parse_command_id(const char *command, Jsonb *payload, char *out)
 				errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				errmsg("\"command_id\" of command \"%s\" is %d bytes long; the limit is %d bytes",
 					   command, v->val.string.len, DC_MAX_ID_BYTES));
+	/* a client could otherwise answer a transfer's step in advance */
+	if (v->val.string.len >= strlen(DC_SAGA_ID_PREFIX) &&
+		memcmp(v->val.string.val, DC_SAGA_ID_PREFIX, strlen(DC_SAGA_ID_PREFIX)) == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_RESERVED_NAME),
+				errmsg("command ids starting with \"%s\" are reserved for the steps of dc_transfer",
+					   DC_SAGA_ID_PREFIX));
 	memcpy(out, v->val.string.val, v->val.string.len);
 	out[v->val.string.len] = '\0';
 }

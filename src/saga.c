@@ -105,29 +105,43 @@ saga_record(Saga *s)
 	s->record = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 }
 
-/* A step's command: its amount and command_id, checked as any command's. */
+/*
+ * A step's command: its amount checked as any command's, and the step's
+ * command_id, which no client may give (entity.c).
+ */
 static void
 step_command(const Saga *s, const char *command, const char *suffix, DcCommand *cmd)
 {
 	JsonbParseState *ps = NULL;
-	char		command_id[64];
 
-	snprintf(command_id, sizeof(command_id), "saga-" INT64_FORMAT "-%s", s->id, suffix);
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
 	dc_push_numeric(&ps, "amount", s->amount);
-	dc_push_string(&ps, "command_id", command_id);
 	dc_command_parse(command, JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL)),
 					 cmd);
+	snprintf(cmd->command_id, sizeof(cmd->command_id),
+			 DC_SAGA_ID_PREFIX INT64_FORMAT "-%s", s->id, suffix);
 }
 
-/* Send a step and return whether it was applied; *error is the rejection. */
+static char *
+reply_string(Jsonb *reply, const char *key)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(&reply->root, key, strlen(key), NULL);
+
+	return (v != NULL && v->type == jbvString)
+		? pnstrdup(v->val.string.val, v->val.string.len) : NULL;
+}
+
+/*
+ * Send a step and return whether it was applied (its reply's result is
+ * applied_result); otherwise *error is the rejection.
+ */
 static bool
-send_step(const Saga *s, const char *command, const char *suffix,
+send_step(const Saga *s, const char *command, const char *suffix, const char *applied_result,
 		  const char *mall_id, const char *user_id, char **error)
 {
 	DcCommand  *cmd = palloc(sizeof(DcCommand));
 	Jsonb	   *reply;
-	JsonbValue *v;
+	char	   *result;
 
 	step_command(s, command, suffix, cmd);
 	cmd->saga_step = true;
@@ -135,12 +149,17 @@ send_step(const Saga *s, const char *command, const char *suffix,
 	memcpy(cmd->payload, s->record, VARSIZE(s->record));
 	reply = dc_ask(mall_id, user_id, cmd, false);
 
-	v = getKeyJsonValueFromContainer(&reply->root, "ok", 2, NULL);
-	if (v != NULL && v->type == jbvBool && v->val.boolean)
+	if ((result = reply_string(reply, "result")) != NULL)
+	{
+		if (strcmp(result, applied_result) != 0)
+			elog(ERROR, "step %s of saga " INT64_FORMAT " was answered with \"%s\"",
+				 cmd->command_id, s->id, result);
 		return true;
-	v = getKeyJsonValueFromContainer(&reply->root, "error", 5, NULL);
-	*error = (v != NULL && v->type == jbvString)
-		? pnstrdup(v->val.string.val, v->val.string.len) : pstrdup("rejected");
+	}
+	*error = reply_string(reply, "error");
+	if (*error == NULL)
+		elog(ERROR, "step %s of saga " INT64_FORMAT " got a reply without result or error",
+			 cmd->command_id, s->id);
 	return false;
 }
 
@@ -170,16 +189,19 @@ drive(const Saga *s, const char *step)
 
 	if (step == NULL)
 	{
-		if (!send_step(s, "deduct_balance", "deduct", s->from_mall, s->from_user, &error))
+		if (!send_step(s, "deduct_balance", "deduct", "balance_deducted",
+					   s->from_mall, s->from_user, &error))
 			return outcome(s, "rejected", NULL, error);
 		step = "deducted";
 	}
 	if (strcmp(step, "deducted") == 0)
 	{
-		if (send_step(s, "add_balance", "add", s->to_mall, s->to_user, &error))
+		if (send_step(s, "add_balance", "add", "balance_added",
+					  s->to_mall, s->to_user, &error))
 			return outcome(s, "completed", "added", NULL);
 	}
-	if (send_step(s, "refund_balance", "refund", s->from_mall, s->from_user, &refund_error))
+	if (send_step(s, "refund_balance", "refund", "balance_refunded",
+				  s->from_mall, s->from_user, &refund_error))
 		return outcome(s, "compensated", "refunded", error);
 	return outcome(s, "running", "refund_rejected", refund_error);
 }
@@ -194,8 +216,8 @@ transfer_error_context(void *arg)
 
 /*
  * dc_transfer(from_mall, from_user, to_mall, to_user, amount) RETURNS jsonb
- * {"saga_id", "status": completed | compensated | rejected, "step",
- *  "amount", "error"}
+ * {"saga_id", "status": completed | compensated | rejected | running (a
+ *  rejected refund: see README), "step", "amount", "error"}
  */
 Datum
 dc_transfer(PG_FUNCTION_ARGS)
@@ -249,11 +271,10 @@ copy_value(HeapTuple tup, int col)
 }
 
 /*
- * The step of a saga that is still to be driven on, read afresh (not read
- * only: a new snapshot; the list of a round may be seconds old by the
- * time a saga's turn comes);
- * NULL if it has moved on.  So a step is sent again only while its saga
- * still waits for it, well within the command log's window of ids.
+ * The step of a saga that is still to be driven on, read afresh (the list
+ * of a round may be seconds old by the time a saga's turn comes); NULL if
+ * it has moved on.  So a step is sent again only while its saga still
+ * waits for it, well within the command log's window of ids.
  */
 static char *
 current_step(int64 saga_id)
@@ -280,38 +301,90 @@ current_step(int64 saga_id)
 	return step;
 }
 
-/*
- * Drive the sagas that have been running without progress for
- * ask_timeout: their caller is gone or gave up.  One subtransaction each,
- * so that one that cannot go on yet (its node is down) does not stop the
- * others; it is tried again next round.
- */
-static void
-recover_sagas(void)
+/* Run fn(saga) in a transaction of its own; false if it failed (logged). */
+static bool
+run_in_transaction(void (*fn) (Saga *), Saga *saga, MemoryContext cxt)
 {
-	MemoryContext cxt;
-	Saga	   *sagas;
-	int			n = 0;
+	bool		ok = true;
 
-	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	cxt = CurrentMemoryContext;
-	if (!OidIsValid(get_extension_oid("durable_cluster", true)))
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
 	{
+		fn(saga);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
-		return;
 	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
 
-	pgstat_report_activity(STATE_RUNNING, "durable_cluster saga recovery");
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				errmsg("durable_cluster: saga " INT64_FORMAT " could not go on yet: %s",
+					   saga->id, edata->message));
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	return ok;
+}
+
+/* Drive a saga on from its current step, if it still waits for one. */
+static void
+resume(Saga *saga)
+{
+	char	   *step = current_step(saga->id);
+	Jsonb	   *result;
+
+	if (step == NULL)
+		return;
+	result = drive(saga, step);
+	ereport(LOG,
+			errmsg("durable_cluster: saga " INT64_FORMAT " resumed at step %s: %s",
+				   saga->id, step, JsonbToCString(NULL, &result->root, 0)));
+}
+
+/*
+ * A saga that could not go on goes to the back of the queue (ordered by
+ * updated_at), so that sagas that cannot be served yet do not keep the
+ * others waiting round after round.
+ */
+static void
+postpone(Saga *saga)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("UPDATE durable_cluster.sagas SET updated_at = now()"
+							  " WHERE saga_id = $1 AND status = 'running'",
+							  1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(saga->id)},
+							  NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update durable_cluster.sagas");
+	SPI_finish();
+}
+
+/*
+ * The sagas running without progress for ask_timeout (their caller is
+ * gone, or gave up), longest waiting first, into cxt.
+ */
+static int
+stalled_sagas(MemoryContext cxt, Saga **sagas)
+{
+	int			n;
+
+	if (!OidIsValid(get_extension_oid("durable_cluster", true)))
+		return 0;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args("SELECT saga_id, from_mall, from_user, to_mall, to_user, amount"
 							  "  FROM durable_cluster.sagas"
 							  " WHERE status = 'running' AND step IN ('deducted', 'add_rejected')"
 							  "   AND updated_at < now() - $1 * interval '1 millisecond'"
-							  " ORDER BY saga_id LIMIT " CppAsString2(RECOVER_PER_ROUND),
+							  " ORDER BY updated_at LIMIT " CppAsString2(RECOVER_PER_ROUND),
 							  1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(dc_ask_timeout_ms)},
 							  NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read durable_cluster.sagas");
@@ -319,76 +392,73 @@ recover_sagas(void)
 	{
 		MemoryContext spi = MemoryContextSwitchTo(cxt);
 
-		sagas = palloc(sizeof(Saga) * Max(n, 1));
+		*sagas = palloc(sizeof(Saga) * Max(n, 1));
 		for (int i = 0; i < n; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
+			Saga	   *saga = &(*sagas)[i];
 
-			sagas[i].id = pg_strtoint64(copy_value(tup, 1));
-			sagas[i].from_mall = copy_value(tup, 2);
-			sagas[i].from_user = copy_value(tup, 3);
-			sagas[i].to_mall = copy_value(tup, 4);
-			sagas[i].to_user = copy_value(tup, 5);
-			sagas[i].amount = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-																  CStringGetDatum(copy_value(tup, 6)),
-																  ObjectIdGetDatum(InvalidOid),
-																  Int32GetDatum(-1)));
-			saga_record(&sagas[i]);
+			saga->id = pg_strtoint64(copy_value(tup, 1));
+			saga->from_mall = copy_value(tup, 2);
+			saga->from_user = copy_value(tup, 3);
+			saga->to_mall = copy_value(tup, 4);
+			saga->to_user = copy_value(tup, 5);
+			saga->amount = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+															   CStringGetDatum(copy_value(tup, 6)),
+															   ObjectIdGetDatum(InvalidOid),
+															   Int32GetDatum(-1)));
+			saga_record(saga);
 		}
 		MemoryContextSwitchTo(spi);
 	}
 	SPI_finish();
+	return n;
+}
 
-	for (int i = 0; i < n; i++)
-	{
-		ResourceOwner owner = CurrentResourceOwner;
+/*
+ * One round: drive on each stalled saga, each in a transaction of its own
+ * (a node's write of the saga's row never waits for a round), so that one
+ * that cannot go on yet (its node is down) does not hold up the others.
+ */
+static void
+recover_sagas(MemoryContext cxt)
+{
+	Saga	   *sagas;
+	int			n;
 
-		BeginInternalSubTransaction(NULL);
-		MemoryContextSwitchTo(cxt);
-		PG_TRY();
-		{
-			char	   *step = current_step(sagas[i].id);
-
-			if (step != NULL)
-			{
-				Jsonb	   *result = drive(&sagas[i], step);
-
-				ereport(LOG,
-						errmsg("durable_cluster: saga " INT64_FORMAT " resumed at step %s: %s",
-							   sagas[i].id, step, JsonbToCString(NULL, &result->root, 0)));
-			}
-			ReleaseCurrentSubTransaction();
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			ereport(LOG,
-					errmsg("durable_cluster: saga " INT64_FORMAT " could not go on yet: %s",
-						   sagas[i].id, edata->message));
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-	}
-
+	MemoryContextReset(cxt);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	n = stalled_sagas(cxt, &sagas);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	if (n == 0)
+		return;
+
+	pgstat_report_activity(STATE_RUNNING, "durable_cluster saga recovery");
+	for (int i = 0; i < n; i++)
+	{
+		SetCurrentStatementStartTimestamp();
+		if (!run_in_transaction(resume, &sagas[i], cxt))
+			(void) run_in_transaction(postpone, &sagas[i], cxt);
+	}
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
 void
 dc_saga_worker_main(Datum main_arg)
 {
+	MemoryContext round_context;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(dc_database, NULL, 0);
 	pgstat_report_appname("durable_cluster sagas");
+	round_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster saga round",
+										  ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
@@ -405,7 +475,7 @@ dc_saga_worker_main(Datum main_arg)
 		/* a failed round (say, the extension being dropped) is logged */
 		PG_TRY();
 		{
-			recover_sagas();
+			recover_sagas(round_context);
 		}
 		PG_CATCH();
 		{

@@ -79,7 +79,7 @@ Relation
 dc_open_commands(LOCKMODE lockmode, Oid *pkey)
 {
 	static const char *const columns[COMMANDS_NATTS] =
-	{"name", "handler", "owner", "registered_at"};
+	{"name", "handler", "registered_by", "registered_at"};
 
 	return open_table("commands", columns, COMMANDS_NATTS, lockmode, pkey);
 }

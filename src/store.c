@@ -181,11 +181,20 @@ await_result(PGconn *conn, bool sent, const char *sql)
 		}
 	}
 
-	/* one statement, one result; read to the end so the connection is idle */
+	/*
+	 * One result per statement sent; read to the end so the connection is
+	 * idle.  The first is returned, or the first error if one failed.
+	 */
 	while ((next = PQgetResult(conn)) != NULL)
 	{
-		if (res == NULL)
+		bool		failed = PQresultStatus(next) != PGRES_TUPLES_OK &&
+			PQresultStatus(next) != PGRES_COMMAND_OK;
+
+		if (res == NULL || (failed && PQresultStatus(res) != PGRES_FATAL_ERROR))
+		{
+			PQclear(res);
 			res = next;
+		}
 		else
 			PQclear(next);
 	}
@@ -500,12 +509,20 @@ exec_control(const char *sql)
 /*
  * Open the transaction a batch with registered commands runs in: their
  * handlers and then write_batch, committed together (dc_store_end_batch).
+ *
+ * Its statements may take no longer than ask_timeout (a handler that
+ * hangs fails its command: its caller has given up by then anyway), and
+ * it may not stay idle longer than failure_timeout: after write_batch it
+ * holds its shards' rows locked until COMMIT, and a node paused in between
+ * would otherwise keep the other nodes from taking them over.
  */
 void
 dc_store_begin_batch(void)
 {
 	Assert(!in_transaction);
-	exec_control("BEGIN");
+	exec_control(psprintf("BEGIN; SET LOCAL statement_timeout = %d; "
+						  "SET LOCAL idle_in_transaction_session_timeout = %d",
+						  dc_ask_timeout_ms, dc_failure_timeout_ms));
 	in_transaction = true;
 }
 
@@ -559,7 +576,9 @@ dc_store_run_command(const DcCommand *cmd, Jsonb *state, int *sqlstate, char **m
 	{
 		const char *code = PQgetvalue(res, 0, 1);
 
-		*sqlstate = MAKE_SQLSTATE(code[0], code[1], code[2], code[3], code[4]);
+		*sqlstate = strlen(code) == 5
+			? MAKE_SQLSTATE(code[0], code[1], code[2], code[3], code[4])
+			: ERRCODE_INTERNAL_ERROR;
 		*message = pstrdup(PQgetvalue(res, 0, 2));
 	}
 	PQclear(res);

@@ -9,8 +9,8 @@
  * owner may write it, so that a registration always passes the checks
  * below: registering needs EXECUTE on dc_register_command (superusers and
  * dc_admin), a name no built-in command has, a handler of the signature
- * (state jsonb, payload jsonb) RETURNS jsonb, and EXECUTE on that handler.
- * The registering role is recorded as the command's owner.
+ * (state jsonb, payload jsonb) RETURNS jsonb, EXECUTE on that handler and
+ * the privileges of the handler's owner.  The registering role is recorded.
  *
  * A handler runs when its command's node applies it, in the store, in the
  * transaction that then writes the node's batch (node.c opens it).  It
@@ -18,11 +18,16 @@
  *
  * - in a subtransaction of its own, so that an error it raises undoes only
  *   what it did and fails only its command;
- * - as the command's owner, as SECURITY DEFINER functions do, in a
- *   security-restricted operation (no SET ROLE, no temporary objects);
+ * - as the handler function's owner, as a SECURITY DEFINER function does,
+ *   in a security-restricted operation (no SET ROLE, no temporary objects),
+ *   and only while the registering role has that owner's privileges: so
+ *   whoever may change the function's body can gain nothing by it, and a
+ *   registration cannot lend a function more privileges than its
+ *   registrant has;
  * - with search_path set to pg_catalog, pg_temp, so that names it does not
  *   qualify resolve to the system's and not to objects someone else put
- *   first in the store session's path.
+ *   first in the store session's path; settings it changes are undone
+ *   after it.
  *
  * The state it returns is checked (entity.c, dc_entity_check_doc): it may
  * not change the entity's ids nor give a built-in key a value no built-in
@@ -60,16 +65,17 @@ PG_FUNCTION_INFO_V1(dc_register_command);
 PG_FUNCTION_INFO_V1(dc_unregister_command);
 PG_FUNCTION_INFO_V1(dc_run_command);
 
-#define HANDLER_SEARCH_PATH "pg_catalog, pg_temp"
+#define FIXED_SEARCH_PATH "pg_catalog, pg_temp"
 
 bool		dc_in_command_handler = false;
 
 /*
- * The registry row of name: its handler and owner.  False if there is
- * none.  A primary-key lookup: callers need no privilege on the table.
+ * The registry row of name: its handler and the role that registered it.
+ * False if there is none.  A primary-key lookup: callers need no privilege
+ * on the table.
  */
 static bool
-lookup_command(const char *name, Oid *handler, Oid *owner)
+lookup_command(const char *name, Oid *handler, Oid *registrant)
 {
 	Oid			pkey;
 	Relation	rel = dc_open_commands(AccessShareLock, &pkey);
@@ -83,7 +89,7 @@ lookup_command(const char *name, Oid *handler, Oid *owner)
 	if (found)
 	{
 		*handler = DatumGetObjectId(slot_getattr(slot, COMMANDS_HANDLER, &isnull));
-		*owner = DatumGetObjectId(slot_getattr(slot, COMMANDS_OWNER, &isnull));
+		*registrant = DatumGetObjectId(slot_getattr(slot, COMMANDS_REGISTERED_BY, &isnull));
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(index, AccessShareLock);
@@ -95,9 +101,9 @@ bool
 dc_user_command_exists(const char *name)
 {
 	Oid			handler;
-	Oid			owner;
+	Oid			registrant;
 
-	return strlen(name) < NAMEDATALEN && lookup_command(name, &handler, &owner);
+	return strlen(name) < NAMEDATALEN && lookup_command(name, &handler, &registrant);
 }
 
 /* A command name argument: lower-case letters, digits and _, from a letter. */
@@ -127,9 +133,36 @@ name_argument(FunctionCallInfo fcinfo)
 }
 
 /*
+ * Enter a security-restricted operation as role, with the fixed
+ * search_path; returns the GUC nest level for leave_as().
+ */
+static int
+enter_as(Oid role, Oid *save_user, int *save_sec)
+{
+	int			nestlevel;
+
+	GetUserIdAndSecContext(save_user, save_sec);
+	SetUserIdAndSecContext(role, *save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", FIXED_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+/* Leave it: undo every setting changed since, and become the caller again. */
+static void
+leave_as(int nestlevel, Oid save_user, int save_sec)
+{
+	AtEOXact_GUC(false, nestlevel);
+	SetUserIdAndSecContext(save_user, save_sec);
+}
+
+/*
  * Run a statement on durable_cluster.commands as the table's owner: the
  * caller passed the checks, and has no privilege on the table itself.
- * Returns the number of rows processed.
+ * The caller's search_path does not apply (its operators could run as the
+ * owner otherwise).  Returns the number of rows processed.
  */
 static uint64
 write_registry(const char *sql, int nargs, Oid *types, Datum *values)
@@ -139,19 +172,33 @@ write_registry(const char *sql, int nargs, Oid *types, Datum *values)
 	Oid			table_owner = rel->rd_rel->relowner;
 	Oid			save_user;
 	int			save_sec;
+	int			nestlevel;
 	uint64		processed;
 
 	table_close(rel, AccessShareLock);
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(table_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	nestlevel = enter_as(table_owner, &save_user, &save_sec);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
 		elog(ERROR, "could not write durable_cluster.commands");
 	processed = SPI_processed;
 	SPI_finish();
-	SetUserIdAndSecContext(save_user, save_sec);
+	leave_as(nestlevel, save_user, save_sec);
 	return processed;
+}
+
+/* The owner of a handler function. */
+static Oid
+handler_owner(Oid handler)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(handler));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", handler);
+	owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	ReleaseSysCache(tup);
+	return owner;
 }
 
 /* dc_register_command(name text, handler regprocedure) RETURNS void */
@@ -161,7 +208,7 @@ dc_register_command(PG_FUNCTION_ARGS)
 	char	   *name = name_argument(fcinfo);
 	Oid			handler;
 	Oid			existing_handler;
-	Oid			existing_owner;
+	Oid			existing_registrant;
 	HeapTuple	tup;
 	Form_pg_proc proc;
 	bool		fits;
@@ -191,15 +238,22 @@ dc_register_command(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				errmsg("permission denied for function %s", format_procedure(handler)),
-				errdetail("A handler runs as the role that registers it, which must be allowed to execute it."));
-	if (lookup_command(name, &existing_handler, &existing_owner))
+				errdetail("The role that registers a handler must be allowed to execute it."));
+	if (!has_privs_of_role(GetUserId(), handler_owner(handler)))
+		ereport(ERROR,
+				errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				errmsg("handler %s is owned by %s, whose privileges the registering role does not have",
+					   format_procedure(handler),
+					   GetUserNameFromId(handler_owner(handler), false)),
+				errdetail("A handler runs as its owner."));
+	if (lookup_command(name, &existing_handler, &existing_registrant))
 		ereport(ERROR,
 				errcode(ERRCODE_DUPLICATE_OBJECT),
 				errmsg("command \"%s\" is already registered, with handler %s",
 					   name, format_procedure(existing_handler)),
 				errhint("Unregister it first with dc_unregister_command('%s').", name));
 
-	write_registry("INSERT INTO durable_cluster.commands (name, handler, owner) "
+	write_registry("INSERT INTO durable_cluster.commands (name, handler, registered_by) "
 				   "VALUES ($1, $2, $3)",
 				   3, (Oid[]) {TEXTOID, REGPROCEDUREOID, REGROLEOID},
 				   (Datum[]) {CStringGetTextDatum(name), ObjectIdGetDatum(handler),
@@ -213,7 +267,7 @@ dc_unregister_command(PG_FUNCTION_ARGS)
 {
 	char	   *name = name_argument(fcinfo);
 
-	if (write_registry("DELETE FROM durable_cluster.commands WHERE name = $1",
+	if (write_registry("DELETE FROM durable_cluster.commands WHERE name OPERATOR(pg_catalog.=) $1",
 					   1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(name)}) == 0)
 		ereport(ERROR,
 				errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -230,16 +284,18 @@ static Jsonb *
 call_handler(const char *name, Jsonb *state, Jsonb *payload)
 {
 	Oid			handler;
+	Oid			registrant;
 	Oid			owner;
 	Oid			save_user;
 	int			save_sec;
-	int			save_nestlevel;
+	int			nestlevel;
+	bool		was_in_handler = dc_in_command_handler;
 	FmgrInfo	flinfo;
 	LOCAL_FCINFO(call, 2);
 	Datum		result;
 	Jsonb	   *new_state;
 
-	if (!lookup_command(name, &handler, &owner))
+	if (!lookup_command(name, &handler, &registrant))
 		ereport(ERROR,
 				errcode(ERRCODE_UNDEFINED_OBJECT),
 				errmsg("command \"%s\" is not registered any more", name));
@@ -248,24 +304,19 @@ call_handler(const char *name, Jsonb *state, Jsonb *payload)
 				errcode(ERRCODE_UNDEFINED_FUNCTION),
 				errmsg("the handler of command \"%s\" was dropped", name),
 				errhint("Unregister the command and register it again with its new handler."));
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(owner)))
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(registrant)))
 		ereport(ERROR,
 				errcode(ERRCODE_UNDEFINED_OBJECT),
 				errmsg("the role that registered command \"%s\" was dropped", name),
 				errhint("Unregister the command and register it again."));
-	if (pg_proc_aclcheck(handler, owner, ACL_EXECUTE) != ACLCHECK_OK)
+	owner = handler_owner(handler);
+	if (!has_privs_of_role(registrant, owner))
 		ereport(ERROR,
 				errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				errmsg("the owner of command \"%s\" may no longer execute its handler %s",
-					   name, format_procedure(handler)));
+				errmsg("the handler %s of command \"%s\" is now owned by %s, whose privileges the role that registered it does not have",
+					   format_procedure(handler), name, GetUserNameFromId(owner, false)));
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", HANDLER_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-
+	nestlevel = enter_as(owner, &save_user, &save_sec);
 	fmgr_info(handler, &flinfo);
 	InitFunctionCallInfoData(*call, &flinfo, 2, InvalidOid, NULL, NULL);
 	call->args[0].value = JsonbPGetDatum(state);
@@ -274,7 +325,7 @@ call_handler(const char *name, Jsonb *state, Jsonb *payload)
 	call->args[1].isnull = false;
 	dc_in_command_handler = true;
 	result = FunctionCallInvoke(call);
-	dc_in_command_handler = false;
+	dc_in_command_handler = was_in_handler;
 	if (call->isnull)
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -282,9 +333,7 @@ call_handler(const char *name, Jsonb *state, Jsonb *payload)
 				errhint("A handler returns the new state; to reject a command, raise an error."));
 	new_state = DatumGetJsonbP(result);
 	dc_entity_check_doc(new_state, state, name);
-
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(save_user, save_sec);
+	leave_as(nestlevel, save_user, save_sec);
 	return new_state;
 }
 
@@ -301,6 +350,7 @@ dc_run_command(PG_FUNCTION_ARGS)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	bool		was_in_handler = dc_in_command_handler;
 	TupleDesc	desc;
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
@@ -327,12 +377,13 @@ dc_run_command(PG_FUNCTION_ARGS)
 	{
 		ErrorData  *edata;
 
-		dc_in_command_handler = false;
+		dc_in_command_handler = was_in_handler;
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		nulls[0] = true;
+		nulls[1] = nulls[2] = false;
 		values[1] = CStringGetTextDatum(unpack_sql_state(edata->sqlerrcode));
 		values[2] = CStringGetTextDatum(edata->message);
 	}
