@@ -24,10 +24,12 @@
 #define DC_MAX_SHARDS			10000
 #define DC_DEFAULT_SHARDS		100
 #define DC_MAX_ID_BYTES			255
+#define DC_MAX_ADDRESS_LEN		48	/* durable_cluster.advertise_address */
 
 /* GUCs (durable_cluster.c) */
 extern char *dc_database;
 extern char *dc_store;
+extern char *dc_advertise_address;
 extern int	dc_nodes;
 extern int	dc_max_nodes;
 extern int	dc_ask_timeout_ms;
@@ -44,6 +46,12 @@ extern void dc_check_usable(void);
 
 /* "host:port" of this server, as members and cluster status report it */
 extern const char *dc_self_address(void);
+
+/* true when the store is this server and no advertise_address is set */
+extern bool dc_single_server(void);
+
+/* true when the store is this server (durable_cluster.store empty) */
+extern bool dc_store_is_here(void);
 
 /* Fill in the background worker that runs node slot index. */
 struct BackgroundWorker;

@@ -24,6 +24,18 @@
 /* room for a node's roles, as a text[] literal */
 #define DC_ROLES_BYTES			256
 
+/* other servers whose nodes own shards, and room for their addresses */
+#define DC_MAX_REMOTE_SERVERS	64
+#define DC_ADDRESS_BYTES		64
+
+/*
+ * A shard's owner in the map: a node slot of this server (>= 0), none
+ * (-1), or a node of the server remote[DC_REMOTE_INDEX(owner)].
+ */
+#define DC_OWNER_NONE			(-1)
+#define DC_OWNER_REMOTE(r)		((int16) (-2 - (r)))
+#define DC_REMOTE_INDEX(owner)	(-2 - (owner))
+
 typedef enum DcSlotState
 {
 	DC_SLOT_FREE,				/* on the free list */
@@ -100,8 +112,10 @@ typedef struct DcShared
 	Oid			map_extension;	/* pg_extension oid it was loaded from */
 	int64		map_version;	/* settings.map_version it was loaded from */
 	int			number_of_shards;	/* 0 = not loaded */
-	int16		owner[DC_MAX_SHARDS];	/* node index, -1 = none */
+	int16		owner[DC_MAX_SHARDS];	/* see DC_OWNER_NONE */
 	int64		epoch[DC_MAX_SHARDS];
+	int			nremote;
+	char		remote[DC_MAX_REMOTE_SERVERS][DC_ADDRESS_BYTES];	/* host:port */
 
 	DcRequestSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } DcShared;

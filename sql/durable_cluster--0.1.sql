@@ -344,6 +344,14 @@ AS 'MODULE_PATHNAME', 'dc_run_command' LANGUAGE C VOLATILE;
 
 REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.run_command(text, jsonb, jsonb) FROM PUBLIC;
+
+-- A command another server of the cluster validated and forwards to this
+-- one, whose node owns its shard (forward.c).  Only for the cluster's own
+-- connections: the command is taken as validated.
+CREATE FUNCTION durable_cluster.forward(mall_id text, user_id text, command bytea,
+                                        tell boolean, timeout_ms integer) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'dc_forward_sql' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION durable_cluster.forward(text, text, bytea, boolean, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.load_batch(text[], text[], text[], text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.write_batch(text, integer[], bigint[], text[], text[],
                                                   integer[], jsonb[], bigint[], bigint[],

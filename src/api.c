@@ -35,6 +35,7 @@
 #include "api.h"
 #include "durable_cluster.h"
 #include "entity.h"
+#include "forward.h"
 #include "inbox.h"
 #include "jsonb_build.h"
 #include "shard_hash.h"
@@ -79,11 +80,15 @@ dc_id_argument(FunctionCallInfo fcinfo, int argno, const char *what)
 	return text_to_cstring(t);
 }
 
-/* Owner node of a shard per the shared-memory map, or -1. */
+/*
+ * Owner of a shard per the shared-memory map (inbox.h): a node slot of
+ * this server, DC_OWNER_NONE, or a remote server, whose address is then
+ * copied to address.
+ */
 static int
-route(const char *mall_id, const char *user_id, int *shard, int *nshards)
+route(const char *mall_id, const char *user_id, int *shard, int *nshards, char *address)
 {
-	int			owner = -1;
+	int			owner = DC_OWNER_NONE;
 
 	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
 	*nshards = dc_shared->number_of_shards;
@@ -96,11 +101,13 @@ route(const char *mall_id, const char *user_id, int *shard, int *nshards)
 	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
 	if (dc_shared->number_of_shards == *nshards)
 		owner = dc_shared->owner[*shard];
+	if (owner < DC_OWNER_NONE)
+		strlcpy(address, dc_shared->remote[DC_REMOTE_INDEX(owner)], DC_ADDRESS_BYTES);
 	LWLockRelease(dc_shared->map_lock);
 
 	/* a node that is not running cannot take the command now */
 	if (owner >= 0 && dc_shared->nodes[owner].pid == 0)
-		owner = -1;
+		owner = DC_OWNER_NONE;
 	return owner;
 }
 
@@ -148,6 +155,7 @@ dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell
 			int			shard = -1;
 			int			nshards;
 			int			owner;
+			char		address[DC_ADDRESS_BYTES];
 
 			if (slot < 0 && (slot = dc_slot_acquire()) < 0)
 			{
@@ -159,7 +167,34 @@ dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell
 				continue;
 			}
 
-			owner = route(mall_id, user_id, &shard, &nshards);
+			owner = route(mall_id, user_id, &shard, &nshards, address);
+			if (owner < DC_OWNER_NONE)
+			{
+				bool		moved;
+
+				/* a node of another server owns it: that server queues it */
+				dc_slot_release(slot);
+				slot = -1;
+				if (dc_serving_forward)
+				{
+					/* forwarded here: never further (no return inside PG_TRY) */
+					result = dc_moved_reply();
+					continue;
+				}
+				result = dc_forward(address, mall_id, user_id, cmd, tell, deadline, &moved);
+				told = tell && !moved;
+				if (moved && ms_until(deadline) <= 0)
+					ereport(ERROR,
+							errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							errmsg("no node of another server took the command within ask_timeout (%d ms); it was not applied",
+								   dc_ask_timeout_ms),
+							errdetail("Shard %d was last owned by a node of %s, which could not be reached or no longer owned it.",
+									  shard, address),
+							errhint("A failover takes up to durable_cluster.failure_timeout plus one heartbeat_interval; an ask_timeout longer than that rides through it."));
+				if (moved)
+					sleep_ms(ROUTE_RETRY_MS);
+				continue;
+			}
 			if (owner < 0)
 			{
 				if (ms_until(deadline) <= 0)
@@ -224,7 +259,7 @@ dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell
 				 * owner's inbox (that node may be paused or gone), take it
 				 * back and send it to the new owner.
 				 */
-				if (route(mall_id, user_id, &shard, &nshards) != owner &&
+				if (route(mall_id, user_id, &shard, &nshards, address) != owner &&
 					dc_slot_reclaim(slot))
 				{
 					slot = -1;
@@ -362,6 +397,23 @@ dc_get_state(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				errmsg("dc_get_state does not apply row-level security"),
 				errhint("Query durable_cluster.entity_state instead."));
+
+	/*
+	 * The store on another server: the same read there, for a caller with
+	 * the same privileges here (the cluster's connection has them all).
+	 */
+	if (!dc_store_is_here())
+	{
+		char	   *doc;
+
+		table_close(rel, NoLock);
+		doc = dc_store_value("SELECT dc_get_state($1, $2)", 2,
+							 (const char *[]) {TextDatumGetCString(mall_id),
+							 TextDatumGetCString(user_id)});
+		if (doc == NULL)
+			PG_RETURN_NULL();
+		PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(doc)));
+	}
 
 	index = index_open(pkey, AccessShareLock);
 	slot = table_slot_create(rel, NULL);

@@ -32,6 +32,7 @@ PG_MODULE_MAGIC;
 
 char	   *dc_database = NULL;
 char	   *dc_store = NULL;
+char	   *dc_advertise_address = NULL;
 int			dc_nodes = 3;
 int			dc_max_nodes = 16;
 int			dc_ask_timeout_ms = 5000;
@@ -64,6 +65,29 @@ dc_shmem_startup(void)
 	dc_shmem_init();
 }
 
+/* host:port, short enough to name nodes by (node-N@host:port) */
+static bool
+check_advertise_address(char **newval, void **extra, GucSource source)
+{
+	const char *colon = strrchr(*newval, ':');
+
+	if ((*newval)[0] == '\0')
+		return true;
+	if (strlen(*newval) > DC_MAX_ADDRESS_LEN)
+	{
+		GUC_check_errdetail("It is %zu bytes long; the limit is %d.",
+							strlen(*newval), DC_MAX_ADDRESS_LEN);
+		return false;
+	}
+	if (colon == NULL || colon == *newval || colon[1] == '\0' ||
+		strspn(colon + 1, "0123456789") != strlen(colon + 1))
+	{
+		GUC_check_errdetail("It must be host:port, such as 10.0.0.2:5432 (a Unix socket directory may stand for the host).");
+		return false;
+	}
+	return true;
+}
+
 static void
 define_settings(void)
 {
@@ -84,6 +108,15 @@ define_settings(void)
 							   PGC_POSTMASTER,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("durable_cluster.advertise_address",
+							   "host:port at which the other servers of the cluster reach this one; empty for a cluster of one server.",
+							   "Set on every server of a cluster of several: members are known by it, and commands for this server's nodes are forwarded to it.",
+							   &dc_advertise_address,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   check_advertise_address, NULL, NULL);
 
 	DefineCustomIntVariable("durable_cluster.nodes",
 							"Number of node workers started with the server.",
@@ -221,6 +254,24 @@ _PG_init(void)
 	register_saga_worker();
 }
 
+/*
+ * Are all the cluster's nodes on this server?  Only when the store is
+ * here and no address to be reached at was set.
+ */
+bool
+dc_single_server(void)
+{
+	return dc_store_is_here() &&
+		(dc_advertise_address == NULL || dc_advertise_address[0] == '\0');
+}
+
+/* Is the store this server (durable_cluster.store empty)? */
+bool
+dc_store_is_here(void)
+{
+	return dc_store == NULL || dc_store[0] == '\0';
+}
+
 void
 dc_check_usable(void)
 {
@@ -247,11 +298,17 @@ dc_check_usable(void)
 	}
 }
 
+/*
+ * How members of this server are known: durable_cluster.advertise_address,
+ * or this host's name and port for a cluster of one server.
+ */
 const char *
 dc_self_address(void)
 {
 	static char address[NI_MAXHOST + 16];
 
+	if (dc_advertise_address && dc_advertise_address[0] != '\0')
+		return dc_advertise_address;
 	if (address[0] == '\0')
 	{
 		char		host[NI_MAXHOST];

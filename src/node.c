@@ -94,10 +94,20 @@ static Oid	map_seen_extension = InvalidOid;
 static MemoryContext batch_context;
 static bool tick_now;
 
+/* the current batch attempt sent its write (or COMMIT) to the store */
+static bool batch_write_sent;
+
+/*
+ * node-N, or node-N@advertise_address in a cluster of several servers, so
+ * that names are unique across the cluster.
+ */
 void
 dc_node_name(int index, char *buf, size_t len)
 {
-	snprintf(buf, len, "node-%d", index + 1);
+	if (dc_advertise_address && dc_advertise_address[0] != '\0')
+		snprintf(buf, len, "node-%d@%s", index + 1, dc_advertise_address);
+	else
+		snprintf(buf, len, "node-%d", index + 1);
 }
 
 /* Passivate what is due and publish the node's statistics. */
@@ -295,7 +305,7 @@ smart_shutdown_idle(void)
 	FILE	   *f;
 	bool		stopping = false;
 
-	if (!dc_store_is_local())
+	if (!dc_store_is_here())
 		return false;
 	snprintf(path, sizeof(path), "%s/postmaster.pid", DataDir);
 	if ((f = AllocateFile(path, "r")) == NULL)
@@ -571,8 +581,9 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	 * only after that map says so.  So the cached states read here were
 	 * current when the batch started, after its requests arrived.
 	 */
-	if (nwrites == 0 && nlogs == 0 && !in_transaction && dc_store_is_local())
+	if (nwrites == 0 && nlogs == 0 && !in_transaction && dc_single_server())
 		return 0;
+	batch_write_sent = true;
 	nfenced = dc_store_write_batch(node_name, shards, epochs, nshards, writes, nwrites,
 								   logs, nlogs, sagas, nsagas, fenced);
 	if (in_transaction)
@@ -646,6 +657,7 @@ process_batch(const int *slots, int n)
 		int			nfenced;
 
 		batch_count = 0;
+		batch_write_sent = false;
 		load_batch(reqs, n, now);
 		while ((nfenced = apply_and_store(reqs, n, entities, now, fenced)) > 0)
 		{
@@ -686,6 +698,16 @@ process_batch(const int *slots, int n)
 		{
 			if (!forward_tell(reqs[i].slot, false))
 				dc_slot_reply(reqs[i].slot, DC_REPLY_MOVED, 0, NULL, 0);
+		}
+		else if (failure && batch_write_sent &&
+				 ERRCODE_TO_CATEGORY(failure->sqlerrcode) == ERRCODE_CONNECTION_EXCEPTION)
+		{
+			/* the batch may have committed before the connection went */
+			char	   *msg = psprintf("lost the connection to the store while storing the command; it may or may not have been applied: %s",
+									   failure->message);
+
+			dc_slot_reply(reqs[i].slot, DC_REPLY_ERROR, ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN,
+						  msg, strlen(msg) + 1);
 		}
 		else if (failure)
 		{
@@ -799,7 +821,7 @@ dc_node_main(Datum main_arg)
 			removed = true;
 			break;
 		}
-		if (dc_node_take_tick_request(node_index))
+		if (dc_node_take_tick_request(node_index) || dc_store_announced())
 			tick_now = true;
 		if (ConfigReloadPending)
 		{
@@ -831,10 +853,14 @@ dc_node_main(Datum main_arg)
 		{
 			long		wait_ms;
 
+			pgsocket	store_socket = dc_store_listen_socket();
+
 			now = GetCurrentTimestamp();
 			wait_ms = TimestampDifferenceMilliseconds(now, next_tick);
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Max(wait_ms, 1), PG_WAIT_EXTENSION);
+			(void) WaitLatchOrSocket(MyLatch,
+									 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH |
+									 (store_socket != PGINVALID_SOCKET ? WL_SOCKET_READABLE : 0),
+									 store_socket, Max(wait_ms, 1), PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 		}
 	}

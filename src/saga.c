@@ -52,6 +52,7 @@
 #include "api.h"
 #include "durable_cluster.h"
 #include "entity.h"
+#include "forward.h"
 #include "inbox.h"
 #include "jsonb_build.h"
 #include "saga.h"
@@ -247,10 +248,17 @@ dc_transfer(PG_FUNCTION_ARGS)
 	s.id = 0;
 	step_command(&s, "deduct_balance", "deduct", check);
 
-	seq = get_relname_relid("saga_seq", get_namespace_oid("durable_cluster", false));
-	if (!OidIsValid(seq))
-		elog(ERROR, "durable_cluster.saga_seq does not exist");
-	s.id = nextval_internal(seq, false);
+	/* saga ids come from the store, whichever server runs this */
+	if (dc_store_is_here())
+	{
+		seq = get_relname_relid("saga_seq", get_namespace_oid("durable_cluster", false));
+		if (!OidIsValid(seq))
+			elog(ERROR, "durable_cluster.saga_seq does not exist");
+		s.id = nextval_internal(seq, false);
+	}
+	else
+		s.id = pg_strtoint64(dc_store_value("SELECT nextval('durable_cluster.saga_seq')",
+											0, NULL));
 	saga_record(&s);
 
 	errcallback.callback = transfer_error_context;

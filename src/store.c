@@ -49,6 +49,11 @@ static int	n_prepared = 0;
 
 static char *store_conninfo = NULL;
 
+/* a store on another server announced a change (LISTEN durable_cluster) */
+static bool announced = false;
+
+static void exec_control(const char *sql);
+
 /*
  * How to reach the store: durable_cluster.store if set, otherwise this
  * server through its first Unix socket (or localhost), as the given user
@@ -116,6 +121,18 @@ connection(void)
 	AddWaitEventToSet(store_wait, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(store_wait, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(store_wait, WL_SOCKET_READABLE, PQsocket(store_conn), NULL, NULL);
+
+	/*
+	 * On this server, announcements set the nodes' latches at commit
+	 * (durable_cluster.wake_nodes_at_commit); from another server they come
+	 * as notifications.  Whatever was announced while not listening is
+	 * caught up by the tick that follows a new connection.
+	 */
+	if (!dc_store_is_here())
+	{
+		exec_control("LISTEN durable_cluster");
+		announced = true;
+	}
 	return store_conn;
 }
 
@@ -139,6 +156,56 @@ raise_result_error(PGresult *res, const char *sql)
 			errmsg("%s", message),
 			detail_copy ? errdetail("%s", detail_copy) : 0,
 			errcontext("durable_cluster store statement: %s", sql));
+}
+
+/* Note the notifications that came with a result or while idle. */
+static void
+drain_notifications(PGconn *conn)
+{
+	PGnotify   *notify;
+
+	while ((notify = PQnotifies(conn)) != NULL)
+	{
+		announced = true;
+		PQfreemem(notify);
+	}
+}
+
+/*
+ * For a store on another server, the socket to wait on between
+ * statements, where its announcements arrive; PGINVALID_SOCKET otherwise.
+ */
+pgsocket
+dc_store_listen_socket(void)
+{
+	if (dc_store_is_here() || store_conn == NULL || PQstatus(store_conn) != CONNECTION_OK)
+		return PGINVALID_SOCKET;
+	return PQsocket(store_conn);
+}
+
+/*
+ * Has the store announced a change since the last call?  Reads what
+ * arrived on an idle connection to a store on another server; a connection
+ * found broken counts as news (the next tick connects again).
+ */
+bool
+dc_store_announced(void)
+{
+	bool		result;
+
+	if (dc_store_listen_socket() != PGINVALID_SOCKET)
+	{
+		if (PQconsumeInput(store_conn))
+			drain_notifications(store_conn);
+		else
+		{
+			dc_store_disconnect();
+			announced = true;
+		}
+	}
+	result = announced;
+	announced = false;
+	return result;
 }
 
 /*
@@ -205,6 +272,7 @@ await_result(PGconn *conn, bool sent, const char *sql)
 				errcode(ERRCODE_CONNECTION_FAILURE),
 				errmsg("no result from the durable_cluster store"));
 	}
+	drain_notifications(conn);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
 		raise_result_error(res, sql);
 	return res;
@@ -276,11 +344,6 @@ dc_store_other_sessions(void)
 									0, NULL));
 }
 
-bool
-dc_store_is_local(void)
-{
-	return dc_store == NULL || dc_store[0] == '\0';
-}
 
 int64
 dc_store_join(const char *name, int node_index, const char *address, const char *roles)
@@ -352,6 +415,26 @@ dc_store_reconcile(void)
 }
 
 /*
+ * The owner code of the shard map (inbox.h) for a member at address with
+ * node slot node_index: a slot of this server's, or an entry of remote[].
+ */
+static int16
+map_owner(const char *address, int node_index, char (*remote)[DC_ADDRESS_BYTES], int *nremote)
+{
+	int			r;
+
+	if (strcmp(address, dc_self_address()) == 0)
+		return (int16) node_index;
+	for (r = 0; r < *nremote && strcmp(remote[r], address) != 0; r++)
+		;
+	if (r == DC_MAX_REMOTE_SERVERS || strlen(address) >= DC_ADDRESS_BYTES)
+		return DC_OWNER_NONE;
+	if (r == *nremote)
+		strlcpy(remote[(*nremote)++], address, DC_ADDRESS_BYTES);
+	return DC_OWNER_REMOTE(r);
+}
+
+/*
  * Copy the shard map into shared memory if the store holds a newer one
  * than shared memory does.  Returns true if shared memory changed.
  */
@@ -363,6 +446,8 @@ dc_store_refresh_map(Oid extension)
 	int			nshards;
 	int16	   *owner;
 	int64	   *epoch;
+	char		(*remote)[DC_ADDRESS_BYTES];
+	int			nremote = 0;
 	bool		changed = false;
 
 	version = pg_strtoint64(exec_value("SELECT map_version FROM durable_cluster.settings",
@@ -374,7 +459,8 @@ dc_store_refresh_map(Oid extension)
 		return false;
 
 	/* one statement, so version and map come from one snapshot */
-	res = exec("SELECT st.map_version, st.number_of_shards, s.shard_id, m.node_index, s.epoch "
+	res = exec("SELECT st.map_version, st.number_of_shards, s.shard_id, m.node_index, s.epoch, "
+			   "       m.address "
 			   "  FROM durable_cluster.settings st "
 			   " CROSS JOIN durable_cluster.shards s "
 			   "  LEFT JOIN durable_cluster.members m ON m.name = s.node AND m.status = 'up'",
@@ -388,15 +474,18 @@ dc_store_refresh_map(Oid extension)
 	nshards = pg_strtoint32(PQgetvalue(res, 0, 1));
 	owner = palloc(sizeof(int16) * nshards);
 	epoch = palloc0(sizeof(int64) * nshards);
+	remote = palloc(DC_MAX_REMOTE_SERVERS * DC_ADDRESS_BYTES);
 	for (int i = 0; i < nshards; i++)
-		owner[i] = -1;
+		owner[i] = DC_OWNER_NONE;
 	for (int r = 0; r < PQntuples(res); r++)
 	{
 		int			shard = pg_strtoint32(PQgetvalue(res, r, 2));
 
 		if (shard < 0 || shard >= nshards)
 			continue;
-		owner[shard] = PQgetisnull(res, r, 3) ? -1 : pg_strtoint32(PQgetvalue(res, r, 3));
+		owner[shard] = PQgetisnull(res, r, 3) ? DC_OWNER_NONE
+			: map_owner(PQgetvalue(res, r, 5), pg_strtoint32(PQgetvalue(res, r, 3)),
+						remote, &nremote);
 		epoch[shard] = pg_strtoint64(PQgetvalue(res, r, 4));
 	}
 	PQclear(res);
@@ -410,12 +499,15 @@ dc_store_refresh_map(Oid extension)
 		dc_shared->number_of_shards = nshards;
 		memcpy(dc_shared->owner, owner, sizeof(int16) * nshards);
 		memcpy(dc_shared->epoch, epoch, sizeof(int64) * nshards);
+		memcpy(dc_shared->remote, remote, nremote * DC_ADDRESS_BYTES);
+		dc_shared->nremote = nremote;
 		changed = true;
 	}
 	LWLockRelease(dc_shared->map_lock);
 
 	pfree(owner);
 	pfree(epoch);
+	pfree(remote);
 	return changed;
 }
 

@@ -57,7 +57,9 @@
 #include "utils/resowner.h"
 #include "utils/syscache.h"
 
+#include "durable_cluster.h"
 #include "entity.h"
+#include "forward.h"
 #include "state_table.h"
 #include "user_command.h"
 
@@ -97,13 +99,30 @@ lookup_command(const char *name, Oid *handler, Oid *registrant)
 	return found;
 }
 
+/* Is name registered, in the store's registry, wherever that is? */
 bool
 dc_user_command_exists(const char *name)
 {
 	Oid			handler;
 	Oid			registrant;
 
-	return strlen(name) < NAMEDATALEN && lookup_command(name, &handler, &registrant);
+	if (strlen(name) >= NAMEDATALEN)
+		return false;
+	if (!dc_store_is_here())
+		return dc_store_value("SELECT 1 FROM durable_cluster.commands WHERE name = $1",
+							  1, &name) != NULL;
+	return lookup_command(name, &handler, &registrant);
+}
+
+/* The registry is the store's: registrations are made there. */
+static void
+check_store_is_here(void)
+{
+	if (!dc_store_is_here())
+		ereport(ERROR,
+				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				errmsg("commands are registered on the server that holds the cluster store"),
+				errhint("Connect to the server durable_cluster.store names and call this there."));
 }
 
 /* A command name argument: lower-case letters, digits and _, from a letter. */
@@ -205,13 +224,16 @@ handler_owner(Oid handler)
 Datum
 dc_register_command(PG_FUNCTION_ARGS)
 {
-	char	   *name = name_argument(fcinfo);
+	char	   *name;
 	Oid			handler;
 	Oid			existing_handler;
 	Oid			existing_registrant;
 	HeapTuple	tup;
 	Form_pg_proc proc;
 	bool		fits;
+
+	check_store_is_here();
+	name = name_argument(fcinfo);
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -265,7 +287,10 @@ dc_register_command(PG_FUNCTION_ARGS)
 Datum
 dc_unregister_command(PG_FUNCTION_ARGS)
 {
-	char	   *name = name_argument(fcinfo);
+	char	   *name;
+
+	check_store_is_here();
+	name = name_argument(fcinfo);
 
 	if (write_registry("DELETE FROM durable_cluster.commands WHERE name OPERATOR(pg_catalog.=) $1",
 					   1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(name)}) == 0)

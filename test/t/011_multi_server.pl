@@ -1,0 +1,148 @@
+#
+# test/t/011_multi_server.pl
+#     A cluster over three servers of this machine: "store" holds the
+#     cluster store, "b" and "c" reach it over libpq (durable_cluster.store);
+#     each runs two nodes and is known to the others by its
+#     durable_cluster.advertise_address.
+#
+# 1. Commands sent through any server reach the owner, wherever it runs
+#    (forwarded over libpq); dc_get_state reads the store from every server.
+# 2. Writers on all three servers (each command with a command_id, retried
+#    once with it after a failure) while:
+#    - server b is lost (immediate shutdown): its shards fail over to the
+#      nodes of the other servers within failure_timeout + 2 s;
+#    - b comes back: its nodes rejoin and the shards are rebalanced;
+#    - the store restarts: the nodes of b and c reconnect and carry on.
+#    Afterwards every acknowledged command is stored exactly once, and
+#    nothing else is, but commands whose outcome nobody could know.
+#
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+
+use FindBin;
+use lib $FindBin::RealBin;
+use DurableClusterLoad;
+
+my $failure_timeout = 2;
+
+sub new_member_server
+{
+	my ($name, $store) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	my $address = $node->host . ':' . $node->port;
+	my $store_conf = $store
+	  ? "durable_cluster.store = 'host=" . $store->host . ' port=' . $store->port
+	  . " dbname=postgres'"
+	  : '';
+	$node->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'durable_cluster'
+max_worker_processes = 32
+durable_cluster.nodes = 2
+durable_cluster.advertise_address = '$address'
+durable_cluster.heartbeat_interval = '200ms'
+durable_cluster.failure_timeout = '${failure_timeout}s'
+durable_cluster.ask_timeout = '20s'
+log_statement = 'ddl'
+$store_conf
+});
+	$node->start;
+	# every server has the SQL API; only the store's tables are used
+	$node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
+	return $node;
+}
+
+my $store = new_member_server('store');
+my $b = new_member_server('b', $store);
+my $c = new_member_server('c', $store);
+my %address = map { $_->name => $_->host . ':' . $_->port } ($store, $b, $c);
+
+# the members, their shards and the map, as the store has them
+my ($ok) = DurableClusterLoad::poll_until($store, DurableClusterLoad::balanced_query(6));
+ok($ok, 'six nodes on three servers are up and share the shards');
+is($store->safe_psql('postgres', q{
+SELECT string_agg(DISTINCT address, ',' ORDER BY address) FROM dc_members WHERE status = 'up'}),
+	join(',', sort values %address), 'members are known by their servers\' addresses');
+like($store->safe_psql('postgres', q{SELECT string_agg(name, ',' ORDER BY name) FROM dc_members}),
+	qr/^node-1\@.*node-2\@/, 'node names carry the server address (unique in the cluster)');
+
+# 1. every server reaches every owner
+for my $server ($store, $b, $c)
+{
+	my $nodes = $server->safe_psql('postgres', qq{
+SELECT count(DISTINCT split_part(r ->> 'node', '\@', 2))
+  FROM (SELECT dc_send_command('everywhere', 'u' || g, 'add_balance', '{"amount": 1}') AS r
+          FROM generate_series(1, 60) g) s});
+	is($nodes, 3, 'through ' . $server->name . ': commands were applied by nodes of all three servers');
+}
+is($c->safe_psql('postgres', q{
+SELECT sum((dc_get_state('everywhere', 'u' || g) ->> 'balance')::numeric) FROM generate_series(1, 60) g}),
+	'180.00', 'dc_get_state on a node server reads the store: three commands per entity');
+is($store->safe_psql('postgres', q{
+SELECT sum(revision) FROM durable_cluster.entity_state WHERE mall_id = 'everywhere'}),
+	180, 'the store holds every one of them once');
+my $told = $b->safe_psql('postgres', q{
+SELECT count(*) FROM (SELECT dc_tell('told', 'u' || g, 'login') FROM generate_series(1, 30) g) s});
+($ok) = DurableClusterLoad::poll_until($store, q{
+SELECT count(*) = 30 FROM durable_cluster.entity_state WHERE mall_id = 'told' AND revision = 1});
+ok($ok, 'tells sent through a node server are applied');
+
+# 2. writers through all three servers
+my %load_opts = (clients => 2, entities => 40, retry => 1, pause_ms => 2);
+my @loads = map {
+	DurableClusterLoad->start($_, name => 'ms_' . $_->name, mall => 'multi', %load_opts)
+} ($store, $b, $c);
+my $progress = q{SELECT coalesce(sum(revision), 0) FROM durable_cluster.entity_state
+                  WHERE mall_id = 'multi'};
+my $before = $store->safe_psql('postgres', $progress);
+($ok) = DurableClusterLoad::poll_until($store, "SELECT ($progress) >= $before + 300");
+ok($ok, 'the writers make progress');
+
+# server b is lost
+my $lost_at = time;
+$b->stop('immediate');
+($ok, my $took) = DurableClusterLoad::poll_until($store, qq{
+SELECT count(*) = 0 FROM dc_shards s LEFT JOIN dc_members m ON m.name = s.node AND m.status = 'up'
+ WHERE m.name IS NULL OR m.address = '$address{b}'}, since => $lost_at);
+ok($ok, 'b\'s shards failed over to the nodes of store and c');
+cmp_ok($took, '<=', $failure_timeout + 2, "within failure_timeout + 2 s (took ${took}s)");
+$before = $store->safe_psql('postgres', $progress);
+($ok) = DurableClusterLoad::poll_until($store, "SELECT ($progress) >= $before + 200");
+ok($ok, 'the writers on store and c carry on without b');
+
+# b comes back
+$b->start;
+($ok) = DurableClusterLoad::poll_until($store, DurableClusterLoad::balanced_query(6));
+ok($ok, 'b\'s nodes rejoined and the shards were rebalanced');
+push @loads, DurableClusterLoad->start($b, name => 'ms_b_again', mall => 'multi', %load_opts);
+$before = $store->safe_psql('postgres', $progress);
+($ok) = DurableClusterLoad::poll_until($store, "SELECT ($progress) >= $before + 200");
+ok($ok, 'commands flow through b again');
+
+# the store restarts
+$store->restart;
+($ok) = DurableClusterLoad::poll_until($store, DurableClusterLoad::balanced_query(6));
+ok($ok, 'after the store restarted, the nodes of all servers are up again');
+$before = $store->safe_psql('postgres', $progress);
+($ok) = DurableClusterLoad::poll_until($store, "SELECT ($progress) >= $before + 200");
+ok($ok, 'the writers on b and c carry on after the store restart');
+
+$_->stop for @loads;
+my $acked = 0;
+$acked += $_->acked for @loads;
+note("acknowledged commands: $acked");
+for my $load (@loads)
+{
+	$load->failures_ok($load->{name}, allowed => [ '55000', '40003', qr/^(08|57)/ ]);
+}
+DurableClusterLoad::check_stored($store, 'three servers', \@loads, in_flight => 1);
+
+$_->stop for ($c, $b, $store);
+done_testing();
