@@ -14,6 +14,8 @@
 #                             the Perl TAP modules (PostgreSQL::Test::Cluster)
 #   postgresql-common         pg_virtualenv
 #   libipc-run-perl           IPC::Run, needed by the TAP modules
+#   docker-compose            "docker-compose config" checks docker/'s
+#                             compose file (no Docker engine is needed)
 #
 # perl (prove), util-linux (runuser) and tar are used too, but they are
 # Essential or pulled in by the above; naming them would only make apt-get
@@ -28,6 +30,7 @@ packages=(
 	"postgresql-server-dev-$PG_MAJOR"
 	postgresql-common
 	libipc-run-perl
+	docker-compose
 )
 
 missing=()

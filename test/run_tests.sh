@@ -8,7 +8,9 @@
 # runs the whole suite -- the
 # pg_regress tests (sql/*.sql against expected/*.out) and the TAP tests
 # (test/t/*.pl) -- through "make installcheck" against a throw-away server
-# made by Debian's pg_virtualenv with durable_cluster preloaded.
+# made by Debian's pg_virtualenv with durable_cluster preloaded.  Last, it
+# checks docker/docker-compose.yml with "docker-compose config" (no Docker
+# engine needed; the TAP test 011 runs that topology without containers).
 #
 # Why it is shaped like this:
 #
@@ -286,6 +288,13 @@ fi
 # Summary.  pg_virtualenv talks after the suite ("Dropping cluster ..."), so
 # repeat the verdicts here and end with one clear line.
 # ---------------------------------------------------------------------------
+# ---------------------------------------------------------------------------
+# The compose file: valid as docker-compose reads it.
+# ---------------------------------------------------------------------------
+compose_rc=0
+say "checking docker/docker-compose.yml (docker-compose config)"
+docker-compose -f "$srcdir/docker/docker-compose.yml" config -q || compose_rc=$?
+
 regress_rc=$(cat "$workdir/pg_regress.rc" 2>/dev/null || echo missing)
 tap_rc=$(cat "$workdir/tap.rc" 2>/dev/null || echo missing)
 
@@ -310,10 +319,16 @@ else
 	say "TAP:        FAIL (exit status $tap_rc) ${tap_result_line:+($tap_result_line)}"
 fi
 
+if [ "$compose_rc" = 0 ]; then
+	say "compose:    PASS (docker-compose config)"
+else
+	say "compose:    FAIL (docker-compose config, exit status $compose_rc)"
+fi
+
 if [ "${DC_KEEP_TMP:-}" = 1 ]; then
 	say "kept $workdir (results/, tmp_check/log/) as asked by DC_KEEP_TMP=1"
 fi
-if [ "$rc" -eq 0 ] && [ "$regress_rc" = 0 ] && [ "$tap_rc" = 0 ]; then
+if [ "$rc" -eq 0 ] && [ "$regress_rc" = 0 ] && [ "$tap_rc" = 0 ] && [ "$compose_rc" = 0 ]; then
 	echo "Result: PASS"
 	exit 0
 fi
