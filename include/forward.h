@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * forward.h
- *	  Commands forwarded to the server whose node owns their shard, and
- *	  reads of a store on another server (forward.c).
+ *	  Commands forwarded to the server whose node owns their shard, reads
+ *	  of a store on another server, and connecting without blocking
+ *	  (forward.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -10,6 +11,7 @@
 #define DC_FORWARD_H
 
 #include "datatype/timestamp.h"
+#include "libpq-fe.h"
 #include "utils/jsonb.h"
 
 #include "entity.h"
@@ -21,6 +23,9 @@ extern Jsonb *dc_forward(const char *address, const char *mall_id, const char *u
 						 const DcCommand *cmd, bool tell, TimestampTz deadline,
 						 bool *moved);
 extern Jsonb *dc_moved_reply(void);
+extern void dc_forward_init(void);
+extern PGconn *dc_connect(const char *const *keywords, const char *const *values,
+						  bool expand_dbname, TimestampTz deadline);
 extern char *dc_store_value(const char *sql, int nparams, const char *const *values);
 
 #endif							/* DC_FORWARD_H */

@@ -378,7 +378,7 @@ COMMENT ON FUNCTION dc_tell(text, text, text, jsonb) IS
     'fire and forget: returns once the node owning the entity''s shard has the command';
 
 CREATE FUNCTION dc_get_state(mall_id text, user_id text) RETURNS jsonb
-AS 'MODULE_PATHNAME', 'dc_get_state' LANGUAGE C STABLE PARALLEL SAFE;
+AS 'MODULE_PATHNAME', 'dc_get_state' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION dc_get_state(text, text) IS
     'last committed state of an entity with its revision, NULL if never stored';
 

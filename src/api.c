@@ -28,6 +28,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
 #include "utils/timestamp.h"
@@ -332,6 +333,8 @@ command_arguments(FunctionCallInfo fcinfo, char **mall_id, char **user_id, DcCom
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("payload must not be NULL"),
 				errhint("Pass '{}' for a command without arguments."));
+	/* all of it: a forwarded command travels whole (forward.c) */
+	memset(cmd, 0, sizeof(*cmd));
 	dc_command_parse(text_to_cstring(PG_GETARG_TEXT_PP(2)), PG_GETARG_JSONB_P(3), cmd);
 }
 
@@ -399,15 +402,18 @@ dc_get_state(PG_FUNCTION_ARGS)
 				errhint("Query durable_cluster.entity_state instead."));
 
 	/*
-	 * The store on another server: the same read there, for a caller with
-	 * the same privileges here (the cluster's connection has them all).
+	 * The store on another server: the same read there (the function is in
+	 * the same schema on every server), for a caller with the privileges
+	 * here; the cluster's connection has them all there.
 	 */
 	if (!dc_store_is_here())
 	{
 		char	   *doc;
 
 		table_close(rel, NoLock);
-		doc = dc_store_value("SELECT dc_get_state($1, $2)", 2,
+		doc = dc_store_value(psprintf("SELECT %s.dc_get_state($1, $2)",
+									  quote_identifier(get_namespace_name(get_func_namespace(fcinfo->flinfo->fn_oid)))),
+							 2,
 							 (const char *[]) {TextDatumGetCString(mall_id),
 							 TextDatumGetCString(user_id)});
 		if (doc == NULL)

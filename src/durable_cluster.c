@@ -80,9 +80,11 @@ check_advertise_address(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	if (colon == NULL || colon == *newval || colon[1] == '\0' ||
-		strspn(colon + 1, "0123456789") != strlen(colon + 1))
+		strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
+		strspn(*newval, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_/:") !=
+		strlen(*newval))
 	{
-		GUC_check_errdetail("It must be host:port, such as 10.0.0.2:5432 (a Unix socket directory may stand for the host).");
+		GUC_check_errdetail("It must be host:port, such as 10.0.0.2:5432 or db2.example.com:5432 (a Unix socket directory may stand for the host; letters, digits and . - _ / only).");
 		return false;
 	}
 	return true;
@@ -236,6 +238,13 @@ _PG_init(void)
 	shmem_request_hook = dc_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = dc_shmem_startup;
+
+	if (!dc_store_is_here() && dc_advertise_address[0] == '\0')
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("durable_cluster.store is set but durable_cluster.advertise_address is not"),
+				errdetail("In a cluster of several servers, every server is known to the others by its address, and its nodes are named after it."),
+				errhint("Set durable_cluster.advertise_address to the host:port at which the other servers reach this one."));
 
 	if (dc_nodes > dc_max_nodes)
 		ereport(ERROR,

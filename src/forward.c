@@ -48,6 +48,9 @@ bool		dc_serving_forward = false;
 
 #define MAX_CONNECTIONS 16
 
+/* how long one attempt to reach another server may take */
+#define CONNECT_ATTEMPT_MS	1000
+
 typedef struct RemoteConnection
 {
 	char	   *key;			/* address, or "" for the store */
@@ -56,6 +59,9 @@ typedef struct RemoteConnection
 
 static RemoteConnection connections[MAX_CONNECTIONS];
 static int	nconnections = 0;
+
+/* the role the cluster's connections log in as; see dc_forward_init */
+static char *cluster_user = NULL;
 
 static void
 drop_connection(RemoteConnection *rc)
@@ -71,16 +77,17 @@ ms_left(TimestampTz deadline)
 	return Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline), 0);
 }
 
-/* Wait for the socket (readable or writable) or the latch, until deadline. */
-static void
-wait_socket(PGconn *conn, bool writable, TimestampTz deadline, const char *what)
+/*
+ * Wait for conn's socket (readable or writable) or the latch, until
+ * deadline; false once deadline has passed.
+ */
+static bool
+wait_socket(PGconn *conn, bool writable, TimestampTz deadline)
 {
 	int			rc;
 
 	if (ms_left(deadline) <= 0)
-		ereport(ERROR,
-				errcode(ERRCODE_CONNECTION_FAILURE),
-				errmsg("timed out %s", what));
+		return false;
 	rc = WaitLatchOrSocket(MyLatch,
 						   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH |
 						   (writable ? WL_SOCKET_WRITEABLE : WL_SOCKET_READABLE),
@@ -88,36 +95,94 @@ wait_socket(PGconn *conn, bool writable, TimestampTz deadline, const char *what)
 	if (rc & WL_LATCH_SET)
 		ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
-}
-
-/* The conninfo that reaches address ("host:port"), or the store for "". */
-static char *
-conninfo_for(const char *address)
-{
-	char	   *host;
-	char	   *colon;
-	char	   *user = GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false);
-
-	if (address[0] == '\0')
-		return psprintf("%s user='%s' application_name='durable_cluster forward'",
-						dc_store, user);
-	host = pstrdup(address);
-	colon = strrchr(host, ':');
-	*colon = '\0';
-	return psprintf("host='%s' port='%s' dbname='%s' user='%s' "
-					"application_name='durable_cluster forward'",
-					host, colon + 1, dc_database, user);
+	return true;
 }
 
 /*
- * The session's connection to address, made if need be, without blocking.
- * If it cannot be made: NULL when quiet, an error otherwise.
+ * The name of this server's bootstrap superuser, as which the cluster's
+ * own connections log in, looked up once (in a transaction).
+ */
+void
+dc_forward_init(void)
+{
+	if (cluster_user == NULL)
+		cluster_user = MemoryContextStrdup(TopMemoryContext,
+										   GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false));
+}
+
+/*
+ * Connect without blocking: PQconnectStartParams and PQconnectPoll, waiting
+ * on the socket and the latch until deadline.  Returns the connection,
+ * whose status says whether it worked, or NULL if deadline passed.  TCP
+ * keepalives let a dead peer be noticed while a result is awaited.
+ */
+PGconn *
+dc_connect(const char *const *keywords, const char *const *values, bool expand_dbname,
+		   TimestampTz deadline)
+{
+	const char *kw[16];
+	const char *val[16];
+	int			n = 0;
+	PGconn	   *volatile conn;
+	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+
+	/* first, so that an expanded connection string may set its own */
+	kw[n] = "keepalives_idle";
+	val[n++] = "10";
+	kw[n] = "keepalives_interval";
+	val[n++] = "5";
+	kw[n] = "keepalives_count";
+	val[n++] = "3";
+	for (int i = 0; keywords[i] != NULL && n < lengthof(kw) - 1; i++)
+	{
+		kw[n] = keywords[i];
+		val[n++] = values[i];
+	}
+	kw[n] = NULL;
+	val[n] = NULL;
+
+	conn = PQconnectStartParams(kw, val, expand_dbname);
+	if (conn == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_OUT_OF_MEMORY),
+				errmsg("out of memory while connecting to another server"));
+	PG_TRY();
+	{
+		while (PQstatus(conn) != CONNECTION_BAD &&
+			   status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED)
+		{
+			if (!wait_socket(conn, status == PGRES_POLLING_WRITING, deadline))
+			{
+				PQfinish(conn);
+				conn = NULL;
+				break;
+			}
+			status = PQconnectPoll(conn);
+		}
+	}
+	PG_CATCH();
+	{
+		if (conn)
+			PQfinish(conn);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return conn;
+}
+
+/*
+ * The session's connection to address, "" being the store, made if need
+ * be; NULL if it cannot be made within deadline (nor within
+ * CONNECT_ATTEMPT_MS for another server, which may be down: its shards are
+ * about to move).  *why says why.
  */
 static RemoteConnection *
-connection_to(const char *address, TimestampTz deadline, bool quiet)
+connection_to(const char *address, TimestampTz deadline, char **why)
 {
 	RemoteConnection *rc = NULL;
-	PostgresPollingStatusType status = PGRES_POLLING_WRITING;
+	const char *keywords[8];
+	const char *values[8];
+	int			n = 0;
 
 	for (int i = 0; i < nconnections && rc == NULL; i++)
 		if (strcmp(connections[i].key, address) == 0)
@@ -139,53 +204,59 @@ connection_to(const char *address, TimestampTz deadline, bool quiet)
 		return rc;
 	drop_connection(rc);
 
-	rc->conn = PQconnectStart(conninfo_for(address));
-	if (rc->conn == NULL)
-		ereport(ERROR,
-				errcode(ERRCODE_OUT_OF_MEMORY),
-				errmsg("out of memory connecting to %s", address[0] ? address : "the store"));
-	PG_TRY();
+	dc_forward_init();
+	keywords[n] = "user";
+	values[n++] = cluster_user;
+	if (address[0] == '\0')
 	{
-		while (status != PGRES_POLLING_OK && status != PGRES_POLLING_FAILED)
-		{
-			if (PQstatus(rc->conn) == CONNECTION_BAD)
-				break;
-			wait_socket(rc->conn, status == PGRES_POLLING_WRITING, deadline,
-						"connecting to another server of the cluster");
-			status = PQconnectPoll(rc->conn);
-		}
-		if (PQstatus(rc->conn) != CONNECTION_OK && quiet)
-		{
-			ereport(DEBUG1,
-					errmsg("could not connect to %s: %s", address,
-						   pchomp(PQerrorMessage(rc->conn))));
-			drop_connection(rc);
-		}
-		else if (PQstatus(rc->conn) != CONNECTION_OK)
-			ereport(ERROR,
-					errcode(ERRCODE_CONNECTION_FAILURE),
-					errmsg("could not connect to %s: %s",
-						   address[0] ? address : "the durable_cluster store",
-						   pchomp(PQerrorMessage(rc->conn))));
-		else if (PQsetnonblocking(rc->conn, 1) != 0)
-			ereport(ERROR,
-					errcode(ERRCODE_CONNECTION_FAILURE),
-					errmsg("could not make the connection to %s non-blocking", address));
+		/* the store's connection string may name its own user */
+		keywords[n] = "dbname";
+		values[n++] = dc_store;
 	}
-	PG_CATCH();
+	else
 	{
+		char	   *host = pstrdup(address);
+		char	   *colon = strrchr(host, ':');
+
+		if (colon == NULL)
+			elog(ERROR, "durable_cluster: member address \"%s\" is not host:port", address);
+		*colon = '\0';
+		keywords[n] = "host";
+		values[n++] = host;
+		keywords[n] = "port";
+		values[n++] = colon + 1;
+		keywords[n] = "dbname";
+		values[n++] = dc_database;
+		deadline = Min(deadline, TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															 CONNECT_ATTEMPT_MS));
+	}
+	keywords[n] = "application_name";
+	values[n++] = "durable_cluster forward";
+	keywords[n] = NULL;
+	values[n] = NULL;
+
+	rc->conn = dc_connect(keywords, values, address[0] == '\0', deadline);
+	if (rc->conn == NULL || PQstatus(rc->conn) != CONNECTION_OK ||
+		PQsetnonblocking(rc->conn, 1) != 0)
+	{
+		*why = rc->conn ? pchomp(PQerrorMessage(rc->conn)) : pstrdup("timed out");
 		drop_connection(rc);
-		PG_RE_THROW();
+		return NULL;
 	}
-	PG_END_TRY();
-	return rc->conn ? rc : NULL;
+	return rc;
 }
 
-/* Raise the error a result carries, with the other server's SQLSTATE. */
+/*
+ * Raise the error a result carries, with the other server's SQLSTATE; or,
+ * for a command (unknown_if_cut), 40003 if the error may have cut the
+ * command short after it was queued there: the server's session ended
+ * (FATAL) or was interrupted (class 57: cancelled, shut down).
+ */
 static void
-raise_remote_error(PGresult *res, const char *address)
+raise_remote_error(PGresult *res, const char *address, bool unknown_if_cut)
 {
 	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
 	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
 	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
@@ -193,6 +264,14 @@ raise_remote_error(PGresult *res, const char *address)
 
 	if (state && strlen(state) == 5)
 		sqlstate = MAKE_SQLSTATE(state[0], state[1], state[2], state[3], state[4]);
+	if (unknown_if_cut &&
+		((severity && strcmp(severity, "ERROR") != 0) ||
+		 ERRCODE_TO_CATEGORY(sqlstate) == ERRCODE_OPERATOR_INTERVENTION))
+		ereport(ERROR,
+				errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
+				errmsg("the command was cut short on %s; it may or may not have been applied: %s",
+					   address, primary ? primary : "?"),
+				errhint("Send it again with the same \"command_id\" in its payload, which applies it at most once."));
 	ereport(ERROR,
 			errcode(sqlstate),
 			errmsg("%s", primary ? primary : "error on another server of the cluster"),
@@ -202,19 +281,21 @@ raise_remote_error(PGresult *res, const char *address)
 }
 
 /*
- * Run a statement on address with its parameters (text, or binary where
- * formats says so) and return its result, which the caller must PQclear.
- * Any failure drops the connection; a statement that does not finish by
- * deadline is cancelled.
+ * Run a statement on rc's server with its parameters (text, or binary
+ * where formats says so) and return its result, which the caller must
+ * PQclear.  Any failure drops the connection.  Once a command (is_command)
+ * was sent, a lost connection, a timeout or an interruption means it may
+ * or may not have been applied: 40003; for a read, 08006.
  */
 static PGresult *
 remote_exec(RemoteConnection *rc, const char *address, const char *sql, int nparams,
 			const char *const *values, const int *lengths, const int *formats,
-			TimestampTz deadline)
+			TimestampTz deadline, bool is_command)
 {
 	PGresult   *volatile res = NULL;
 	volatile bool sent = false;
 	MemoryContext cxt = CurrentMemoryContext;
+	const char *where = address[0] ? address : "the durable_cluster store";
 
 	PG_TRY();
 	{
@@ -224,30 +305,35 @@ remote_exec(RemoteConnection *rc, const char *address, const char *sql, int npar
 		if (!PQsendQueryParams(rc->conn, sql, nparams, NULL, values, lengths, formats, 0))
 			ereport(ERROR,
 					errcode(ERRCODE_CONNECTION_FAILURE),
-					errmsg("could not send to %s: %s", address[0] ? address : "the store",
-						   pchomp(PQerrorMessage(rc->conn))));
+					errmsg("could not send to %s: %s", where, pchomp(PQerrorMessage(rc->conn))));
 		sent = true;
 		while ((flushed = PQflush(rc->conn)) == 1)
-			wait_socket(rc->conn, true, deadline, "sending to another server of the cluster");
+			if (!wait_socket(rc->conn, true, deadline))
+				ereport(ERROR,
+						errcode(ERRCODE_CONNECTION_FAILURE),
+						errmsg("timed out sending to %s", where));
 		if (flushed < 0)
 			ereport(ERROR,
 					errcode(ERRCODE_CONNECTION_FAILURE),
-					errmsg("could not send to %s: %s", address[0] ? address : "the store",
-						   pchomp(PQerrorMessage(rc->conn))));
+					errmsg("could not send to %s: %s", where, pchomp(PQerrorMessage(rc->conn))));
+
+		/* every result to the end, never blocking in PQgetResult */
 		for (;;)
 		{
-			if (!PQconsumeInput(rc->conn))
-				ereport(ERROR,
-						errcode(ERRCODE_CONNECTION_FAILURE),
-						errmsg("lost the connection to %s: %s",
-							   address[0] ? address : "the store",
-							   pchomp(PQerrorMessage(rc->conn))));
-			if (!PQisBusy(rc->conn))
+			while (PQisBusy(rc->conn))
+			{
+				if (!wait_socket(rc->conn, false, deadline))
+					ereport(ERROR,
+							errcode(ERRCODE_CONNECTION_FAILURE),
+							errmsg("timed out waiting for %s", where));
+				if (!PQconsumeInput(rc->conn))
+					ereport(ERROR,
+							errcode(ERRCODE_CONNECTION_FAILURE),
+							errmsg("lost the connection to %s: %s", where,
+								   pchomp(PQerrorMessage(rc->conn))));
+			}
+			if ((next = PQgetResult(rc->conn)) == NULL)
 				break;
-			wait_socket(rc->conn, false, deadline, "waiting for another server of the cluster");
-		}
-		while ((next = PQgetResult(rc->conn)) != NULL)
-		{
 			if (res == NULL)
 				res = next;
 			else
@@ -256,47 +342,40 @@ remote_exec(RemoteConnection *rc, const char *address, const char *sql, int npar
 		if (res == NULL)
 			ereport(ERROR,
 					errcode(ERRCODE_CONNECTION_FAILURE),
-					errmsg("no result from %s", address[0] ? address : "the store"));
+					errmsg("no result from %s", where));
 	}
 	PG_CATCH();
 	{
 		ErrorData  *edata;
 
-		/* a statement may still run there: cancel it, and start afresh */
-		if (PQtransactionStatus(rc->conn) == PQTRANS_ACTIVE)
-		{
-			PGcancel   *cancel = PQgetCancel(rc->conn);
-			char		errbuf[256];
-
-			if (cancel)
-			{
-				(void) PQcancel(cancel, errbuf, sizeof(errbuf));
-				PQfreeCancel(cancel);
-			}
-		}
+		/*
+		 * The statement may still run there (it ends by itself: a forwarded
+		 * command has its own timeout).  Start afresh next time.
+		 */
 		if (res)
 			PQclear(res);
 		drop_connection(rc);
-		if (!sent)
+		if (!sent || !is_command)
 			PG_RE_THROW();
 
-		/* once sent, the statement may have done its work there or not */
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		ereport(ERROR,
 				errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
 				errmsg("no answer from %s; the command may or may not have been applied: %s",
-					   address[0] ? address : "the store", edata->message),
+					   where, edata->message),
 				errhint("Send it again with the same \"command_id\" in its payload, which applies it at most once."));
 	}
 	PG_END_TRY();
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
 	{
+		if (PQstatus(rc->conn) != CONNECTION_OK)
+			drop_connection(rc);
 		PG_TRY();
 		{
-			raise_remote_error(res, address);
+			raise_remote_error(res, where, is_command);
 		}
 		PG_FINALLY();
 		{
@@ -318,7 +397,8 @@ Jsonb *
 dc_forward(const char *address, const char *mall_id, const char *user_id,
 		   const DcCommand *cmd, bool tell, TimestampTz deadline, bool *moved)
 {
-	RemoteConnection *rc = connection_to(address, deadline, true);
+	char	   *why;
+	RemoteConnection *rc = connection_to(address, deadline, &why);
 	char	   *timeout = psprintf("%ld", Max(ms_left(deadline), 1));
 	const char *values[5] = {mall_id, user_id, (const char *) cmd, tell ? "t" : "f", timeout};
 	int			lengths[5] = {0, 0, sizeof(DcCommand), 0, 0};
@@ -328,12 +408,16 @@ dc_forward(const char *address, const char *mall_id, const char *user_id,
 
 	*moved = true;
 	if (rc == NULL)
+	{
+		ereport(DEBUG1, errmsg("could not reach %s: %s", address, why));
 		return NULL;
+	}
 
 	/* a second more than the other server's own wait, to hear how it ended */
 	res = remote_exec(rc, address,
 					  "SELECT durable_cluster.forward($1, $2, $3::bytea, $4::boolean, $5::integer)",
-					  5, values, lengths, formats, TimestampTzPlusMilliseconds(deadline, 1000));
+					  5, values, lengths, formats, TimestampTzPlusMilliseconds(deadline, 1000),
+					  true);
 	*moved = false;
 	if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
 	{
@@ -354,11 +438,16 @@ dc_store_value(const char *sql, int nparams, const char *const *values)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   dc_ask_timeout_ms);
+	char	   *why;
+	RemoteConnection *rc = connection_to("", deadline, &why);
 	PGresult   *res;
 	char	   *value = NULL;
 
-	res = remote_exec(connection_to("", deadline, false), "", sql, nparams, values,
-					  NULL, NULL, deadline);
+	if (rc == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_CONNECTION_FAILURE),
+				errmsg("could not connect to the durable_cluster store: %s", why));
+	res = remote_exec(rc, "", sql, nparams, values, NULL, NULL, deadline, false);
 	if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
 		value = pstrdup(PQgetvalue(res, 0, 0));
 	PQclear(res);
@@ -399,6 +488,14 @@ dc_forward_sql(PG_FUNCTION_ARGS)
 					   (size_t) VARSIZE_ANY_EXHDR(raw), sizeof(DcCommand)));
 	cmd = palloc(sizeof(DcCommand));
 	memcpy(cmd, VARDATA_ANY(raw), sizeof(DcCommand));
+	if ((int) cmd->kind < DC_CMD_LOGIN || cmd->kind > DC_CMD_USER ||
+		cmd->payload_len > DC_MAX_PAYLOAD_BYTES ||
+		memchr(cmd->command_id, '\0', sizeof(cmd->command_id)) == NULL ||
+		memchr(cmd->nickname, '\0', sizeof(cmd->nickname)) == NULL ||
+		memchr(cmd->name, '\0', sizeof(cmd->name)) == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("malformed forwarded command"));
 
 	dc_ask_timeout_ms = Max(PG_GETARG_INT32(4), 1);
 	dc_serving_forward = true;

@@ -581,7 +581,8 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	 * only after that map says so.  So the cached states read here were
 	 * current when the batch started, after its requests arrived.
 	 */
-	if (nwrites == 0 && nlogs == 0 && !in_transaction && dc_single_server())
+	if (nwrites == 0 && nlogs == 0 && !in_transaction && dc_single_server() &&
+		dc_shared->nremote == 0)
 		return 0;
 	batch_write_sent = true;
 	nfenced = dc_store_write_batch(node_name, shards, epochs, nshards, writes, nwrites,
@@ -849,10 +850,12 @@ dc_node_main(Datum main_arg)
 			if (n > 0)
 				process_batch(slots, n);
 		}
+		/* an announcement read along with a statement's result */
+		if (dc_store_announced())
+			tick_now = true;
 		if (n == 0 && !tick_now)
 		{
 			long		wait_ms;
-
 			pgsocket	store_socket = dc_store_listen_socket();
 
 			now = GetCurrentTimestamp();

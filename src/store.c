@@ -31,10 +31,12 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "durable_cluster.h"
 #include "inbox.h"
 #include "jsonb_build.h"
+#include "forward.h"
 #include "store.h"
 
 static PGconn *store_conn = NULL;
@@ -48,16 +50,35 @@ static const char *prepared[MAX_PREPARED];
 static int	n_prepared = 0;
 
 static char *store_conninfo = NULL;
+static char *store_application_name = NULL;
+
+/* LISTEN durable_cluster was sent on store_conn */
+static bool listening = false;
 
 /* a store on another server announced a change (LISTEN durable_cluster) */
 static bool announced = false;
 
-static void exec_control(const char *sql);
+static PGresult *await_result(PGconn *conn, bool sent, const char *sql);
+
+/* A connection-string value, quoted: 'it''s' is written 'it\'s'. */
+static void
+append_conninfo_value(StringInfo buf, const char *keyword, const char *value)
+{
+	appendStringInfo(buf, "%s='", keyword);
+	for (const char *p = value; *p; p++)
+	{
+		if (*p == '\'' || *p == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+	appendStringInfoString(buf, "' ");
+}
 
 /*
- * How to reach the store: durable_cluster.store if set, otherwise this
- * server through its first Unix socket (or localhost), as the given user
- * (the node's shared-catalog connection knows the bootstrap superuser).
+ * How to reach the store: durable_cluster.store if set (a connection
+ * string or URI), otherwise this server through its first Unix socket (or
+ * localhost), as the given user (the node's shared-catalog connection
+ * knows the bootstrap superuser).
  */
 void
 dc_store_init(const char *node_name, const char *user)
@@ -67,7 +88,7 @@ dc_store_init(const char *node_name, const char *user)
 	char	   *comma;
 
 	initStringInfo(&info);
-	if (dc_store && dc_store[0] != '\0')
+	if (!dc_store_is_here())
 		appendStringInfoString(&info, dc_store);
 	else
 	{
@@ -77,12 +98,14 @@ dc_store_init(const char *node_name, const char *user)
 		host = pstrdup(host + strspn(host, " "));
 		if (host[0] == '\0')
 			host = "localhost";
-		appendStringInfo(&info, "host='%s' port=%d dbname='%s' user='%s'",
-						 host, PostPortNumber, dc_database, user);
+		append_conninfo_value(&info, "host", host);
+		appendStringInfo(&info, "port=%d ", PostPortNumber);
+		append_conninfo_value(&info, "dbname", dc_database);
+		append_conninfo_value(&info, "user", user);
 	}
-	/* later keywords win: the store session is always named after the node */
-	appendStringInfo(&info, " application_name='durable_cluster %s'", node_name);
 	store_conninfo = MemoryContextStrdup(TopMemoryContext, info.data);
+	store_application_name = MemoryContextStrdup(TopMemoryContext,
+												 psprintf("durable_cluster %s", node_name));
 	pfree(info.data);
 }
 
@@ -96,19 +119,32 @@ dc_store_disconnect(void)
 		PQfinish(store_conn);
 	store_conn = NULL;
 	n_prepared = 0;
+	listening = false;
 }
 
-static PGconn *
-connection(void)
+/* Connect to the store, without blocking, for at most failure_timeout. */
+static void
+connect_store(void)
 {
-	if (store_conn && PQstatus(store_conn) == CONNECTION_OK)
-		return store_conn;
+	char	   *user_timeout = psprintf("%d", dc_failure_timeout_ms);
+
 	dc_store_disconnect();
 
-	store_conn = PQconnectdb(store_conninfo);
-	if (PQstatus(store_conn) != CONNECTION_OK)
+	/*
+	 * The session is always named after the node, and a store that stops
+	 * answering is given up after failure_timeout: by then this node is
+	 * failed over anyway.
+	 */
+	store_conn = dc_connect((const char *[]) {"dbname", "application_name",
+											  "tcp_user_timeout", NULL},
+							(const char *[]) {store_conninfo, store_application_name,
+											  user_timeout, NULL},
+							true,
+							TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														dc_failure_timeout_ms));
+	if (store_conn == NULL || PQstatus(store_conn) != CONNECTION_OK)
 	{
-		char	   *msg = pchomp(PQerrorMessage(store_conn));
+		char	   *msg = store_conn ? pchomp(PQerrorMessage(store_conn)) : "timed out";
 
 		dc_store_disconnect();
 		ereport(ERROR,
@@ -121,16 +157,25 @@ connection(void)
 	AddWaitEventToSet(store_wait, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(store_wait, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(store_wait, WL_SOCKET_READABLE, PQsocket(store_conn), NULL, NULL);
+}
+
+static PGconn *
+connection(void)
+{
+	if (store_conn == NULL || PQstatus(store_conn) != CONNECTION_OK)
+		connect_store();
 
 	/*
 	 * On this server, announcements set the nodes' latches at commit
 	 * (durable_cluster.wake_nodes_at_commit); from another server they come
 	 * as notifications.  Whatever was announced while not listening is
-	 * caught up by the tick that follows a new connection.
+	 * caught up by the tick that follows.
 	 */
-	if (!dc_store_is_here())
+	if (!dc_store_is_here() && !listening)
 	{
-		exec_control("LISTEN durable_cluster");
+		PQclear(await_result(store_conn, PQsendQuery(store_conn, "LISTEN durable_cluster"),
+							 "LISTEN durable_cluster"));
+		listening = true;
 		announced = true;
 	}
 	return store_conn;

@@ -144,5 +144,17 @@ for my $load (@loads)
 }
 DurableClusterLoad::check_stored($store, 'three servers', \@loads, in_flight => 1);
 
+# a server that reaches a store elsewhere must say how it is reached
+my $nameless = PostgreSQL::Test::Cluster->new('nameless');
+$nameless->init;
+$nameless->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'durable_cluster'
+durable_cluster.store = 'host=} . $store->host . ' port=' . $store->port . qq{ dbname=postgres'
+});
+ok(!$nameless->start(fail_ok => 1), 'a server with a store elsewhere and no advertise_address does not start');
+like(slurp_file($nameless->logfile),
+	qr/durable_cluster.store is set but durable_cluster.advertise_address is not/,
+	'and says why');
+
 $_->stop for ($c, $b, $store);
 done_testing();
