@@ -145,6 +145,7 @@ extern bool dc_slot_accepted(int slot);
 extern void dc_slot_accept(int slot);
 extern bool dc_slot_detach(int slot);
 extern bool dc_slot_forward(int slot, int node);
+extern bool dc_slot_detached(int slot);
 extern void dc_slot_release(int slot);
 extern DcSlotState dc_slot_abandon(int slot);
 extern bool dc_slot_reclaim(int slot);

@@ -100,7 +100,9 @@ wait_socket(PGconn *conn, bool writable, TimestampTz deadline)
 
 /*
  * The name of this server's bootstrap superuser, as which the cluster's
- * own connections log in, looked up once (in a transaction).
+ * own connections log in, looked up once, in a transaction: a node worker
+ * calls this at its start, for the tells it forwards; backends on first
+ * use.
  */
 void
 dc_forward_init(void)

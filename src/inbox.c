@@ -229,6 +229,18 @@ dc_slot_detach(int slot)
 	return detached;
 }
 
+/* Has the caller of this tell returned, leaving the slot to the node? */
+bool
+dc_slot_detached(int slot)
+{
+	bool		detached;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	detached = dc_shared->slots[slot].detached;
+	SpinLockRelease(&dc_shared->mutex);
+	return detached;
+}
+
 /*
  * A node that found the shard of a detached tell moved queues it to the
  * new owner itself, there being no caller to do it.  False if the slot is

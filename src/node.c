@@ -53,6 +53,7 @@
 #include "entity.h"
 #include "inbox.h"
 #include "entity_cache.h"
+#include "forward.h"
 #include "saga.h"
 #include "store.h"
 
@@ -593,6 +594,40 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 }
 
 /*
+ * The same for a new owner on another server: hand the tell to that server
+ * as a caller would (forward.c), for at most ask_timeout.  If it cannot
+ * take it, the tell is lost, as a tell whose batch fails is.
+ */
+static bool
+forward_tell_elsewhere(int slot, const char *address)
+{
+	DcRequestSlot *req = &dc_shared->slots[slot];
+	volatile bool moved = true;
+
+	if (!dc_slot_detached(slot))
+		return false;
+	PG_TRY();
+	{
+		bool		not_taken;
+
+		(void) dc_forward(address, req->mall_id, req->user_id, &req->command, true,
+						  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dc_ask_timeout_ms),
+						  &not_taken);
+		moved = not_taken;
+	}
+	PG_CATCH();
+	{
+		(void) store_failure("forwarding a tell to another server");
+	}
+	PG_END_TRY();
+	if (moved)
+		return false;
+	/* the other server has it: free the slot, whose caller is gone */
+	dc_slot_reply(slot, DC_REPLY_OK, 0, NULL, 0);
+	return true;
+}
+
+/*
  * A dc_tell whose caller returned, and whose shard turned out to have moved:
  * queue it to the shard's owner per the shared-memory map, there being no
  * caller to route it again.  That may be this node, if it has not caught
@@ -604,14 +639,19 @@ static bool
 forward_tell(int slot, bool leaving)
 {
 	DcRequestSlot *req = &dc_shared->slots[slot];
-	int			owner = -1;
+	int			owner = DC_OWNER_NONE;
+	char		address[DC_ADDRESS_BYTES];
 
 	if (!req->tell)
 		return false;
 	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
 	if (dc_shared->number_of_shards == req->number_of_shards)
 		owner = dc_shared->owner[req->shard];
+	if (owner < DC_OWNER_NONE)
+		strlcpy(address, dc_shared->remote[DC_REMOTE_INDEX(owner)], sizeof(address));
 	LWLockRelease(dc_shared->map_lock);
+	if (owner < DC_OWNER_NONE)
+		return forward_tell_elsewhere(slot, address);
 	if (owner < 0 || dc_shared->nodes[owner].pid == 0 || (leaving && owner == node_index))
 		return false;
 	return dc_slot_forward(slot, owner);
@@ -801,6 +841,7 @@ dc_node_main(Datum main_arg)
 	pgstat_report_appname(node_name);
 	StartTransactionCommand();
 	dc_store_init(node_name, GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false));
+	dc_forward_init();
 	CommitTransactionCommand();
 
 	batch_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster batch",

@@ -15,6 +15,9 @@
 #    - the store restarts: the nodes of b and c reconnect and carry on.
 #    Afterwards every acknowledged command is stored exactly once, and
 #    nothing else is, but commands whose outcome nobody could know.
+# 3. A tell fenced after it returned, whose shard moved to another server,
+#    is forwarded there by the node; a server with a store elsewhere and no
+#    advertise_address refuses to start.
 #
 
 use strict;
@@ -143,6 +146,32 @@ for my $load (@loads)
 	$load->failures_ok($load->{name}, allowed => [ '55000', '40003', qr/^(08|57)/ ]);
 }
 DurableClusterLoad::check_stored($store, 'three servers', \@loads, in_flight => 1);
+
+# a tell whose batch is fenced after it returned, its shard having moved to
+# a node of another server: the node forwards it to that server
+my $fenced_user = $store->safe_psql('postgres', qq{
+SELECT 'f' || g FROM generate_series(1, 1000) g
+ WHERE (SELECT m.address FROM dc_shards s JOIN dc_members m ON m.name = s.node
+         WHERE s.shard_id = dc_shard_id('fenced', 'f' || g)) = '$address{store}'
+ ORDER BY g LIMIT 1});
+my $shard = $store->safe_psql('postgres', qq{SELECT dc_shard_id('fenced', '$fenced_user')});
+my $holder = $store->background_psql('postgres');
+$holder->query_safe(qq{BEGIN;
+SELECT shard_id FROM durable_cluster.shards WHERE shard_id = $shard FOR UPDATE});
+$store->safe_psql('postgres', qq{SELECT dc_tell('fenced', '$fenced_user', 'login')});
+pass('dc_tell returned while its batch waits for the shard row');
+$holder->query_safe(qq{
+UPDATE durable_cluster.shards SET node = 'node-1\@$address{c}', epoch = epoch + 1
+ WHERE shard_id = $shard;
+UPDATE durable_cluster.settings SET map_version = map_version + 1;
+COMMIT});
+$holder->quit;
+($ok) = DurableClusterLoad::poll_until($store, qq{
+SELECT coalesce((dc_get_state('fenced', '$fenced_user') ->> 'logged_in')::boolean, false)},
+	timeout => 60);
+ok($ok, 'the fenced tell was forwarded to the node of c and applied');
+is($store->safe_psql('postgres', qq{SELECT dc_get_state('fenced', '$fenced_user') -> 'revision'}),
+	'1', 'applied once');
 
 # a server that reaches a store elsewhere must say how it is reached
 my $nameless = PostgreSQL::Test::Cluster->new('nameless');
