@@ -43,6 +43,9 @@ SELECT node, count(*) AS shards, min(shard_id) AS first, max(shard_id) AS last
 SELECT dc_shard_id('mall001', 'user001');          -- uses the stored number: 10
 SELECT dc_set_number_of_shards(0);
 SELECT dc_set_number_of_shards(NULL);
+-- a map change too large for one notification (1000 moves) still goes through
+SELECT dc_set_number_of_shards(1000);
+SELECT wait_for_cluster(3, 1000);
 SELECT dc_set_number_of_shards(100);
 SELECT wait_for_cluster(3, 100);
 SELECT dc_shard_id('mall001', 'user001');

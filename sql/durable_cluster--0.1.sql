@@ -123,9 +123,14 @@ LANGUAGE sql AS $$ SELECT pg_advisory_xact_lock(7310145832764101) $$;
 CREATE FUNCTION durable_cluster.wake_nodes_at_commit() RETURNS void
     AS 'MODULE_PATHNAME', 'dc_wake_nodes_at_commit' LANGUAGE C VOLATILE;
 
+-- A NOTIFY payload holds less than 8000 bytes: an event too large for it
+-- (the moves of a big rebalance) goes out without its list of moves, which
+-- dc_shards shows anyway, and says so.
 CREATE FUNCTION durable_cluster.announce(event jsonb) RETURNS void
 LANGUAGE sql AS $$
-    SELECT pg_notify('durable_cluster', event::text);
+    SELECT pg_notify('durable_cluster',
+                     CASE WHEN octet_length(event::text) < 7900 THEN event::text
+                          ELSE (event - 'moves' || '{"moves_left_out": true}')::text END);
     SELECT durable_cluster.wake_nodes_at_commit();
 $$;
 
