@@ -5,7 +5,8 @@
 #   make test                whole suite: pg_regress + TAP, as root or as a normal user
 #                            (test/run_tests.sh)
 #   make bench               throughput against plain SQL (bench/throughput.sh), then
-#                            failover and hand-off times (bench/failover.sh)
+#                            failover and hand-off times (bench/failover.sh), then the
+#                            cost of forwarding to another server (bench/forward.sh)
 #   make installcheck        the suite against an already installed extension; needs a
 #                            server started with shared_preload_libraries = 'durable_cluster'
 
@@ -46,3 +47,4 @@ test:
 bench:
 	bash bench/throughput.sh
 	bash bench/failover.sh
+	bash bench/forward.sh
