@@ -71,6 +71,22 @@ drop_connection(RemoteConnection *rc)
 	rc->conn = NULL;
 }
 
+/*
+ * libpq's message about conn's last failure, on one line: it spans several
+ * for a connection string of several hosts, and callers' logs and psql's
+ * LAST_ERROR_MESSAGE read better without.
+ */
+char *
+dc_libpq_error(PGconn *conn)
+{
+	char	   *msg = pchomp(PQerrorMessage(conn));
+
+	for (char *p = msg; *p; p++)
+		if (*p == '\n' || *p == '\t')
+			*p = ' ';
+	return msg;
+}
+
 static long
 ms_left(TimestampTz deadline)
 {
@@ -241,7 +257,7 @@ connection_to(const char *address, TimestampTz deadline, char **why)
 	if (rc->conn == NULL || PQstatus(rc->conn) != CONNECTION_OK ||
 		PQsetnonblocking(rc->conn, 1) != 0)
 	{
-		*why = rc->conn ? pchomp(PQerrorMessage(rc->conn)) : pstrdup("timed out");
+		*why = rc->conn ? dc_libpq_error(rc->conn) : pstrdup("timed out");
 		drop_connection(rc);
 		return NULL;
 	}
@@ -307,7 +323,7 @@ remote_exec(RemoteConnection *rc, const char *address, const char *sql, int npar
 		if (!PQsendQueryParams(rc->conn, sql, nparams, NULL, values, lengths, formats, 0))
 			ereport(ERROR,
 					errcode(ERRCODE_CONNECTION_FAILURE),
-					errmsg("could not send to %s: %s", where, pchomp(PQerrorMessage(rc->conn))));
+					errmsg("could not send to %s: %s", where, dc_libpq_error(rc->conn)));
 		sent = true;
 		while ((flushed = PQflush(rc->conn)) == 1)
 			if (!wait_socket(rc->conn, true, deadline))
@@ -317,7 +333,7 @@ remote_exec(RemoteConnection *rc, const char *address, const char *sql, int npar
 		if (flushed < 0)
 			ereport(ERROR,
 					errcode(ERRCODE_CONNECTION_FAILURE),
-					errmsg("could not send to %s: %s", where, pchomp(PQerrorMessage(rc->conn))));
+					errmsg("could not send to %s: %s", where, dc_libpq_error(rc->conn)));
 
 		/* every result to the end, never blocking in PQgetResult */
 		for (;;)
@@ -332,7 +348,7 @@ remote_exec(RemoteConnection *rc, const char *address, const char *sql, int npar
 					ereport(ERROR,
 							errcode(ERRCODE_CONNECTION_FAILURE),
 							errmsg("lost the connection to %s: %s", where,
-								   pchomp(PQerrorMessage(rc->conn))));
+								   dc_libpq_error(rc->conn)));
 			}
 			if ((next = PQgetResult(rc->conn)) == NULL)
 				break;

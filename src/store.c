@@ -144,7 +144,7 @@ connect_store(void)
 														dc_failure_timeout_ms));
 	if (store_conn == NULL || PQstatus(store_conn) != CONNECTION_OK)
 	{
-		char	   *msg = store_conn ? pchomp(PQerrorMessage(store_conn)) : "timed out";
+		char	   *msg = store_conn ? dc_libpq_error(store_conn) : "timed out";
 
 		dc_store_disconnect();
 		ereport(ERROR,
@@ -194,7 +194,7 @@ raise_result_error(PGresult *res, const char *sql)
 
 	if (state && strlen(state) == 5)
 		sqlstate = MAKE_SQLSTATE(state[0], state[1], state[2], state[3], state[4]);
-	message = pstrdup(primary ? primary : pchomp(PQerrorMessage(store_conn)));
+	message = pstrdup(primary ? primary : dc_libpq_error(store_conn));
 	PQclear(res);
 	ereport(ERROR,
 			errcode(sqlstate),
@@ -265,7 +265,7 @@ await_result(PGconn *conn, bool sent, const char *sql)
 
 	if (!sent)
 	{
-		char	   *msg = pchomp(PQerrorMessage(conn));
+		char	   *msg = dc_libpq_error(conn);
 
 		dc_store_disconnect();
 		ereport(ERROR,
@@ -284,7 +284,7 @@ await_result(PGconn *conn, bool sent, const char *sql)
 			ResetLatch(MyLatch);
 		if ((event.events & WL_SOCKET_READABLE) && !PQconsumeInput(conn))
 		{
-			char	   *msg = pchomp(PQerrorMessage(conn));
+			char	   *msg = dc_libpq_error(conn);
 
 			dc_store_disconnect();
 			ereport(ERROR,

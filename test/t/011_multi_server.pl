@@ -138,6 +138,7 @@ $before = $store->safe_psql('postgres', $progress);
 ok($ok, 'the writers on b and c carry on after the store restart');
 
 $_->stop for @loads;
+ok($loads[2]->clients_ok, 'the writers on c, whose server stayed up, ran until told to stop');
 my $acked = 0;
 $acked += $_->acked for @loads;
 note("acknowledged commands: $acked");

@@ -1,0 +1,113 @@
+#
+# test/t/012_store_failover.pl
+#     The store's own high availability is PostgreSQL's: a streaming
+#     replica promoted when the store's primary is lost, and a multi-host
+#     connection string with target_session_attrs=read-write.
+#
+# "primary" holds the store and runs two nodes; "standby" replicates it
+# synchronously (its nodes start once it is promoted); "b" runs two nodes
+# and reaches the store through
+#     host=primary,standby ... target_session_attrs=read-write
+# Writers send commands through b.  The primary is lost (immediate
+# shutdown) and the standby promoted: b's nodes must reach the new primary,
+# the shards must be shared by the nodes still running (b's and the new
+# primary's), the writers must carry on, and every acknowledged command
+# must be stored exactly once on the new primary.
+#
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use DurableClusterLoad;
+
+sub cluster_conf
+{
+	my ($node) = @_;
+	return qq{
+shared_preload_libraries = 'durable_cluster'
+max_worker_processes = 32
+durable_cluster.nodes = 2
+durable_cluster.advertise_address = '} . $node->host . ':' . $node->port . qq{'
+durable_cluster.heartbeat_interval = '200ms'
+durable_cluster.failure_timeout = '2s'
+durable_cluster.ask_timeout = '20s'
+log_statement = 'ddl'
+};
+}
+
+my $primary = PostgreSQL::Test::Cluster->new('primary');
+$primary->init(allows_streaming => 1);
+$primary->append_conf('postgresql.conf', cluster_conf($primary));
+$primary->start;
+$primary->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
+
+$primary->backup('base');
+my $standby = PostgreSQL::Test::Cluster->new('standby');
+$standby->init_from_backup($primary, 'base', has_streaming => 1);
+$standby->append_conf('postgresql.conf', cluster_conf($standby));
+$standby->start;
+# acknowledged means on the standby too
+$primary->append_conf('postgresql.conf', "synchronous_standby_names = '*'");
+$primary->reload;
+$primary->poll_query_until('postgres',
+	q{SELECT count(*) = 1 FROM pg_stat_replication WHERE sync_state = 'sync'})
+  or die 'the standby did not become synchronous';
+
+my $b = PostgreSQL::Test::Cluster->new('b');
+$b->init;
+$b->append_conf('postgresql.conf', cluster_conf($b) . qq{
+durable_cluster.store = 'host=} . $primary->host . ',' . $standby->host . ' port='
+	  . $primary->port . ',' . $standby->port
+	  . qq{ dbname=postgres target_session_attrs=read-write'
+});
+$b->start;
+$b->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
+
+my ($ok) = DurableClusterLoad::poll_until($primary, DurableClusterLoad::balanced_query(4));
+ok($ok, 'four nodes on primary and b share the shards');
+
+my @loads = (DurableClusterLoad->start($b, name => 'via_b', mall => 'ha',
+	clients => 3, entities => 40, retry => 1, pause_ms => 2));
+my $progress = q{SELECT coalesce(sum(revision), 0) FROM durable_cluster.entity_state
+                  WHERE mall_id = 'ha'};
+my $before = $primary->safe_psql('postgres', $progress);
+($ok) = DurableClusterLoad::poll_until($primary, "SELECT ($progress) >= $before + 300");
+ok($ok, 'commands flow through b');
+
+# the store's primary is lost; the standby takes over
+$primary->stop('immediate');
+$standby->promote;
+($ok) = DurableClusterLoad::poll_until($standby, DurableClusterLoad::balanced_query(4),
+	timeout => 60);
+ok($ok, 'after the promotion, the nodes of b and of the new primary share the shards');
+is($standby->safe_psql('postgres', q{
+SELECT count(*) FROM dc_members m JOIN dc_shards s ON s.node = m.name
+ WHERE m.address = '} . $primary->host . ':' . $primary->port . q{'}),
+	0, 'no shard is left with the lost primary\'s nodes');
+$before = $standby->safe_psql('postgres', $progress);
+($ok) = DurableClusterLoad::poll_until($standby, "SELECT ($progress) >= $before + 300",
+	timeout => 60);
+ok($ok, 'the writers on b carry on against the new primary');
+
+push @loads, DurableClusterLoad->start($standby, name => 'via_new_primary', mall => 'ha',
+	clients => 2, entities => 40, retry => 1, pause_ms => 2);
+$before = $standby->safe_psql('postgres', $progress);
+($ok) = DurableClusterLoad::poll_until($standby, "SELECT ($progress) >= $before + 200");
+ok($ok, 'and commands flow through the new primary too');
+
+$_->stop for @loads;
+for my $load (@loads)
+{
+	ok($load->clients_ok, "$load->{name}: every writer ran until told to stop, with nothing unexpected");
+	$load->failures_ok($load->{name}, allowed => [ '55000', '40003', qr/^(08|57)/ ]);
+}
+DurableClusterLoad::check_stored($standby, 'store failover', \@loads);
+
+$_->stop for ($b, $standby);
+done_testing();
