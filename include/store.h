@@ -47,8 +47,8 @@ typedef struct DcCommandLog
 extern void dc_store_init(const char *node_name, const char *user);
 extern void dc_store_disconnect(void);
 
-extern pgsocket dc_store_listen_socket(void);
 extern bool dc_store_announced(void);
+extern void dc_store_wait_idle(long timeout_ms);
 extern int	dc_store_other_sessions(void);
 extern Oid	dc_store_extension_oid(void);
 extern int64 dc_store_join(const char *name, int node_index, const char *address,

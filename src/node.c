@@ -897,15 +897,10 @@ dc_node_main(Datum main_arg)
 		if (n == 0 && !tick_now)
 		{
 			long		wait_ms;
-			pgsocket	store_socket = dc_store_listen_socket();
 
 			now = GetCurrentTimestamp();
-			wait_ms = TimestampDifferenceMilliseconds(now, next_tick);
-			(void) WaitLatchOrSocket(MyLatch,
-									 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH |
-									 (store_socket != PGINVALID_SOCKET ? WL_SOCKET_READABLE : 0),
-									 store_socket, Max(wait_ms, 1), PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
+			wait_ms = Max(TimestampDifferenceMilliseconds(now, next_tick), 1);
+			dc_store_wait_idle(wait_ms);
 		}
 	}
 

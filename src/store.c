@@ -220,12 +220,30 @@ drain_notifications(PGconn *conn)
  * For a store on another server, the socket to wait on between
  * statements, where its announcements arrive; PGINVALID_SOCKET otherwise.
  */
-pgsocket
+static pgsocket
 dc_store_listen_socket(void)
 {
 	if (dc_store_is_here() || store_conn == NULL || PQstatus(store_conn) != CONNECTION_OK)
 		return PGINVALID_SOCKET;
 	return PQsocket(store_conn);
+}
+
+/*
+ * Wait, between batches, for the latch or timeout_ms, and for a store on
+ * another server also for its announcements; with the connection's
+ * persistent wait event set or WaitLatch's, not one made per wait.
+ */
+void
+dc_store_wait_idle(long timeout_ms)
+{
+	WaitEvent	event;
+
+	if (dc_store_listen_socket() != PGINVALID_SOCKET)
+		(void) WaitEventSetWait(store_wait, timeout_ms, &event, 1, PG_WAIT_EXTENSION);
+	else
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout_ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
 }
 
 /*
