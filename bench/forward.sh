@@ -10,28 +10,25 @@
 
 set -euo pipefail
 
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-bindir=$("$PG_CONFIG" --bindir)
-top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# as_owner, bindir, top, bench_machine
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 base=${BENCH_FORWARD_DIR:-/tmp/durable_cluster_forward}
 port_a=5491
 port_b=5492
 seconds=${BENCH_SECONDS:-10}
 
-as_owner()
-{
-	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-sql()
+# sql_on SERVER PORT QUERY
+sql_on()
 {
 	"$bindir/psql" -X -qAt -v ON_ERROR_STOP=1 -h "$base/$1" -p "$2" -U postgres -d postgres -c "$3"
 }
 
-wait_for()
+# wait_on SERVER PORT QUERY: poll until QUERY returns t
+wait_on()
 {
 	local deadline=$(( $(date +%s) + 120 ))
-	until [ "$(sql "$1" "$2" "$3" 2>/dev/null)" = t ]; do
+	until [ "$(sql_on "$1" "$2" "$3" 2>/dev/null)" = t ]; do
 		[ "$(date +%s)" -lt "$deadline" ] || { echo "timed out waiting for: $3" >&2; exit 1; }
 		sleep 0.05
 	done
@@ -68,25 +65,25 @@ durable_cluster.advertise_address = '$base/$name:$port'
 $extra
 CONF
 	as_owner "$bindir/pg_ctl" -D "$base/$name/data" -l "$base/$name/server.log" -w start >/dev/null
-	sql "$name" "$port" "CREATE EXTENSION durable_cluster"
+	sql_on "$name" "$port" "CREATE EXTENSION durable_cluster"
 }
 
 start_server a "$port_a" 3 ""
 start_server b "$port_b" 1 "durable_cluster.store = 'host=$base/a port=$port_a dbname=postgres'"
-wait_for a "$port_a" "SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = 4
+wait_on a "$port_a" "SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = 4
                        AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
                              WHERE m.status = 'up') = 100"
 
 # 100 entities owned by a's nodes, stored and cached before measuring
-sql a "$port_a" "CREATE TABLE bench_keys AS
+sql_on a "$port_a" "CREATE TABLE bench_keys AS
 SELECT row_number() OVER () AS k, u
   FROM (SELECT 'u' || g AS u FROM generate_series(1, 10000) g) x
  WHERE (SELECT m.address FROM dc_shards s JOIN dc_members m ON m.name = s.node
          WHERE s.shard_id = dc_shard_id('fw', x.u)) = '$base/a:$port_a'
  LIMIT 100"
-keys=$(sql a "$port_a" "SELECT string_agg(u, ' ' ORDER BY k) FROM bench_keys")
-sql a "$port_a" "SELECT count(*) FROM bench_keys, LATERAL dc_send_command('fw', u, 'login')" >/dev/null
-wait_for b "$port_b" "SELECT dc_send_command('fw', 'u1', 'get_state') IS NOT NULL"
+keys=$(sql_on a "$port_a" "SELECT string_agg(u, ' ' ORDER BY k) FROM bench_keys")
+sql_on a "$port_a" "SELECT count(*) FROM bench_keys, LATERAL dc_send_command('fw', u, 'login')" >/dev/null
+wait_on b "$port_b" "SELECT dc_send_command('fw', 'u1', 'get_state') IS NOT NULL"
 
 # pgbench picks one of the 100 ids by position
 script="$base/forward.sql"
@@ -130,6 +127,6 @@ out="$top/bench/results/forward.md"
 		echo "| $via$([ "$via" = b ] && echo ' (forwarded)') | $clients | $tps | $lat |"
 	done
 	echo
-	echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $("$bindir/postgres" --version)."
+	echo "Machine: $(bench_machine)."
 } > "$out"
 echo "wrote $out"
