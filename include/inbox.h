@@ -70,6 +70,7 @@ typedef struct DcRequestSlot
 	char		user_id[DC_MAX_ID_BYTES + 1];
 	DcCommand	command;
 	bool		tell;			/* dc_tell: wake the caller once accepted */
+	TimestampTz forward_until;	/* a node handing on a detached tell gives up then */
 
 	/* written by the node while TAKEN, read by the caller once DONE */
 	DcReplyKind reply_kind;

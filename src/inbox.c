@@ -128,6 +128,7 @@ dc_slot_acquire(void)
 		s->accepted = false;
 		s->detached = false;
 		s->tell = false;
+		s->forward_until = 0;
 		s->next = -1;
 		s->node = -1;
 		s->caller_latch = MyLatch;

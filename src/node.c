@@ -594,25 +594,37 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 }
 
 /*
+ * Detached tells that another server would not take yet: routed again
+ * after each tick (which refreshes the map), not in a busy loop.
+ */
+static int *deferred_tells;
+static int	ndeferred;
+
+/*
  * The same for a new owner on another server: hand the tell to that server
- * as a caller would (forward.c), for at most ask_timeout.  If it cannot
- * take it, the tell is lost, as a tell whose batch fails is.
+ * as a caller would (forward.c).  If that server does not own the shard
+ * (any more) or cannot be reached, the tell is deferred, to be routed anew
+ * after the next tick, as a caller would route it again, for ask_timeout
+ * from the first attempt; after that it is lost, as a tell whose batch
+ * fails is.
  */
 static bool
 forward_tell_elsewhere(int slot, const char *address)
 {
 	DcRequestSlot *req = &dc_shared->slots[slot];
 	volatile bool moved = true;
+	TimestampTz now = GetCurrentTimestamp();
 
 	if (!dc_slot_detached(slot))
 		return false;
+	if (req->forward_until == 0)
+		req->forward_until = TimestampTzPlusMilliseconds(now, dc_ask_timeout_ms);
 	PG_TRY();
 	{
 		bool		not_taken;
 
 		(void) dc_forward(address, req->mall_id, req->user_id, &req->command, true,
-						  TimestampTzPlusMilliseconds(GetCurrentTimestamp(), dc_ask_timeout_ms),
-						  &not_taken);
+						  req->forward_until, &not_taken);
 		moved = not_taken;
 	}
 	PG_CATCH();
@@ -621,7 +633,12 @@ forward_tell_elsewhere(int slot, const char *address)
 	}
 	PG_END_TRY();
 	if (moved)
-		return false;
+	{
+		if (GetCurrentTimestamp() >= req->forward_until)
+			return false;
+		deferred_tells[ndeferred++] = slot;
+		return true;
+	}
 	/* the other server has it: free the slot, whose caller is gone */
 	dc_slot_reply(slot, DC_REPLY_OK, 0, NULL, 0);
 	return true;
@@ -777,6 +794,30 @@ process_batch(const int *slots, int n)
 	report_stats(applied, now);
 }
 
+/*
+ * Route the deferred tells again, now that the map was refreshed.  When
+ * leaving, this is their last chance: those deferred once more are lost.
+ */
+static void
+retry_deferred_tells(bool leaving)
+{
+	int			n = ndeferred;
+	int		   *slots = palloc(sizeof(int) * Max(n, 1));
+
+	memcpy(slots, deferred_tells, sizeof(int) * n);
+	ndeferred = 0;
+	for (int i = 0; i < n; i++)
+		if (!forward_tell(slots[i], leaving))
+			dc_slot_reply(slots[i], DC_REPLY_MOVED, 0, NULL, 0);
+	if (leaving)
+	{
+		for (int i = 0; i < ndeferred; i++)
+			dc_slot_reply(deferred_tells[i], DC_REPLY_MOVED, 0, NULL, 0);
+		ndeferred = 0;
+	}
+	pfree(slots);
+}
+
 static void
 leaving_work(void)
 {
@@ -809,6 +850,7 @@ node_leave(void)
 		ereport(LOG, errmsg("durable_cluster %s left the cluster", node_name));
 
 	dc_node_detach(node_index);
+	retry_deferred_tells(true);
 	while ((n = dc_inbox_take(node_index, slots, dc_shared->nslots)) > 0)
 		for (int i = 0; i < n; i++)
 			if (!forward_tell(slots[i], true))
@@ -848,6 +890,7 @@ dc_node_main(Datum main_arg)
 										  ALLOCSET_DEFAULT_SIZES);
 	dc_cache_reset();
 	slots = MemoryContextAlloc(TopMemoryContext, sizeof(int) * dc_shared->nslots);
+	deferred_tells = MemoryContextAlloc(TopMemoryContext, sizeof(int) * dc_shared->nslots);
 	dc_node_attach(node_index);
 
 	for (;;)
@@ -876,6 +919,7 @@ dc_node_main(Datum main_arg)
 		{
 			tick_now = false;
 			node_tick();
+			retry_deferred_tells(false);
 			report_stats(0, now);
 			next_tick = TimestampTzPlusMilliseconds(now, dc_heartbeat_interval_ms);
 			if (smart_shutdown_idle())

@@ -6,7 +6,8 @@
 #     durable_cluster.advertise_address.
 #
 # 1. Commands sent through any server reach the owner, wherever it runs
-#    (forwarded over libpq); dc_get_state reads the store from every server.
+#    (forwarded over libpq); dc_get_state reads the store from every server;
+#    registered commands and transfers work through a node server.
 # 2. Writers on all three servers (each command with a command_id, retried
 #    once with it after a failure) while:
 #    - server b is lost (immediate shutdown): its shards fail over to the
@@ -96,6 +97,29 @@ SELECT count(*) FROM (SELECT dc_tell('told', 'u' || g, 'login') FROM generate_se
 ($ok) = DurableClusterLoad::poll_until($store, q{
 SELECT count(*) = 30 FROM durable_cluster.entity_state WHERE mall_id = 'told' AND revision = 1});
 ok($ok, 'tells sent through a node server are applied');
+
+# registered commands and transfers from a node server: the registry and
+# the saga ids are the store's
+$store->safe_psql('postgres', q{
+CREATE FUNCTION set_tier(state jsonb, payload jsonb) RETURNS jsonb
+LANGUAGE sql AS $$ SELECT state || jsonb_build_object('tier', payload ->> 'tier') $$;
+SELECT dc_register_command('set_tier', 'set_tier(jsonb, jsonb)');
+});
+like($b->safe_psql('postgres',
+		q{SELECT dc_send_command('everywhere', 'u1', 'set_tier', '{"tier": "gold"}')}),
+	qr/"tier": "gold"/, 'a command registered on the store runs when sent through b');
+my ($ret, $out, $err) = $b->psql('postgres',
+	q{SELECT dc_register_command('other', 'jsonb_concat(jsonb, jsonb)')});
+like($err, qr/commands are registered on the server that holds the cluster store/,
+	'registering on a node server is refused');
+like($c->safe_psql('postgres', q{SELECT dc_transfer('everywhere', 'u2', 'everywhere', 'u3', 1.5)}),
+	qr/"status": "completed"/, 'a transfer through c completes');
+is($store->safe_psql('postgres', q{
+SELECT step || ' ' || status || ' ' || amount FROM dc_sagas WHERE from_user = 'u2'}),
+	'added completed 1.5', 'its saga is recorded in the store');
+is($c->safe_psql('postgres', q{
+SELECT (dc_get_state('everywhere', 'u2') ->> 'balance') || ' ' || (dc_get_state('everywhere', 'u3') ->> 'balance')}),
+	'1.50 4.50', 'and the amount moved once');
 
 # 2. writers through all three servers
 my %load_opts = (clients => 2, entities => 40, retry => 1, pause_ms => 2);
