@@ -36,7 +36,9 @@
 #
 # With retry => 1, every command carries a command_id and a command that
 # failed is sent once more (an F line, then the retry's line): the retry's
-# outcome is the command's; retried() counts them.
+# outcome is the command's, but for a retry that fails after a first
+# attempt answered 40003, which leaves it unknown (counted as a 40003);
+# retried() counts them.
 #
 # Every "stop_every" commands (default 1) a writer reads its row of the
 # table dcload_control, sleeping "pause_ms" (default 1) in the same
@@ -283,6 +285,7 @@ sub _collect
 	my ($self) = @_;
 	$self->{acked} = 0;
 	$self->{retried} = 0;
+	$self->{unknown_before_retry} = {};
 	$self->{failures} = [];
 	$self->{in_flight} = [];
 	$self->{bad_lines} = [];
@@ -344,6 +347,10 @@ sub _collect
 				}
 				my ($user, $cents) = $self->command_of($c, $i);
 				$outcome{$i} = 'F';
+				# a retry that failed after a first attempt of unknown
+				# outcome leaves the command's outcome unknown
+				($sqlstate, $message) = ('40003', "retry failed with $sqlstate ($message) after a 40003")
+				  if $self->{unknown_before_retry}{"$c|$i"} && $sqlstate ne '40003';
 				push @{ $self->{failures} },
 				  { client => $c, seq => $i, user => $user, cents => $cents,
 					sqlstate => $sqlstate, message => $message };
@@ -389,13 +396,18 @@ sub _collect
 }
 
 # With retry, a command that failed is sent again: its failure is replaced
-# by the outcome of the retry.
+# by the outcome of the retry.  (The command id makes an acknowledged retry
+# the command's one application; a retry that fails after a first attempt
+# answered 40003 leaves the outcome unknown, and is counted as a 40003.)
 sub _supersede
 {
 	my ($self, $outcome, $c, $i) = @_;
 	return unless $self->{retry} && ($outcome->{$i} // '') eq 'F';
-	$_->{superseded} = 1
-	  for grep { $_->{client} == $c && $_->{seq} == $i } @{ $self->{failures} };
+	for my $f (grep { $_->{client} == $c && $_->{seq} == $i } @{ $self->{failures} })
+	{
+		$f->{superseded} = 1;
+		$self->{unknown_before_retry}{"$c|$i"} = 1 if $f->{sqlstate} eq '40003';
+	}
 	$self->{retried}++;
 	delete $outcome->{$i};
 	return;
