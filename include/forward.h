@@ -25,6 +25,8 @@ extern Jsonb *dc_forward(const char *address, const char *mall_id, const char *u
 extern Jsonb *dc_moved_reply(void);
 extern void dc_forward_init(void);
 extern char *dc_libpq_error(PGconn *conn);
+extern void dc_raise_result_error(PGresult *res, const char *fallback,
+								  const char *context) pg_attribute_noreturn();
 extern PGconn *dc_connect(const char *const *keywords, const char *const *values,
 						  bool expand_dbname, TimestampTz deadline);
 extern char *dc_store_value(const char *sql, int nparams, const char *const *values);

@@ -265,37 +265,58 @@ connection_to(const char *address, TimestampTz deadline, char **why)
 }
 
 /*
- * Raise the error a result carries, with the other server's SQLSTATE; or,
- * for a command (unknown_if_cut), 40003 if the error may have cut the
- * command short after it was queued there: the server's session ended
- * (FATAL) or was interrupted (class 57: cancelled, shut down).
+ * Raise the error a failed result carries, with its SQLSTATE, message,
+ * detail and hint (fallback when it has no message: libpq's own failure),
+ * and context; frees the result.  Shared by the nodes' store statements
+ * (store.c) and the calls to other servers here.
  */
-static void
-raise_remote_error(PGresult *res, const char *address, bool unknown_if_cut)
+void
+dc_raise_result_error(PGresult *res, const char *fallback, const char *context)
 {
 	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
 	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
 	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
 	int			sqlstate = ERRCODE_CONNECTION_FAILURE;
+	char	   *message = pstrdup(primary ? primary : fallback);
+	char	   *detail_copy = detail ? pstrdup(detail) : NULL;
+	char	   *hint_copy = hint ? pstrdup(hint) : NULL;
 
 	if (state && strlen(state) == 5)
 		sqlstate = MAKE_SQLSTATE(state[0], state[1], state[2], state[3], state[4]);
-	if (unknown_if_cut &&
-		((severity && strcmp(severity, "ERROR") != 0) ||
-		 ERRCODE_TO_CATEGORY(sqlstate) == ERRCODE_OPERATOR_INTERVENTION))
-		ereport(ERROR,
-				errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
-				errmsg("the command was cut short on %s; it may or may not have been applied: %s",
-					   address, primary ? primary : "?"),
-				errhint("Send it again with the same \"command_id\" in its payload, which applies it at most once."));
+	PQclear(res);
 	ereport(ERROR,
 			errcode(sqlstate),
-			errmsg("%s", primary ? primary : "error on another server of the cluster"),
-			detail ? errdetail("%s", detail) : 0,
-			hint ? errhint("%s", hint) : 0,
-			errcontext("on %s", address[0] ? address : "the durable_cluster store"));
+			errmsg("%s", message),
+			detail_copy ? errdetail("%s", detail_copy) : 0,
+			hint_copy ? errhint("%s", hint_copy) : 0,
+			errcontext("%s", context));
+	pg_unreachable();
+}
+
+/*
+ * For a forwarded command: raise 40003, freeing the result, if its error
+ * may have cut the command short after it was queued there: the session
+ * there ended (FATAL) or was interrupted (class 57: cancelled, shut down).
+ */
+static void
+raise_if_cut_short(PGresult *res, const char *address)
+{
+	const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	char	   *message;
+
+	if (!(severity && strcmp(severity, "ERROR") != 0) &&
+		!(state && strncmp(state, "57", 2) == 0))
+		return;
+	message = pstrdup(primary ? primary : "?");
+	PQclear(res);
+	ereport(ERROR,
+			errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
+			errmsg("the command was cut short on %s; it may or may not have been applied: %s",
+				   address, message),
+			errhint("Send it again with the same \"command_id\" in its payload, which applies it at most once."));
 }
 
 /*
@@ -389,17 +410,13 @@ remote_exec(RemoteConnection *rc, const char *address, const char *sql, int npar
 
 	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
 	{
+		char	   *fallback = dc_libpq_error(rc->conn);
+
 		if (PQstatus(rc->conn) != CONNECTION_OK)
 			drop_connection(rc);
-		PG_TRY();
-		{
-			raise_remote_error(res, where, is_command);
-		}
-		PG_FINALLY();
-		{
-			PQclear(res);
-		}
-		PG_END_TRY();
+		if (is_command)
+			raise_if_cut_short(res, where);
+		dc_raise_result_error(res, fallback, psprintf("on %s", where));
 	}
 	return res;
 }

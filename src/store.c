@@ -181,27 +181,6 @@ connection(void)
 	return store_conn;
 }
 
-/* Raise the error a result carries, after freeing it. */
-static void
-raise_result_error(PGresult *res, const char *sql)
-{
-	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
-	int			sqlstate = ERRCODE_CONNECTION_FAILURE;
-	char	   *message;
-	char	   *detail_copy = detail ? pstrdup(detail) : NULL;
-
-	if (state && strlen(state) == 5)
-		sqlstate = MAKE_SQLSTATE(state[0], state[1], state[2], state[3], state[4]);
-	message = pstrdup(primary ? primary : dc_libpq_error(store_conn));
-	PQclear(res);
-	ereport(ERROR,
-			errcode(sqlstate),
-			errmsg("%s", message),
-			detail_copy ? errdetail("%s", detail_copy) : 0,
-			errcontext("durable_cluster store statement: %s", sql));
-}
 
 /* Note the notifications that came with a result or while idle. */
 static void
@@ -337,7 +316,8 @@ await_result(PGconn *conn, bool sent, const char *sql)
 	}
 	drain_notifications(conn);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK)
-		raise_result_error(res, sql);
+		dc_raise_result_error(res, dc_libpq_error(store_conn),
+							  psprintf("durable_cluster store statement: %s", sql));
 	return res;
 }
 
