@@ -333,8 +333,6 @@ command_arguments(FunctionCallInfo fcinfo, char **mall_id, char **user_id, DcCom
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("payload must not be NULL"),
 				errhint("Pass '{}' for a command without arguments."));
-	/* all of it: a forwarded command travels whole (forward.c) */
-	memset(cmd, 0, sizeof(*cmd));
 	dc_command_parse(text_to_cstring(PG_GETARG_TEXT_PP(2)), PG_GETARG_JSONB_P(3), cmd);
 }
 

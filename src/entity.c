@@ -323,12 +323,8 @@ dc_command_parse(const char *name, Jsonb *payload, DcCommand *cmd)
 				errmsg("payload of command \"%s\" must be a JSON object", name),
 				errhint("Pass '{}' for a command without arguments."));
 
-	/* only the fields a command uses: the payload buffer is large */
-	cmd->command_id[0] = '\0';
-	cmd->nickname[0] = '\0';
-	cmd->amount_cents = 0;
-	cmd->payload_len = 0;
-	cmd->saga_step = false;
+	/* all of it: a forwarded command travels whole (forward.c) */
+	memset(cmd, 0, sizeof(*cmd));
 	parse_command_id(name, payload, cmd->command_id);
 	if (spec == NULL)
 	{

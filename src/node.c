@@ -906,7 +906,7 @@ dc_node_main(Datum main_arg)
 			removed = true;
 			break;
 		}
-		if (dc_node_take_tick_request(node_index) || dc_store_announced())
+		if (dc_node_take_tick_request(node_index))
 			tick_now = true;
 		if (ConfigReloadPending)
 		{
@@ -935,7 +935,7 @@ dc_node_main(Datum main_arg)
 			if (n > 0)
 				process_batch(slots, n);
 		}
-		/* an announcement read along with a statement's result */
+		/* announced to a remote store's listener, read while idle or with a result */
 		if (dc_store_announced())
 			tick_now = true;
 		if (n == 0 && !tick_now)

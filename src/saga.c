@@ -140,7 +140,7 @@ static bool
 send_step(const Saga *s, const char *command, const char *suffix, const char *applied_result,
 		  const char *mall_id, const char *user_id, char **error)
 {
-	DcCommand  *cmd = palloc0(sizeof(DcCommand));
+	DcCommand  *cmd = palloc(sizeof(DcCommand));
 	Jsonb	   *reply;
 	char	   *result;
 
