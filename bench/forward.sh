@@ -10,7 +10,7 @@
 
 set -euo pipefail
 
-# as_owner, bindir, top, bench_machine
+# as_owner, bindir, top, bench_initdb_start, bench_machine
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 base=${BENCH_FORWARD_DIR:-/tmp/durable_cluster_forward}
@@ -51,20 +51,10 @@ trap stop_all EXIT
 start_server()
 {
 	local name=$1 port=$2 nodes=$3 extra=$4
-	as_owner "$bindir/initdb" -D "$base/$name/data" -U postgres -A trust >/dev/null
-	cat >> "$base/$name/data/postgresql.conf" <<CONF
-port = $port
-listen_addresses = ''
-unix_socket_directories = '$base/$name'
-shared_preload_libraries = 'durable_cluster'
-max_worker_processes = 32
-synchronous_commit = on
-shared_buffers = 256MB
+	bench_initdb_start "$base/$name" "$port" "shared_buffers = 256MB
 durable_cluster.nodes = $nodes
 durable_cluster.advertise_address = '$base/$name:$port'
-$extra
-CONF
-	as_owner "$bindir/pg_ctl" -D "$base/$name/data" -l "$base/$name/server.log" -w start >/dev/null
+$extra"
 	sql_on "$name" "$port" "CREATE EXTENSION durable_cluster"
 }
 

@@ -1,5 +1,7 @@
 # bench/lib.sh -- sourced by the benchmark scripts: a throw-away server.
 #
+# bench_initdb_start DIR PORT EXTRA_CONF
+#                               initdb and start a server (see below)
 # bench_server_start DIR PORT   initdb and start a server in DIR, listening
 #                               only on a Unix socket in DIR, with the
 #                               extension preloaded (3 nodes) and
@@ -18,6 +20,25 @@ as_owner()
 	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# bench_initdb_start DIR PORT EXTRA_CONF: initdb in DIR/data (an existing
+# DIR must be empty and the postgres user's) and start it, listening on a
+# Unix socket in DIR only, with the extension preloaded,
+# synchronous_commit = on and EXTRA_CONF; log in DIR/server.log
+bench_initdb_start()
+{
+	as_owner "$bindir/initdb" -D "$1/data" -U postgres -A trust >/dev/null
+	cat >> "$1/data/postgresql.conf" <<CONF
+port = $2
+listen_addresses = ''
+unix_socket_directories = '$1'
+shared_preload_libraries = 'durable_cluster'
+max_worker_processes = 32
+synchronous_commit = on
+$3
+CONF
+	as_owner "$bindir/pg_ctl" -D "$1/data" -l "$1/server.log" -w start >/dev/null
+}
+
 bench_server_start()
 {
 	BENCH_DIR=$1
@@ -29,18 +50,8 @@ bench_server_start()
 	rm -rf "$BENCH_DIR"
 	mkdir -p "$BENCH_DIR"
 	[ "$(id -u)" -ne 0 ] || chown postgres "$BENCH_DIR"
-	as_owner "$bindir/initdb" -D "$BENCH_DIR/data" -U postgres -A trust >/dev/null
-	cat >> "$BENCH_DIR/data/postgresql.conf" <<CONF
-port = $BENCH_PORT
-listen_addresses = ''
-unix_socket_directories = '$BENCH_DIR'
-shared_preload_libraries = 'durable_cluster'
-max_worker_processes = 32
-max_connections = 100
-synchronous_commit = on
-shared_buffers = 512MB
-CONF
-	as_owner "$bindir/pg_ctl" -D "$BENCH_DIR/data" -l "$BENCH_DIR/server.log" -w start >/dev/null
+	bench_initdb_start "$BENCH_DIR" "$BENCH_PORT" "max_connections = 100
+shared_buffers = 512MB"
 	trap bench_server_stop EXIT
 	sql "CREATE EXTENSION durable_cluster"
 	wait_for "SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = 3
