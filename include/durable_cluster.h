@@ -26,6 +26,13 @@
 #define DC_MAX_ID_BYTES			255
 #define DC_MAX_ADDRESS_LEN		48	/* durable_cluster.advertise_address */
 
+/*
+ * The role every session of the cluster's own logs in as: node store
+ * sessions, the saga worker, forwarding and remote reads (README,
+ * "Security").  The extension script creates it; it is no superuser.
+ */
+#define DC_CLUSTER_ROLE			"dc_cluster"
+
 /* GUCs (durable_cluster.c) */
 extern char *dc_database;
 extern char *dc_store;
@@ -35,6 +42,7 @@ extern int	dc_max_nodes;
 extern int	dc_ask_timeout_ms;
 extern int	dc_heartbeat_interval_ms;
 extern int	dc_failure_timeout_ms;
+extern int	dc_command_timeout_ms;
 extern int	dc_passivate_idle_after_ms;
 extern int	dc_max_entities_per_node;
 

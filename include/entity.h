@@ -95,7 +95,10 @@ extern Jsonb *dc_entity_to_jsonb(const char *mall_id, const char *user_id,
 extern void dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state);
 extern void dc_entity_check_doc(Jsonb *doc, Jsonb *before, const char *command);
 extern bool dc_command_is_builtin(const char *name);
+extern void dc_check_text(const char *s, int len, const char *what);
 
+extern Jsonb *dc_command_request(const DcCommand *cmd);
+extern Jsonb *dc_command_payload(const DcCommand *cmd);
 extern Jsonb *dc_build_reply(bool ok, const char *label, Jsonb *state_doc,
 							 int64 revision, int shard, const char *node_name);
 

@@ -16,14 +16,21 @@
 
 #include "entity.h"
 
+/*
+ * The format of durable_cluster.forward()'s arguments; a server refuses a
+ * command forwarded in another.
+ */
+#define DC_FORWARD_FORMAT		1
+
 /* true while this backend serves a command another server forwarded */
 extern bool dc_serving_forward;
 
-extern Jsonb *dc_forward(const char *address, const char *mall_id, const char *user_id,
+extern Jsonb *dc_forward(const char *address, const char *role,
+						 const char *mall_id, const char *user_id,
 						 const DcCommand *cmd, bool tell, TimestampTz deadline,
 						 bool *moved);
 extern Jsonb *dc_moved_reply(void);
-extern void dc_forward_init(void);
+extern char *dc_cluster_session_options(bool node_session);
 extern char *dc_libpq_error(PGconn *conn);
 extern void dc_raise_result_error(PGresult *res, const char *fallback,
 								  const char *context) pg_attribute_noreturn();

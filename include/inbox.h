@@ -62,6 +62,7 @@ typedef struct DcRequestSlot
 	int			next;			/* free list or inbox link, -1 = end */
 	int			node;			/* inbox it was queued to */
 	Latch	   *caller_latch;
+	pid_t		caller_pid;		/* backend that acquired it, 0 when free */
 
 	/* written by the caller while FILLING, read by the node while TAKEN */
 	int			shard;
@@ -104,6 +105,8 @@ typedef struct DcNodeSlot
 typedef struct DcShared
 {
 	slock_t		mutex;			/* request slots, inboxes, node table */
+	bool		cluster_role_ready; /* a node logged in as dc_cluster */
+	pid_t		saga_pid;		/* the saga worker, 0 when it does not run */
 	int			free_head;
 	int			nslots;
 	DcNodeSlot	nodes[DC_MAX_NODES];

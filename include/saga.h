@@ -17,6 +17,9 @@
  */
 extern const char *dc_saga_step(DcCommandKind kind, bool applied);
 
+extern void dc_saga_step_parse(const char *name, Jsonb *payload, Jsonb *record,
+							   const char *mall_id, const char *user_id, DcCommand *cmd);
+
 extern PGDLLEXPORT void dc_saga_worker_main(Datum main_arg);
 
 #endif							/* DC_SAGA_H */

@@ -25,19 +25,25 @@ enum
 };
 enum
 {
-	LOG_MALL_ID = 1, LOG_USER_ID, LOG_COMMAND_ID, LOG_SEQ, LOG_REPLY,
-	LOG_NATTS = LOG_REPLY
+	LOG_MALL_ID = 1, LOG_USER_ID, LOG_COMMAND_ID, LOG_SEQ, LOG_REPLY, LOG_REQUEST,
+	LOG_NATTS = LOG_REQUEST
 };
 enum
 {
 	COMMANDS_NAME = 1, COMMANDS_HANDLER, COMMANDS_REGISTERED_BY, COMMANDS_REGISTERED_AT,
 	COMMANDS_NATTS = COMMANDS_REGISTERED_AT
 };
+enum
+{
+	TENANT_ROLE_NAME = 1, TENANT_MALL_ID, TENANT_COMMANDS, TENANT_NATTS = TENANT_COMMANDS
+};
 
 extern Relation dc_open_shards(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_entity_state(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_command_log(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_commands(LOCKMODE lockmode, Oid *pkey);
+extern Relation dc_open_tenant_grants(LOCKMODE lockmode, Oid *pkey);
+extern int	dc_read_number_of_shards(void);
 extern bool dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 						   TupleTableSlot *slot);
 

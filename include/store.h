@@ -42,9 +42,10 @@ typedef struct DcCommandLog
 	const char *user_id;
 	const char *command_id;
 	Jsonb	   *reply;			/* in a lookup: the stored reply, NULL if none */
+	Jsonb	   *request;		/* dc_command_request(); in a lookup, the stored one */
 } DcCommandLog;
 
-extern void dc_store_init(const char *node_name, const char *user);
+extern void dc_store_init(const char *node_name);
 extern void dc_store_disconnect(void);
 
 extern bool dc_store_announced(void);

@@ -14,11 +14,25 @@ SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 5, "command_id":
 SELECT dc_get_state('idem', 'u1') -> 'balance' AS balance, dc_get_state('idem', 'u1') -> 'revision' AS revision;
 
 -- other command ids are other commands; a retry much later still gets the
--- original reply, even with another payload (the id names the command)
+-- original reply
 SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 7, "command_id": "c2"}') -> 'revision' AS revision;
-SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 100, "command_id": "c1"}')
+SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 5.00, "command_id": "c1"}')
        = (SELECT r FROM first_reply) AS same_reply;
+
+-- but an id is bound to its command: another command, or the same with
+-- other arguments, is refused and applies nothing
+SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 100, "command_id": "c1"}');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_send_command('idem', 'u1', 'deduct_balance', '{"amount": 5, "command_id": "c1"}');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 SELECT dc_get_state('idem', 'u1') -> 'balance' AS balance, dc_get_state('idem', 'u1') -> 'revision' AS revision;
+
+-- command_id squatting: a get_state that takes an id first does not turn
+-- the real command sent later with that id into a no-op that looks applied
+SELECT dc_send_command('idem', 'u4', 'get_state', '{"command_id": "order-44"}') ->> 'result' AS result;
+SELECT dc_send_command('idem', 'u4', 'add_balance', '{"amount": 500, "command_id": "order-44"}');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_get_state('idem', 'u4') AS never_stored;
 
 -- command ids belong to an entity: the same id on another entity is new
 SELECT dc_send_command('idem', 'u2', 'add_balance', '{"amount": 5, "command_id": "c1"}') ->> 'result' AS result;

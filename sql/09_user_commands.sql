@@ -63,7 +63,10 @@ SELECT dc_send_command('uc', 'u1', 'set_email', '{"email": "u1@example.com"}') -
 
 -- a command_id makes a registered command idempotent as well
 SELECT dc_send_command('uc', 'u2', 'set_email', '{"email": "u2@example.com", "command_id": "e1"}') -> 'revision' AS revision;
+-- the same id with another payload is another command: refused
 SELECT dc_send_command('uc', 'u2', 'set_email', '{"email": "other@example.com", "command_id": "e1"}') -> 'state' ->> 'email' AS email;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_send_command('uc', 'u2', 'set_email', '{"email": "u2@example.com", "command_id": "e1"}') -> 'state' ->> 'email' AS email;
 SELECT count(*) AS audit_rows_u2 FROM profile_audit WHERE user_id = 'u2';
 
 -- what a handler may not return

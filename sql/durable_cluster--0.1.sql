@@ -63,6 +63,8 @@ CREATE TABLE durable_cluster.command_log (
     command_id  text NOT NULL,
     seq         bigint NOT NULL,
     reply       jsonb NOT NULL,
+    request     jsonb NOT NULL,         -- the command and its arguments: a
+                                        -- retry must send the same
     PRIMARY KEY (mall_id, user_id, command_id)
 );
 CREATE INDEX command_log_entity_seq ON durable_cluster.command_log (mall_id, user_id, seq);
@@ -102,6 +104,18 @@ CREATE TABLE durable_cluster.commands (
 );
 SELECT pg_catalog.pg_extension_config_dump('durable_cluster.commands', '');
 
+-- Roles restricted to some malls (tenant.c): a role with rows here may
+-- reach only the entities of those malls, and only with the listed
+-- commands (NULL: any).  Roles are named, not referenced by oid: the
+-- servers of a cluster each have their own.  Written by dc_restrict_role.
+CREATE TABLE durable_cluster.tenant_grants (
+    role_name  text NOT NULL,
+    mall_id    text NOT NULL,
+    commands   text[],
+    PRIMARY KEY (role_name, mall_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.tenant_grants', '');
+
 /* ---- control plane, called by node workers (store.c) ---- */
 
 CREATE FUNCTION durable_cluster.self_address() RETURNS text
@@ -109,11 +123,32 @@ CREATE FUNCTION durable_cluster.self_address() RETURNS text
 
 /*
  * Serialises every change of membership or shard map, whichever node makes
- * it: one transaction-level advisory lock, so exactly one reconciler runs at
- * a time.
+ * it: the lock of the settings row, so exactly one reconciler runs at a
+ * time.  A row lock needs UPDATE on the table, so no role but the cluster's
+ * and the extension's owner can take it and hold failover up (an advisory
+ * lock could be taken by anyone).  With skip_locked it does not wait and
+ * returns false if another transaction holds it.
  */
-CREATE FUNCTION durable_cluster.lock_map() RETURNS void
-LANGUAGE sql AS $$ SELECT pg_advisory_xact_lock(7310145832764101) $$;
+CREATE FUNCTION durable_cluster.lock_map(skip_locked boolean DEFAULT false) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF skip_locked THEN
+        PERFORM FROM durable_cluster.settings FOR UPDATE SKIP LOCKED;
+    ELSE
+        PERFORM FROM durable_cluster.settings FOR UPDATE;
+    END IF;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    IF skip_locked AND EXISTS (SELECT FROM durable_cluster.settings) THEN
+        RETURN false;
+    END IF;
+    RAISE EXCEPTION 'durable_cluster.settings has no row'
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = 'The row holds the number of shards; nodes wait until it is back.',
+              HINT = 'Put it back with INSERT INTO durable_cluster.settings (number_of_shards) VALUES (<the number of shards the data was written with>).';
+END
+$$;
 
 /*
  * Every membership or shard-map change is announced on the durable_cluster
@@ -127,7 +162,7 @@ CREATE FUNCTION durable_cluster.wake_nodes_at_commit() RETURNS void
 -- (the moves of a big rebalance) goes out without its list of moves, which
 -- dc_shards shows anyway, and says so.
 CREATE FUNCTION durable_cluster.announce(event jsonb) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     SELECT pg_notify('durable_cluster',
                      CASE WHEN octet_length(event::text) < 7900 THEN event::text
                           ELSE (event - 'moves' || '{"moves_left_out": true}')::text END);
@@ -152,7 +187,7 @@ CREATE FUNCTION durable_cluster.reconcile(failure_timeout_ms integer,
                                          node_address text DEFAULT NULL,
                                          running jsonb DEFAULT '[]')
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     k        integer;
     n        integer;
@@ -161,7 +196,7 @@ DECLARE
     nmoved   integer;
 BEGIN
     -- another node is reconciling: it will do what we would
-    IF NOT pg_try_advisory_xact_lock(7310145832764101) THEN
+    IF NOT durable_cluster.lock_map(skip_locked => true) THEN
         RETURN 0;
     END IF;
 
@@ -245,7 +280,7 @@ CREATE FUNCTION durable_cluster.node_join(node_name text, node_index integer,
                                           node_address text, node_pid integer,
                                           node_roles text[])
 RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     inc bigint;
 BEGIN
@@ -273,7 +308,7 @@ $$;
  */
 CREATE FUNCTION durable_cluster.node_leaving(node_name text, node_incarnation bigint)
 RETURNS boolean
-LANGUAGE sql AS $$
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     UPDATE durable_cluster.members SET status = 'leaving'
      WHERE name = node_name AND incarnation = node_incarnation AND status = 'up'
     RETURNING true
@@ -282,7 +317,7 @@ $$;
 CREATE FUNCTION durable_cluster.node_leave(node_name text, node_incarnation bigint,
                                            failure_timeout_ms integer)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM durable_cluster.lock_map();
     UPDATE durable_cluster.members SET status = 'left'
@@ -303,7 +338,8 @@ CREATE FUNCTION durable_cluster.load_batch(mall_ids text[], user_ids text[],
                                            log_mall_ids text[], log_user_ids text[],
                                            command_ids text[],
                                            OUT what text, OUT ord integer,
-                                           OUT doc jsonb, OUT revision bigint)
+                                           OUT doc jsonb, OUT revision bigint,
+                                           OUT request jsonb)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'dc_load_batch' LANGUAGE C STABLE;
 
@@ -317,6 +353,7 @@ CREATE FUNCTION durable_cluster.write_batch(node_name text, shards integer[], ep
                                             log_user_ids text[] DEFAULT '{}',
                                             command_ids text[] DEFAULT '{}',
                                             replies jsonb[] DEFAULT '{}',
+                                            requests jsonb[] DEFAULT '{}',
                                             saga_records jsonb[] DEFAULT '{}',
                                             saga_steps text[] DEFAULT '{}')
 RETURNS integer[]
@@ -350,22 +387,62 @@ AS 'MODULE_PATHNAME', 'dc_run_command' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer, text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.run_command(text, jsonb, jsonb) FROM PUBLIC;
 
--- A command another server of the cluster validated and forwards to this
--- one, whose node owns its shard (forward.c).  Only for the cluster's own
--- connections: the command is taken as validated.
-CREATE FUNCTION durable_cluster.forward(mall_id text, user_id text, command bytea,
+-- A command another server of the cluster forwards to this one, whose node
+-- owns its shard (forward.c): as its client sent it, checked here again
+-- as if it came from SQL.  Only for the cluster's own connections.
+CREATE FUNCTION durable_cluster.forward(format integer, role_name text,
+                                        mall_id text, user_id text, command text,
+                                        payload jsonb, saga_record jsonb,
                                         tell boolean, timeout_ms integer) RETURNS jsonb
 AS 'MODULE_PATHNAME', 'dc_forward_sql' LANGUAGE C VOLATILE;
-REVOKE ALL ON FUNCTION durable_cluster.forward(text, text, bytea, boolean, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.load_batch(text[], text[], text[], text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.write_batch(text, integer[], bigint[], text[], text[],
                                                   integer[], jsonb[], bigint[], bigint[],
-                                                  text[], text[], text[], jsonb[],
+                                                  text[], text[], text[], jsonb[], jsonb[],
                                                   jsonb[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.record_saga_steps(jsonb[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_join(text, integer, text, integer, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leaving(text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.node_leave(text, bigint, integer) FROM PUBLIC;
+
+/*
+ * Replace the shard map by number_of_shards unassigned shards (the caller
+ * holds lock_map).  New shards start past every epoch used so far, so no
+ * stale owner matches; the nodes pick the new map up at once.
+ */
+CREATE FUNCTION durable_cluster.reset_shards(number_of_shards integer) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH old AS (DELETE FROM durable_cluster.shards RETURNING epoch)
+    INSERT INTO durable_cluster.shards (shard_id, node, epoch)
+         SELECT g, NULL, (SELECT coalesce(max(epoch), 0) + 1 FROM old)
+           FROM generate_series(0, number_of_shards - 1) g;
+    UPDATE durable_cluster.settings SET map_version = map_version + 1;
+    SELECT durable_cluster.wake_nodes_at_commit();
+$$;
+
+/*
+ * pg_dump keeps the settings row (pg_extension_config_dump), and a restore
+ * creates the extension, with its default row, before it copies the dumped
+ * one.  That copy replaces the default row instead of failing on the
+ * primary key, and the shard map gets the restored number of shards, so
+ * that every restored entity is in the shard it was written to.
+ */
+CREATE FUNCTION durable_cluster.settings_restore() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM durable_cluster.settings) THEN
+        RETURN NEW;
+    END IF;
+    PERFORM durable_cluster.lock_map();
+    UPDATE durable_cluster.settings SET number_of_shards = NEW.number_of_shards;
+    PERFORM durable_cluster.reset_shards(NEW.number_of_shards);
+    PERFORM durable_cluster.announce(jsonb_build_object(
+        'event', 'restored', 'number_of_shards', NEW.number_of_shards));
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER settings_restore BEFORE INSERT ON durable_cluster.settings
+    FOR EACH ROW EXECUTE FUNCTION durable_cluster.settings_restore();
 
 /* ---- SQL API ---- */
 
@@ -417,12 +494,7 @@ BEGIN
     END IF;
     PERFORM durable_cluster.lock_map();
     UPDATE durable_cluster.settings s SET number_of_shards = dc_set_number_of_shards.number_of_shards;
-    -- new shards start past every epoch used so far, so no stale owner matches
-    WITH old AS (DELETE FROM durable_cluster.shards RETURNING epoch)
-    INSERT INTO durable_cluster.shards (shard_id, node, epoch)
-         SELECT g, NULL, (SELECT coalesce(max(epoch), 0) + 1 FROM old)
-           FROM generate_series(0, dc_set_number_of_shards.number_of_shards - 1) g;
-    UPDATE durable_cluster.settings SET map_version = map_version + 1;
+    PERFORM durable_cluster.reset_shards(dc_set_number_of_shards.number_of_shards);
     PERFORM durable_cluster.reconcile(
         (extract(epoch FROM current_setting('durable_cluster.failure_timeout')::interval) * 1000)::integer);
 END
@@ -441,22 +513,41 @@ AS 'MODULE_PATHNAME', 'dc_remove_node' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION dc_remove_node(text) IS
     'make a node leave gracefully: it hands its shards over and exits';
 
-/* Changing membership is for superusers and members of dc_admin. */
-REVOKE ALL ON FUNCTION dc_add_node(text, text[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION dc_remove_node(text) FROM PUBLIC;
+/*
+ * The extension's roles (README, "Security"), shared by every database of
+ * the server and kept when the extension is dropped:
+ *
+ *   dc_cluster  the cluster's own sessions: nodes and the saga worker, and
+ *               the connections between servers.  It logs in (pg_hba.conf
+ *               must let it, see README), is no superuser and may use only
+ *               the internal tables and functions.
+ *   dc_admin    operations: nodes, shards, registered commands, statistics;
+ *               it is also a dc_client.
+ *   dc_client   applications: the SQL API and the views.
+ */
 DO $$
 BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'dc_cluster') THEN
+        CREATE ROLE dc_cluster LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'dc_client') THEN
+        CREATE ROLE dc_client NOLOGIN;
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'dc_admin') THEN
         CREATE ROLE dc_admin NOLOGIN;
     END IF;
 END
 $$;
+
+/* Changing membership is for superusers and members of dc_admin. */
+REVOKE ALL ON FUNCTION dc_add_node(text, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION dc_remove_node(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION dc_add_node(text, text[]), dc_remove_node(text),
                           dc_set_number_of_shards(integer) TO dc_admin;
 
 /* A member's shards as compact ranges, e.g. '0-24,34-38'. */
 CREATE FUNCTION durable_cluster.shard_ranges(node_name text) RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT string_agg(CASE WHEN lo = hi THEN lo::text ELSE lo || '-' || hi END, ',' ORDER BY lo)
       FROM (SELECT min(shard_id) AS lo, max(shard_id) AS hi
               FROM (SELECT shard_id, shard_id - row_number() OVER (ORDER BY shard_id) AS run
@@ -480,15 +571,20 @@ SELECT m.name, m.status, m.address, m.roles, m.incarnation, m.pid,
 CREATE VIEW dc_shards AS
 SELECT shard_id, node, epoch FROM durable_cluster.shards ORDER BY shard_id;
 
+-- Workers of this server that should run and do not (stats.c).
+CREATE FUNCTION durable_cluster.missing_workers() RETURNS jsonb
+AS 'MODULE_PATHNAME', 'dc_missing_workers' LANGUAGE C VOLATILE;
+
 CREATE FUNCTION dc_cluster_status() RETURNS jsonb
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 SELECT jsonb_build_object(
-    'number_of_members', (SELECT count(*) FROM dc_members WHERE status = 'up'),
+    'number_of_members', (SELECT count(*) FROM @extschema@.dc_members WHERE status = 'up'),
     'self_address', durable_cluster.self_address(),
     'self_roles', (SELECT coalesce(jsonb_agg(DISTINCT r), '[]')
-                     FROM dc_members, unnest(roles) r
+                     FROM @extschema@.dc_members, unnest(roles) r
                     WHERE status = 'up' AND address = durable_cluster.self_address()),
     'number_of_shards', (SELECT number_of_shards FROM durable_cluster.settings),
+    'missing_workers', durable_cluster.missing_workers(),
     'members', (SELECT coalesce(jsonb_agg(jsonb_build_object(
                     'name', name, 'status', status, 'address', address,
                     'roles', to_jsonb(roles), 'incarnation', incarnation,
@@ -496,7 +592,7 @@ SELECT jsonb_build_object(
                     'shards', shards,
                     'heartbeat_age_ms',
                         round(extract(epoch FROM heartbeat_age) * 1000)::bigint)), '[]')
-                  FROM dc_members))
+                  FROM @extschema@.dc_members))
 $$;
 COMMENT ON FUNCTION dc_cluster_status() IS
     'members, shard ownership and this server''s address, as Pekko''s getClusterStatus';
@@ -536,6 +632,62 @@ REVOKE ALL ON FUNCTION dc_unregister_command(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION dc_register_command(text, regprocedure),
                           dc_unregister_command(text) TO dc_admin;
 
+/* ---- tenants (tenant.c) ---- */
+
+CREATE FUNCTION dc_restrict_role(role regrole, malls text[], commands text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF role IS NULL OR malls IS NULL THEN
+        RAISE EXCEPTION 'role and malls must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF cardinality(malls) = 0 THEN
+        RAISE EXCEPTION 'a restricted role needs at least one mall'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'To keep a role from every mall, revoke dc_client from it.';
+    END IF;
+    IF array_position(malls, NULL) IS NOT NULL OR array_position(commands, NULL) IS NOT NULL
+       OR EXISTS (SELECT FROM unnest(malls) m WHERE m = '') THEN
+        RAISE EXCEPTION 'malls and commands must not contain NULL or empty names'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT rolsuper FROM pg_roles WHERE oid = role) THEN
+        RAISE EXCEPTION 'superuser % cannot be restricted', role
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM durable_cluster.tenant_grants WHERE role_name = role::text;
+    INSERT INTO durable_cluster.tenant_grants (role_name, mall_id, commands)
+         SELECT DISTINCT role::text, m, commands FROM unnest(malls) m;
+END
+$$;
+COMMENT ON FUNCTION dc_restrict_role(regrole, text[], text[]) IS
+    'let role reach only the entities of these malls, with these commands (NULL: any)';
+
+CREATE FUNCTION dc_unrestrict_role(role regrole) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM durable_cluster.tenant_grants WHERE role_name = role::text;
+$$;
+COMMENT ON FUNCTION dc_unrestrict_role(regrole) IS
+    'let role reach every mall again';
+
+CREATE VIEW dc_tenant_grants AS
+SELECT role_name, mall_id, commands FROM durable_cluster.tenant_grants;
+
+/*
+ * May role_name send command to an entity of mall_id?  For servers whose
+ * store is another (tenant.c asks the store).
+ */
+CREATE FUNCTION durable_cluster.tenant_allows(role_name text, mall_id text, command text)
+RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT NOT EXISTS (SELECT FROM durable_cluster.tenant_grants g
+                        WHERE g.role_name = tenant_allows.role_name)
+        OR EXISTS (SELECT FROM durable_cluster.tenant_grants g
+                    WHERE g.role_name = tenant_allows.role_name
+                      AND g.mall_id = tenant_allows.mall_id
+                      AND (g.commands IS NULL OR tenant_allows.command = ANY (g.commands)))
+$$;
+
 CREATE VIEW dc_commands AS
 SELECT c.name, c.handler, p.proowner::regrole AS runs_as, c.registered_by, c.registered_at
   FROM durable_cluster.commands c
@@ -553,3 +705,45 @@ CREATE VIEW dc_sagas AS
 SELECT saga_id, from_mall, from_user, to_mall, to_user, amount, step, status,
        created_at, updated_at
   FROM durable_cluster.sagas;
+
+/* ---- privileges (README, "Security") ---- */
+
+-- Nothing that changes state or reads an entity is PUBLIC's; the internal
+-- functions are the cluster's only.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA durable_cluster FROM PUBLIC;
+REVOKE ALL ON FUNCTION dc_restrict_role(regrole, text[], text[]),
+                       dc_unrestrict_role(regrole) FROM PUBLIC;
+REVOKE ALL ON FUNCTION dc_send_command(text, text, text, jsonb),
+                       dc_tell(text, text, text, jsonb),
+                       dc_get_state(text, text),
+                       dc_transfer(text, text, text, text, numeric),
+                       dc_cluster_status() FROM PUBLIC;
+
+GRANT USAGE ON SCHEMA durable_cluster TO dc_cluster;
+GRANT SELECT, INSERT, UPDATE, DELETE
+   ON durable_cluster.members, durable_cluster.shards, durable_cluster.entity_state,
+      durable_cluster.command_log, durable_cluster.sagas TO dc_cluster;
+GRANT SELECT, UPDATE ON durable_cluster.settings TO dc_cluster;
+GRANT SELECT ON durable_cluster.commands, durable_cluster.tenant_grants TO dc_cluster;
+GRANT USAGE, SELECT ON SEQUENCE durable_cluster.command_log_seq, durable_cluster.saga_seq
+   TO dc_cluster;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA durable_cluster TO dc_cluster;
+-- a server whose store is another reads entities there with this
+GRANT EXECUTE ON FUNCTION dc_get_state(text, text) TO dc_cluster;
+
+GRANT EXECUTE ON FUNCTION dc_send_command(text, text, text, jsonb),
+                          dc_tell(text, text, text, jsonb),
+                          dc_get_state(text, text),
+                          dc_transfer(text, text, text, text, numeric),
+                          dc_cluster_status() TO dc_client;
+-- what the views call runs with their reader's privileges
+GRANT EXECUTE ON FUNCTION durable_cluster.shard_ranges(text),
+                          durable_cluster.node_stats() TO dc_client;
+GRANT SELECT ON dc_members, dc_shards, dc_node_stats, dc_commands TO dc_client;
+
+GRANT dc_client TO dc_admin;
+GRANT EXECUTE ON FUNCTION dc_restrict_role(regrole, text[], text[]),
+                          dc_unrestrict_role(regrole) TO dc_admin;
+GRANT SELECT ON dc_tenant_grants TO dc_admin;
+-- transfers name the entities of every mall
+GRANT SELECT ON dc_sagas TO dc_admin;

@@ -41,6 +41,7 @@
 #include "jsonb_build.h"
 #include "shard_hash.h"
 #include "state_table.h"
+#include "tenant.h"
 #include "user_command.h"
 
 PG_FUNCTION_INFO_V1(dc_send_command);
@@ -56,7 +57,10 @@ PG_FUNCTION_INFO_V1(dc_self_address_sql);
 /* how often a waiting caller checks whether its shard moved */
 #define REROUTE_CHECK_MS	50
 
-/* Fetch an entity id argument: not NULL, not empty, at most 255 bytes. */
+/*
+ * Fetch an entity id argument: not NULL, not empty, at most 255 bytes, no
+ * control or bidirectional formatting characters.
+ */
 char *
 dc_id_argument(FunctionCallInfo fcinfo, int argno, const char *what)
 {
@@ -78,6 +82,7 @@ dc_id_argument(FunctionCallInfo fcinfo, int argno, const char *what)
 				errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				errmsg("%s is %d bytes long; the limit is %d bytes",
 					   what, len, DC_MAX_ID_BYTES));
+	dc_check_text(VARDATA_ANY(t), len, what);
 	return text_to_cstring(t);
 }
 
@@ -182,7 +187,7 @@ dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell
 					result = dc_moved_reply();
 					continue;
 				}
-				result = dc_forward(address, mall_id, user_id, cmd, tell, deadline, &moved);
+				result = dc_forward(address, NULL, mall_id, user_id, cmd, tell, deadline, &moved);
 				told = tell && !moved;
 				if (moved && ms_until(deadline) <= 0)
 					ereport(ERROR,
@@ -334,6 +339,7 @@ command_arguments(FunctionCallInfo fcinfo, char **mall_id, char **user_id, DcCom
 				errmsg("payload must not be NULL"),
 				errhint("Pass '{}' for a command without arguments."));
 	dc_command_parse(text_to_cstring(PG_GETARG_TEXT_PP(2)), PG_GETARG_JSONB_P(3), cmd);
+	dc_tenant_check(NULL, *mall_id, cmd->name);
 }
 
 Datum
@@ -365,44 +371,34 @@ dc_tell(PG_FUNCTION_ARGS)
 
 /*
  * The last committed state with its revision, read straight from the
- * table by primary key (state_table.c), with the privileges a SELECT of
- * the table would need.
+ * table by primary key (state_table.c).  Who may call it is who has
+ * EXECUTE on it (dc_client), within the malls a restricted role may reach
+ * (tenant.c); the table itself stays closed to clients, whose reads would
+ * cross tenants.
  */
 Datum
 dc_get_state(PG_FUNCTION_ARGS)
 {
+	char	   *mall;
 	Datum		mall_id;
 	Datum		user_id;
-	Oid			nsp;
 	Oid			pkey;
-	AclResult	acl;
 	Relation	rel;
 	Relation	index;
 	TupleTableSlot *slot;
 	Jsonb	   *result = NULL;
 
 	dc_check_usable();
-	mall_id = CStringGetTextDatum(dc_id_argument(fcinfo, 0, "mall_id"));
+	mall = dc_id_argument(fcinfo, 0, "mall_id");
+	mall_id = CStringGetTextDatum(mall);
 	user_id = CStringGetTextDatum(dc_id_argument(fcinfo, 1, "user_id"));
-
-	nsp = get_namespace_oid("durable_cluster", false);
-	acl = pg_namespace_aclcheck(nsp, GetUserId(), ACL_USAGE);
-	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_SCHEMA, "durable_cluster");
+	dc_tenant_check(NULL, mall, "get_state");
 	rel = dc_open_entity_state(AccessShareLock, &pkey);
-	acl = pg_class_aclcheck(RelationGetRelid(rel), GetUserId(), ACL_SELECT);
-	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_TABLE, RelationGetRelationName(rel));
-	if (check_enable_rls(RelationGetRelid(rel), InvalidOid, false) == RLS_ENABLED)
-		ereport(ERROR,
-				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				errmsg("dc_get_state does not apply row-level security"),
-				errhint("Query durable_cluster.entity_state instead."));
 
 	/*
 	 * The store on another server: the same read there (the function is in
-	 * the same schema on every server), for a caller with the privileges
-	 * here; the cluster's connection has them all there.
+	 * the same schema on every server), for a caller allowed here; the
+	 * cluster's role may call it there.
 	 */
 	if (!dc_store_is_here())
 	{
@@ -444,19 +440,29 @@ dc_get_state(PG_FUNCTION_ARGS)
 	PG_RETURN_JSONB_P(result);
 }
 
+/*
+ * The number of shards: the store's settings when the store is here (read
+ * without the privileges on the table a client does not have: it is no
+ * secret), else the shard map the nodes copied from the store.
+ */
 static int
 stored_number_of_shards(void)
 {
-	bool		isnull;
-	int			n;
+	int			n = 0;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT number_of_shards FROM durable_cluster.settings", true, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "could not read durable_cluster.settings");
-	n = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	SPI_finish();
+	if (dc_store_is_here())
+		return dc_read_number_of_shards();
+	if (dc_shared != NULL)
+	{
+		LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+		n = dc_shared->number_of_shards;
+		LWLockRelease(dc_shared->map_lock);
+	}
+	if (n == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("the number of shards is not known yet: no node has loaded the shard map"),
+				errhint("Pass the number of shards as the third argument."));
 	return n;
 }
 

@@ -38,6 +38,7 @@ int			dc_max_nodes = 16;
 int			dc_ask_timeout_ms = 5000;
 int			dc_heartbeat_interval_ms = 1000;
 int			dc_failure_timeout_ms = 5000;
+int			dc_command_timeout_ms = 1000;
 int			dc_passivate_idle_after_ms = 30 * 60 * 1000;
 int			dc_max_entities_per_node = 100000;
 
@@ -165,6 +166,15 @@ define_settings(void)
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("durable_cluster.command_timeout",
+							"How long a registered command's handler may run.",
+							"A handler still running then is cancelled and its command fails; a node never waits for one longer than half of failure_timeout.",
+							&dc_command_timeout_ms,
+							1000, 1, 60 * 60 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("durable_cluster.passivate_idle_after",
 							"How long an entity stays in its node's memory without a command; 0 keeps it.",
 							"Passivation only frees memory: the state is stored already and is loaded again by the next command.",
@@ -252,6 +262,20 @@ _PG_init(void)
 				errmsg("durable_cluster.nodes (%d) is larger than durable_cluster.max_nodes (%d)",
 					   dc_nodes, dc_max_nodes),
 				errhint("Raise durable_cluster.max_nodes or lower durable_cluster.nodes."));
+
+	/*
+	 * The postmaster only logs a worker it has no room for: say it loudly,
+	 * as a server without its nodes or its saga worker does not serve
+	 * commands or finish transfers.
+	 */
+	if (dc_nodes + 1 > max_worker_processes)
+		ereport(WARNING,
+				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				errmsg("durable_cluster needs %d background workers (%d nodes and the saga worker), but max_worker_processes is %d",
+					   dc_nodes + 1, dc_nodes, max_worker_processes),
+				errdetail("Workers that do not fit are not started; dc_cluster_status() lists them as missing."),
+				errhint("Raise max_worker_processes to at least %d, plus what parallel queries and other extensions use, and restart the server.",
+						dc_max_nodes + 1));
 
 	for (int i = 0; i < dc_nodes; i++)
 	{

@@ -65,14 +65,18 @@ typedef enum CentsParse
 	CENTS_OK,
 	CENTS_SYNTAX,
 	CENTS_TOO_PRECISE,
-	CENTS_TOO_LARGE
+	CENTS_TOO_LARGE,
+	CENTS_NEGATIVE
 } CentsParse;
 
 /*
- * Parse a decimal number, with an optional exponent ("100.50", "-3",
- * "1.5e2"), into hundredths.  The value is read as M * 10^E with M the
- * significant digits; zeros are deferred so that "1.000" or "1e2" are exact
- * and no digit string can overflow.  Values of more than max_digits digits
+ * Parse a number written as JSON writes one (RFC 8259): an optional minus,
+ * an integer part without leading zeros, an optional fraction and an
+ * optional exponent: "100.50", "-3", "1.5e2".  Nothing else: no spaces, no
+ * plus sign, no ".5", no "5.".  The value is read as M * 10^E with M the
+ * significant digits; zeros are deferred so that "1.000" or "1e2" are
+ * exact and no digit string can overflow.  A negative value is
+ * CENTS_NEGATIVE, whatever its size; values of more than max_digits digits
  * (in cents) are too large.
  */
 static CentsParse
@@ -84,23 +88,27 @@ parse_cents(const char *s, int max_digits, int64 *cents)
 	int			e = 0;
 	int			shift;
 	bool		negative = false;
-	bool		seen_digit = false;
 	bool		in_fraction = false;
 
-	while (isspace((unsigned char) *s))
+	if (*s == '-')
+	{
+		negative = true;
 		s++;
-	if (*s == '+' || *s == '-')
-		negative = (*s++ == '-');
+	}
+	/* JSON's integer part: "0", or digits that do not start with 0 */
+	if (!isdigit((unsigned char) *s) || (s[0] == '0' && isdigit((unsigned char) s[1])))
+		return CENTS_SYNTAX;
 	for (;; s++)
 	{
 		if (*s == '.' && !in_fraction)
 		{
 			in_fraction = true;
+			if (!isdigit((unsigned char) s[1]))
+				return CENTS_SYNTAX;
 			continue;
 		}
 		if (!isdigit((unsigned char) *s))
 			break;
-		seen_digit = true;
 		if (in_fraction)
 			e--;
 		if (*s == '0')
@@ -120,8 +128,6 @@ parse_cents(const char *s, int max_digits, int64 *cents)
 			m[mlen] = *s;
 		mlen++;
 	}
-	if (!seen_digit)
-		return CENTS_SYNTAX;
 	e += zeros;
 	if (*s == 'e' || *s == 'E')
 	{
@@ -137,8 +143,6 @@ parse_cents(const char *s, int max_digits, int64 *cents)
 			x = Min(x * 10 + (*s - '0'), 100000);
 		e += sign * x;
 	}
-	while (isspace((unsigned char) *s))
-		s++;
 	if (*s != '\0')
 		return CENTS_SYNTAX;
 
@@ -147,6 +151,8 @@ parse_cents(const char *s, int max_digits, int64 *cents)
 		*cents = 0;
 		return CENTS_OK;
 	}
+	if (negative)
+		return CENTS_NEGATIVE;
 	shift = e + 2;
 	if (shift < 0)
 		return CENTS_TOO_PRECISE;
@@ -158,8 +164,6 @@ parse_cents(const char *s, int max_digits, int64 *cents)
 		*cents = *cents * 10 + (m[i] - '0');
 	for (int i = 0; i < shift; i++)
 		*cents *= 10;
-	if (negative)
-		*cents = -*cents;
 	return CENTS_OK;
 }
 
@@ -203,7 +207,13 @@ parse_amount(const char *command, Jsonb *payload)
 		case CENTS_SYNTAX:
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-					errmsg("\"amount\" of command \"%s\" is not a number: \"%s\"", command, text));
+					errmsg("\"amount\" of command \"%s\" is not a number: \"%s\"", command, text),
+					errdetail("An amount is a JSON number, or a string holding one, such as 100.50 or \"100.50\": no spaces, no plus sign, digits on both sides of a decimal point."));
+			break;
+		case CENTS_NEGATIVE:
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("\"amount\" must be greater than zero, got %s", text));
 			break;
 		case CENTS_TOO_PRECISE:
 			ereport(ERROR,
@@ -250,6 +260,7 @@ parse_command_id(const char *command, Jsonb *payload, char *out)
 				errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 				errmsg("\"command_id\" of command \"%s\" is %d bytes long; the limit is %d bytes",
 					   command, v->val.string.len, DC_MAX_ID_BYTES));
+	dc_check_text(v->val.string.val, v->val.string.len, "command_id");
 	/* a client could otherwise answer a transfer's step in advance */
 	if (v->val.string.len >= strlen(DC_SAGA_ID_PREFIX) &&
 		memcmp(v->val.string.val, DC_SAGA_ID_PREFIX, strlen(DC_SAGA_ID_PREFIX)) == 0)
@@ -280,6 +291,7 @@ parse_nickname(const char *command, Jsonb *payload, char *out)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("\"nickname\" must not be empty"));
+	dc_check_text(v->val.string.val, v->val.string.len, "nickname");
 	nchars = pg_mbstrlen_with_len(v->val.string.val, v->val.string.len);
 	if (nchars > DC_MAX_NICKNAME_CHARS || v->val.string.len >= DC_NICKNAME_BUFSIZE)
 		ereport(ERROR,
@@ -288,6 +300,42 @@ parse_nickname(const char *command, Jsonb *payload, char *out)
 					   nchars, DC_MAX_NICKNAME_CHARS));
 	memcpy(out, v->val.string.val, v->val.string.len);
 	out[v->val.string.len] = '\0';
+}
+
+/*
+ * Characters that make a name look other than it is, in logs, tools and
+ * screens: controls (C0, DEL, C1) and the bidirectional formatting marks
+ * (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069).  A name with one
+ * is rejected, not cleaned.  what names the value in the message.
+ */
+void
+dc_check_text(const char *s, int len, const char *what)
+{
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+
+	for (int i = 0; i < len;)
+	{
+		unsigned char c = (unsigned char) s[i];
+		pg_wchar	ch = c;
+		int			step = 1;
+
+		if (utf8 && c >= 0x80)
+		{
+			step = pg_utf_mblen((const unsigned char *) s + i);
+			if (i + step > len)
+				break;			/* the encoding check rejects it */
+			ch = utf8_to_unicode((const unsigned char *) s + i);
+		}
+		if (ch < 0x20 || ch == 0x7F || (utf8 && ch >= 0x80 && ch <= 0x9F) ||
+			ch == 0x061C || ch == 0x200E || ch == 0x200F ||
+			(ch >= 0x202A && ch <= 0x202E) || (ch >= 0x2066 && ch <= 0x2069))
+			ereport(ERROR,
+					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("%s must not contain control or bidirectional formatting characters",
+						   what),
+					errdetail("Character U+%04X is at byte %d.", (unsigned int) ch, i + 1));
+		i += step;
+	}
 }
 
 static const CommandSpec *
@@ -622,6 +670,59 @@ dc_entity_check_doc(Jsonb *doc, Jsonb *before, const char *command)
 		(void) DirectFunctionCall3(timestamptz_in,
 								   CStringGetDatum(jsonb_string_dup(v)),
 								   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+/*
+ * A payload that dc_command_parse turns back into cmd (a saga step's
+ * record aside): how a command travels to another server (forward.c).
+ */
+Jsonb *
+dc_command_payload(const DcCommand *cmd)
+{
+	JsonbParseState *ps = NULL;
+
+	if (cmd->kind == DC_CMD_USER)
+		return (Jsonb *) cmd->payload;
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	if (cmd->command_id[0] != '\0')
+		dc_push_string(&ps, "command_id", cmd->command_id);
+	if (cmd->kind == DC_CMD_ADD_BALANCE || cmd->kind == DC_CMD_DEDUCT_BALANCE ||
+		cmd->kind == DC_CMD_REFUND_BALANCE)
+		dc_push_numeric(&ps, "amount", int64_div_fast_to_numeric(cmd->amount_cents, 2));
+	if (cmd->kind == DC_CMD_UPDATE_PROFILE)
+		dc_push_string(&ps, "nickname", cmd->nickname);
+	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
+}
+
+/*
+ * What a command asks for, as the command log keeps it next to the reply
+ * of a command sent with a command_id: its name and arguments.  A retry
+ * must ask for the same to be answered from the log.
+ */
+Jsonb *
+dc_command_request(const DcCommand *cmd)
+{
+	JsonbParseState *ps = NULL;
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	dc_push_string(&ps, "command", cmd->name);
+	switch (cmd->kind)
+	{
+		case DC_CMD_ADD_BALANCE:
+		case DC_CMD_DEDUCT_BALANCE:
+		case DC_CMD_REFUND_BALANCE:
+			dc_push_numeric(&ps, "amount", int64_div_fast_to_numeric(cmd->amount_cents, 2));
+			break;
+		case DC_CMD_UPDATE_PROFILE:
+			dc_push_string(&ps, "nickname", cmd->nickname);
+			break;
+		case DC_CMD_USER:
+			dc_push_jsonb(&ps, "payload", (Jsonb *) cmd->payload);
+			break;
+		default:
+			break;
+	}
+	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 }
 
 Jsonb *

@@ -16,16 +16,15 @@
  * Connections are made with libpq, without blocking: every wait is on the
  * socket and the backend's latch, so a cancel or a terminate is served at
  * once.  They are kept for the session, one per server, and dropped after
- * any error.  They log in to durable_cluster.database as the bootstrap
- * superuser of this server (the role the nodes reach the store as); the
- * servers' pg_hba.conf and a ~/.pgpass of the server's operating-system
- * user must let them in.
+ * any error.  They log in to durable_cluster.database as dc_cluster (the
+ * role the nodes reach the store as, no superuser); the servers'
+ * pg_hba.conf and a password file of the server's operating-system user
+ * must let them in (README, "Security").
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "libpq-fe.h"
@@ -40,6 +39,9 @@
 #include "api.h"
 #include "durable_cluster.h"
 #include "forward.h"
+#include "jsonb_build.h"
+#include "saga.h"
+#include "tenant.h"
 
 PG_FUNCTION_INFO_V1(dc_forward_sql);
 
@@ -59,9 +61,6 @@ typedef struct RemoteConnection
 
 static RemoteConnection connections[MAX_CONNECTIONS];
 static int	nconnections = 0;
-
-/* the role the cluster's connections log in as; see dc_forward_init */
-static char *cluster_user = NULL;
 
 static void
 drop_connection(RemoteConnection *rc)
@@ -115,17 +114,25 @@ wait_socket(PGconn *conn, bool writable, TimestampTz deadline)
 }
 
 /*
- * The name of this server's bootstrap superuser, as which the cluster's
- * own connections log in, looked up once, in a transaction: a node worker
- * calls this at its start, for the tells it forwards; backends on first
- * use.
+ * The "options" of every session the cluster opens.  An empty search_path,
+ * so that nothing an ordinary role created is ever found by name there;
+ * lock waits bounded by failure_timeout (by then a node is failed over
+ * anyway), and for a node's store session its statements too; and a
+ * backend whose client went away notices it even inside a long statement,
+ * so that a connection a node gave up on frees what it held at once.
  */
-void
-dc_forward_init(void)
+char *
+dc_cluster_session_options(bool node_session)
 {
-	if (cluster_user == NULL)
-		cluster_user = MemoryContextStrdup(TopMemoryContext,
-										   GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false));
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "-c search_path= -c lock_timeout=%d "
+					 "-c client_connection_check_interval=%d",
+					 dc_failure_timeout_ms, Min(1000, Max(dc_failure_timeout_ms / 4, 10)));
+	if (node_session)
+		appendStringInfo(&buf, " -c statement_timeout=%d", dc_failure_timeout_ms);
+	return buf.data;
 }
 
 /*
@@ -222,9 +229,8 @@ connection_to(const char *address, TimestampTz deadline, char **why)
 		return rc;
 	drop_connection(rc);
 
-	dc_forward_init();
 	keywords[n] = "user";
-	values[n++] = cluster_user;
+	values[n++] = DC_CLUSTER_ROLE;
 	if (address[0] == '\0')
 	{
 		/* the store's connection string may name its own user */
@@ -250,6 +256,8 @@ connection_to(const char *address, TimestampTz deadline, char **why)
 	}
 	keywords[n] = "application_name";
 	values[n++] = "durable_cluster forward";
+	keywords[n] = "options";
+	values[n++] = dc_cluster_session_options(false);
 	keywords[n] = NULL;
 	values[n] = NULL;
 
@@ -422,22 +430,20 @@ remote_exec(RemoteConnection *rc, const char *address, const char *sql, int npar
 }
 
 /*
- * Hand a validated command to the server at address, whose node owns its
- * shard, and return the reply; NULL for a tell that node took.  *moved
+ * Hand a validated command of role (NULL: the current user) to the server
+ * at address, whose node owns its shard, and return the reply; NULL for a
+ * tell that node took.  *moved
  * when that server's map no longer names one of its nodes the owner, or
  * when that server cannot be reached (it may be down: its shards are
  * about to move), in which case nothing was sent.
  */
 Jsonb *
-dc_forward(const char *address, const char *mall_id, const char *user_id,
+dc_forward(const char *address, const char *role, const char *mall_id, const char *user_id,
 		   const DcCommand *cmd, bool tell, TimestampTz deadline, bool *moved)
 {
 	char	   *why;
 	RemoteConnection *rc = connection_to(address, deadline, &why);
-	char	   *timeout = psprintf("%ld", Max(ms_left(deadline), 1));
-	const char *values[5] = {mall_id, user_id, (const char *) cmd, tell ? "t" : "f", timeout};
-	int			lengths[5] = {0, 0, sizeof(DcCommand), 0, 0};
-	int			formats[5] = {0, 0, 1, 0, 0};
+	const char *values[9];
 	PGresult   *res;
 	Jsonb	   *reply = NULL;
 
@@ -448,10 +454,25 @@ dc_forward(const char *address, const char *mall_id, const char *user_id,
 		return NULL;
 	}
 
+	/*
+	 * The command as a client sends it, the transfer's record for a saga
+	 * step, and the role that sent it, whose malls that server checks too.
+	 */
+	values[0] = CppAsString2(DC_FORWARD_FORMAT);
+	values[1] = role ? role : GetUserNameFromId(GetUserId(), false);
+	values[2] = mall_id;
+	values[3] = user_id;
+	values[4] = cmd->name;
+	values[5] = dc_jsonb_doc_text(dc_command_payload(cmd));
+	values[6] = cmd->saga_step ? dc_jsonb_doc_text((Jsonb *) cmd->payload) : NULL;
+	values[7] = tell ? "t" : "f";
+	values[8] = psprintf("%ld", Max(ms_left(deadline), 1));
+
 	/* a second more than the other server's own wait, to hear how it ended */
 	res = remote_exec(rc, address,
-					  "SELECT durable_cluster.forward($1, $2, $3::bytea, $4::boolean, $5::integer)",
-					  5, values, lengths, formats, TimestampTzPlusMilliseconds(deadline, 1000),
+					  "SELECT durable_cluster.forward($1::integer, $2, $3, $4, $5, $6::jsonb,"
+					  "                               $7::jsonb, $8::boolean, $9::integer)",
+					  9, values, NULL, NULL, TimestampTzPlusMilliseconds(deadline, 1000),
 					  true);
 	*moved = false;
 	if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
@@ -490,53 +511,64 @@ dc_store_value(const char *sql, int nparams, const char *const *values)
 }
 
 /*
- * durable_cluster.forward(mall_id text, user_id text, command bytea,
- *                         tell boolean, timeout_ms integer) RETURNS jsonb
- * A command forwarded by another server of the cluster, as that server
- * validated it: served by this server's nodes only.  Returns the reply,
- * NULL for a tell that was taken, or {"moved": true} if none of this
- * server's nodes owns the shard.
+ * durable_cluster.forward(format integer, role_name text, mall_id text,
+ *                         user_id text, command text, payload jsonb,
+ *                         saga_record jsonb, tell boolean,
+ *                         timeout_ms integer) RETURNS jsonb
+ * A command another server of the cluster forwards, as its client sent it
+ * (saga_record: the transfer whose step it is, else NULL), in format
+ * DC_FORWARD_FORMAT.  Served by this server's nodes only.  Everything is
+ * checked again here as if it came from SQL, the malls of role_name too:
+ * a server trusts no bytes of another.  Returns the reply, NULL for a tell
+ * that was taken, or {"moved": true} if none of this server's nodes owns
+ * the shard.
  */
 Datum
 dc_forward_sql(PG_FUNCTION_ARGS)
 {
-	bytea	   *raw;
-	DcCommand  *cmd;
+	DcCommand  *cmd = palloc(sizeof(DcCommand));
+	char	   *role;
 	char	   *mall_id;
 	char	   *user_id;
+	char	   *name;
 	int			save_timeout = dc_ask_timeout_ms;
 	Jsonb	   *reply;
 
-	for (int i = 0; i < 5; i++)
-		if (PG_ARGISNULL(i))
+	for (int i = 0; i < 9; i++)
+		if (PG_ARGISNULL(i) && i != 6)
 			ereport(ERROR,
 					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					errmsg("argument %d of durable_cluster.forward is NULL", i + 1));
 	dc_check_usable();
-	mall_id = dc_id_argument(fcinfo, 0, "mall_id");
-	user_id = dc_id_argument(fcinfo, 1, "user_id");
-	raw = PG_GETARG_BYTEA_PP(2);
-	if (VARSIZE_ANY_EXHDR(raw) != sizeof(DcCommand))
+	if (PG_GETARG_INT32(0) != DC_FORWARD_FORMAT)
 		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("forwarded command of %zu bytes, not %zu: servers of one cluster must run the same build of durable_cluster",
-					   (size_t) VARSIZE_ANY_EXHDR(raw), sizeof(DcCommand)));
-	cmd = palloc(sizeof(DcCommand));
-	memcpy(cmd, VARDATA_ANY(raw), sizeof(DcCommand));
-	if ((int) cmd->kind < DC_CMD_LOGIN || cmd->kind > DC_CMD_USER ||
-		cmd->payload_len > DC_MAX_PAYLOAD_BYTES ||
-		memchr(cmd->command_id, '\0', sizeof(cmd->command_id)) == NULL ||
-		memchr(cmd->nickname, '\0', sizeof(cmd->nickname)) == NULL ||
-		memchr(cmd->name, '\0', sizeof(cmd->name)) == NULL)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("malformed forwarded command"));
+				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				errmsg("a command was forwarded in format %d; this server reads format %d",
+					   PG_GETARG_INT32(0), DC_FORWARD_FORMAT),
+				errhint("The servers of one cluster must run versions of durable_cluster that forward in the same format."));
+	role = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	mall_id = dc_id_argument(fcinfo, 2, "mall_id");
+	user_id = dc_id_argument(fcinfo, 3, "user_id");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (PG_ARGISNULL(6))
+	{
+		dc_command_parse(name, PG_GETARG_JSONB_P(5), cmd);
+		dc_tenant_check(role, mall_id, cmd->name);
+	}
+	else
+	{
+		dc_saga_step_parse(name, PG_GETARG_JSONB_P(5), PG_GETARG_JSONB_P(6),
+						   mall_id, user_id, cmd);
+		/* as dc_transfer checks it: a refund goes with its deduct */
+		dc_tenant_check(role, mall_id,
+						cmd->kind == DC_CMD_ADD_BALANCE ? "add_balance" : "deduct_balance");
+	}
 
-	dc_ask_timeout_ms = Max(PG_GETARG_INT32(4), 1);
+	dc_ask_timeout_ms = Max(PG_GETARG_INT32(8), 1);
 	dc_serving_forward = true;
 	PG_TRY();
 	{
-		reply = dc_ask(mall_id, user_id, cmd, PG_GETARG_BOOL(3));
+		reply = dc_ask(mall_id, user_id, cmd, PG_GETARG_BOOL(7));
 	}
 	PG_FINALLY();
 	{

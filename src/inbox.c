@@ -17,7 +17,12 @@
  * A caller that gives up (cancel, statement_timeout, ask_timeout) marks its
  * slot abandoned; whichever side touches the slot last puts it back on the
  * free list.  A QUEUED slot that is abandoned is dropped by the node without
- * being applied, so "not delivered" really means not applied.
+ * being applied, so "not delivered" really means not applied.  A backend
+ * that ends while it holds a slot (pg_terminate_backend, a FATAL error,
+ * which leaves no PG_CATCH to run) gives it up the same way, from a
+ * before_shmem_exit callback; and should a slot's caller be gone without
+ * that (nothing known does that, short of a crash that resets shared
+ * memory anyway), a caller that finds no free slot reclaims it.
  *
  * The spinlock covers only list and state updates: request and reply bodies
  * are copied while the slot is private to one side.
@@ -25,6 +30,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <signal.h>
 
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -35,6 +42,9 @@
 #include "inbox.h"
 
 DcShared   *dc_shared = NULL;
+
+/* the slot this backend holds as a caller, given up if the backend exits */
+static int	held_slot = -1;
 
 static int
 slot_count(void)
@@ -66,9 +76,12 @@ dc_shmem_init(void)
 		for (int i = 0; i < n; i++)
 		{
 			dc_shared->slots[i].state = DC_SLOT_FREE;
+			dc_shared->slots[i].caller_pid = 0;
 			dc_shared->slots[i].next = (i + 1 < n) ? i + 1 : -1;
 		}
 		dc_shared->free_head = 0;
+		dc_shared->cluster_role_ready = false;
+		dc_shared->saga_pid = 0;
 		for (int i = 0; i < DC_MAX_NODES; i++)
 		{
 			DcNodeSlot *node = &dc_shared->nodes[i];
@@ -106,15 +119,68 @@ push_free(int slot)
 
 	s->state = DC_SLOT_FREE;
 	s->abandoned = false;
+	s->caller_pid = 0;
 	s->next = dc_shared->free_head;
 	dc_shared->free_head = slot;
+}
+
+static void
+abandon_held_slot(int code, Datum arg)
+{
+	if (held_slot >= 0)
+		(void) dc_slot_abandon(held_slot);
+}
+
+/* The caller no longer holds slot (released, or handed to a node). */
+static void
+forget_held_slot(int slot)
+{
+	if (held_slot == slot)
+		held_slot = -1;
+}
+
+/*
+ * Give up the slots whose caller no longer exists: free those only it
+ * could free, mark the others abandoned for the node to free.  The pid is
+ * read without the lock and checked again under it; a pid reused by
+ * another process keeps its slot, which is the safe mistake.
+ */
+static void
+reclaim_dead_callers(void)
+{
+	for (int i = 0; i < dc_shared->nslots; i++)
+	{
+		DcRequestSlot *s = &dc_shared->slots[i];
+		pid_t		pid = s->caller_pid;
+
+		if (pid == 0 || pid == MyProcPid || kill(pid, 0) == 0 || errno != ESRCH)
+			continue;
+		SpinLockAcquire(&dc_shared->mutex);
+		if (s->caller_pid == pid && !s->detached)
+		{
+			if (s->state == DC_SLOT_FILLING || s->state == DC_SLOT_DONE)
+				push_free(i);
+			else if (s->state != DC_SLOT_FREE)
+				s->abandoned = true;
+		}
+		SpinLockRelease(&dc_shared->mutex);
+	}
 }
 
 /* Returns a slot in FILLING state owned by the caller, or -1 if none is free. */
 int
 dc_slot_acquire(void)
 {
+	static bool callback_registered = false;
 	int			slot;
+
+	if (!callback_registered)
+	{
+		before_shmem_exit(abandon_held_slot, (Datum) 0);
+		callback_registered = true;
+	}
+	if (dc_shared->free_head < 0)
+		reclaim_dead_callers();
 
 	SpinLockAcquire(&dc_shared->mutex);
 	slot = dc_shared->free_head;
@@ -132,8 +198,11 @@ dc_slot_acquire(void)
 		s->next = -1;
 		s->node = -1;
 		s->caller_latch = MyLatch;
+		s->caller_pid = MyProcPid;
 	}
 	SpinLockRelease(&dc_shared->mutex);
+	if (slot >= 0)
+		held_slot = slot;
 	return slot;
 }
 
@@ -227,6 +296,8 @@ dc_slot_detach(int slot)
 	if (detached)
 		s->detached = true;
 	SpinLockRelease(&dc_shared->mutex);
+	if (detached)
+		forget_held_slot(slot);
 	return detached;
 }
 
@@ -275,6 +346,7 @@ dc_slot_release(int slot)
 	SpinLockAcquire(&dc_shared->mutex);
 	push_free(slot);
 	SpinLockRelease(&dc_shared->mutex);
+	forget_held_slot(slot);
 }
 
 /*
@@ -294,6 +366,7 @@ dc_slot_abandon(int slot)
 	else if (st != DC_SLOT_FREE)
 		s->abandoned = true;
 	SpinLockRelease(&dc_shared->mutex);
+	forget_held_slot(slot);
 	return st;
 }
 
@@ -314,6 +387,8 @@ dc_slot_reclaim(int slot)
 		reclaimed = true;
 	}
 	SpinLockRelease(&dc_shared->mutex);
+	if (reclaimed)
+		forget_held_slot(slot);
 	return reclaimed;
 }
 

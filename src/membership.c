@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 
 #include "durable_cluster.h"
+#include "entity.h"
 #include "inbox.h"
 
 PG_FUNCTION_INFO_V1(dc_add_node);
@@ -50,6 +51,7 @@ checked_name(text *t, const char *what)
 		ereport(ERROR,
 				errcode(ERRCODE_NAME_TOO_LONG),
 				errmsg("%s \"%s\" is longer than %d bytes", what, name, NAMEDATALEN - 1));
+	dc_check_text(name, len, what);
 	return name;
 }
 

@@ -35,7 +35,6 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "catalog/pg_authid.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -75,6 +74,7 @@ typedef struct BatchRequest
 	DcReplyKind kind;
 	Jsonb	   *reply;
 	Jsonb	   *logged;			/* reply from the command log: not applied again */
+	Jsonb	   *request;		/* with a command_id: what it asks (see command_log) */
 	int			same_as;		/* earlier request of the batch it repeats, or -1 */
 	int			error_sqlstate; /* a registered command's handler failed: */
 	char	   *error_message;	/* its error, for the caller */
@@ -335,6 +335,22 @@ same_command(const DcRequestSlot *a, const DcRequestSlot *b)
 		strcmp(a->user_id, b->user_id) == 0;
 }
 
+/* Same command_id as an earlier command of the entity, but not the same command. */
+static void
+command_id_reused(BatchRequest *r, const DcRequestSlot *req)
+{
+	r->kind = DC_REPLY_ERROR;
+	r->error_sqlstate = ERRCODE_UNIQUE_VIOLATION;
+	r->error_message = psprintf("command_id \"%s\" was already used for another command of this entity; this \"%s\" was not applied",
+								req->command.command_id, req->command.name);
+}
+
+static bool
+jsonb_equal(Jsonb *a, Jsonb *b)
+{
+	return DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(a), JsonbPGetDatum(b)));
+}
+
 /*
  * Get what the OK requests need from the store, in one call:
  *
@@ -343,6 +359,9 @@ same_command(const DcRequestSlot *a, const DcRequestSlot *b)
  * - for commands sent with a command_id, the reply in the command log: one
  *   found there is answered with it and not applied again; one that
  *   repeats an earlier request of this batch gets that request's reply.
+ *   Either only if it asks for the same (name and arguments) as the
+ *   command that used the id first; otherwise it is an error, and nothing
+ *   is applied: an id cannot be taken ahead of its command.
  */
 static void
 load_batch(BatchRequest *reqs, int n, TimestampTz now)
@@ -375,12 +394,20 @@ load_batch(BatchRequest *reqs, int n, TimestampTz now)
 
 		if (req->command.command_id[0] == '\0')
 			continue;
+		reqs[i].request = dc_command_request(&req->command);
 		for (int j = 0; j < i && reqs[i].same_as < 0; j++)
 			if (reqs[j].kind == DC_REPLY_OK && reqs[j].same_as < 0 &&
 				same_command(req, &dc_shared->slots[reqs[j].slot]))
 				reqs[i].same_as = j;
 		if (reqs[i].same_as >= 0)
+		{
+			if (!jsonb_equal(reqs[i].request, reqs[reqs[i].same_as].request))
+			{
+				reqs[i].same_as = -1;
+				command_id_reused(&reqs[i], req);
+			}
 			continue;
+		}
 		lookups[nlookups].mall_id = req->mall_id;
 		lookups[nlookups].user_id = req->user_id;
 		lookups[nlookups].command_id = req->command.command_id;
@@ -402,7 +429,16 @@ load_batch(BatchRequest *reqs, int n, TimestampTz now)
 		dc_cache_added(entry, now);
 	}
 	for (int j = 0; j < nlookups; j++)
-		reqs[lookup_req[j]].logged = lookups[j].reply;
+	{
+		BatchRequest *r = &reqs[lookup_req[j]];
+
+		if (lookups[j].reply == NULL)
+			continue;
+		if (jsonb_equal(lookups[j].request, r->request))
+			r->logged = lookups[j].reply;
+		else
+			command_id_reused(r, &dc_shared->slots[r->slot]);
+	}
 }
 
 /*
@@ -538,6 +574,7 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 			logs[nlogs].mall_id = req->mall_id;
 			logs[nlogs].user_id = req->user_id;
 			logs[nlogs].command_id = req->command.command_id;
+			logs[nlogs].request = reqs[i].request;
 			logs[nlogs++].reply = reqs[i].reply;
 		}
 		if (req->command.saga_step &&
@@ -623,7 +660,7 @@ forward_tell_elsewhere(int slot, const char *address)
 	{
 		bool		not_taken;
 
-		(void) dc_forward(address, req->mall_id, req->user_id, &req->command, true,
+		(void) dc_forward(address, DC_CLUSTER_ROLE, req->mall_id, req->user_id, &req->command, true,
 						  req->forward_until, &not_taken);
 		moved = not_taken;
 	}
@@ -675,6 +712,28 @@ forward_tell(int slot, bool leaving)
 }
 
 /*
+ * After a failed batch: was the extension dropped (or dropped and created
+ * again) meanwhile?  Then whatever the store said (a function or table
+ * missing, a plan gone stale) is that, and the callers hear it so.
+ */
+static bool
+extension_gone(void)
+{
+	volatile bool gone = false;
+
+	PG_TRY();
+	{
+		gone = dc_store_extension_oid() != extension_oid;
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	return gone;
+}
+
+/*
  * Apply and store one batch of requests.  Everything is decided before the
  * commit; replies are released only after it.  If the store finds some of
  * the batch's shards fenced, nothing was written: their requests go back to
@@ -701,6 +760,7 @@ process_batch(const int *slots, int n)
 		reqs[i].slot = slots[i];
 		reqs[i].reply = NULL;
 		reqs[i].logged = NULL;
+		reqs[i].request = NULL;
 		reqs[i].same_as = -1;
 		reqs[i].error_message = NULL;
 		reqs[i].kind = (req->number_of_shards == owned_nshards && owned_epoch[req->shard] > 0)
@@ -735,6 +795,13 @@ process_batch(const int *slots, int n)
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	if (failure && ERRCODE_TO_CATEGORY(failure->sqlerrcode) != ERRCODE_CONNECTION_EXCEPTION &&
+		extension_gone())
+	{
+		failure->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+		failure->message = "durable_cluster was dropped while the command waited; it was not applied";
+		tick_now = true;
+	}
 
 	/* publish committed states; after a failure, reload from the store instead */
 	for (int e = 0; e < batch_count; e++)
@@ -876,15 +943,13 @@ dc_node_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	/*
-	 * The node reaches its database only through the store connection; its
-	 * own connection, to the shared catalogs, tells the user to connect as.
+	 * The node reaches its database only through the store connection, as
+	 * dc_cluster; its own connection is to the shared catalogs only, and
+	 * runs no query.
 	 */
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname(node_name);
-	StartTransactionCommand();
-	dc_store_init(node_name, GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false));
-	dc_forward_init();
-	CommitTransactionCommand();
+	dc_store_init(node_name);
 
 	batch_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster batch",
 										  ALLOCSET_DEFAULT_SIZES);

@@ -45,6 +45,7 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -56,6 +57,7 @@
 #include "inbox.h"
 #include "jsonb_build.h"
 #include "saga.h"
+#include "tenant.h"
 
 PG_FUNCTION_INFO_V1(dc_transfer);
 
@@ -121,6 +123,103 @@ step_command(const Saga *s, const char *command, const char *suffix, DcCommand *
 					 cmd);
 	snprintf(cmd->command_id, sizeof(cmd->command_id),
 			 DC_SAGA_ID_PREFIX INT64_FORMAT "-%s", s->id, suffix);
+}
+
+/* A string value of a saga record, or an error. */
+static char *
+record_string(Jsonb *record, const char *key)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(&record->root, key, strlen(key), NULL);
+
+	if (v == NULL || v->type != jbvString)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("forwarded saga record has no string \"%s\"", key));
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * A step of a transfer that another server forwards (forward.c), checked
+ * as if it came from SQL: the command and its amount as dc_command_parse
+ * checks them, the step's reserved command_id made of the record's
+ * saga_id, the record's amount equal to the step's, and the entity the
+ * step is for the record's source (deduct, refund) or target (add).
+ */
+void
+dc_saga_step_parse(const char *name, Jsonb *payload, Jsonb *record,
+				   const char *mall_id, const char *user_id, DcCommand *cmd)
+{
+	Saga		s;
+	JsonbValue *v;
+	DcCommand	from_record;
+	const char *suffix;
+	bool		on_source;
+	char		expected_id[DC_MAX_ID_BYTES + 1];
+	JsonbValue *id = getKeyJsonValueFromContainer(&payload->root, "command_id", 10, NULL);
+
+	if (!JB_ROOT_IS_OBJECT(record) || JB_ROOT_IS_SCALAR(record) ||
+		VARSIZE(record) > DC_MAX_PAYLOAD_BYTES)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("forwarded saga record must be a JSON object of at most %d bytes",
+					   DC_MAX_PAYLOAD_BYTES));
+	v = getKeyJsonValueFromContainer(&record->root, "saga_id", 7, NULL);
+	if (v == NULL || v->type != jbvNumeric)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("forwarded saga record has no numeric \"saga_id\""));
+	s.id = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+	s.from_mall = record_string(record, "from_mall");
+	s.from_user = record_string(record, "from_user");
+	s.to_mall = record_string(record, "to_mall");
+	s.to_user = record_string(record, "to_user");
+	v = getKeyJsonValueFromContainer(&record->root, "amount", 6, NULL);
+	if (v == NULL || v->type != jbvNumeric)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("forwarded saga record has no numeric \"amount\""));
+	s.amount = v->val.numeric;
+
+	if (strcmp(name, "deduct_balance") == 0)
+		suffix = "deduct", on_source = true;
+	else if (strcmp(name, "add_balance") == 0)
+		suffix = "add", on_source = false;
+	else if (strcmp(name, "refund_balance") == 0)
+		suffix = "refund", on_source = true;
+	else
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("\"%s\" is not a step of a transfer", name));
+
+	/* the command as a client would send it, then the step's own id */
+	dc_command_parse(name, DatumGetJsonbP(DirectFunctionCall2(jsonb_delete,
+															  JsonbPGetDatum(payload),
+															  CStringGetTextDatum("command_id"))),
+					 cmd);
+	snprintf(expected_id, sizeof(expected_id), DC_SAGA_ID_PREFIX INT64_FORMAT "-%s",
+			 s.id, suffix);
+	if (id == NULL || id->type != jbvString || id->val.string.len != strlen(expected_id) ||
+		memcmp(id->val.string.val, expected_id, id->val.string.len) != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("forwarded step of saga " INT64_FORMAT " must have command_id \"%s\"",
+					   s.id, expected_id));
+	strlcpy(cmd->command_id, expected_id, sizeof(cmd->command_id));
+	step_command(&s, name, suffix, &from_record);
+	if (from_record.amount_cents != cmd->amount_cents)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("forwarded step of saga " INT64_FORMAT " has another amount than its record",
+					   s.id));
+	if (strcmp(mall_id, on_source ? s.from_mall : s.to_mall) != 0 ||
+		strcmp(user_id, on_source ? s.from_user : s.to_user) != 0)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("forwarded step of saga " INT64_FORMAT " is not for the entity its record names",
+					   s.id));
+	cmd->saga_step = true;
+	cmd->payload_len = VARSIZE(record);
+	memcpy(cmd->payload, record, VARSIZE(record));
 }
 
 static char *
@@ -243,6 +342,9 @@ dc_transfer(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("a transfer needs two different entities"));
+	/* its refund, if it needs one, is part of the deduct */
+	dc_tenant_check(NULL, s.from_mall, "deduct_balance");
+	dc_tenant_check(NULL, s.to_mall, "add_balance");
 
 	/* the amount is checked as the steps will check it, before anything */
 	s.id = 0;
@@ -455,15 +557,42 @@ recover_sagas(MemoryContext cxt)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+static void
+saga_worker_gone(int code, Datum arg)
+{
+	SpinLockAcquire(&dc_shared->mutex);
+	dc_shared->saga_pid = 0;
+	SpinLockRelease(&dc_shared->mutex);
+}
+
 void
 dc_saga_worker_main(Datum main_arg)
 {
 	MemoryContext round_context;
 
+	SpinLockAcquire(&dc_shared->mutex);
+	dc_shared->saga_pid = MyProcPid;
+	SpinLockRelease(&dc_shared->mutex);
+	before_shmem_exit(saga_worker_gone, (Datum) 0);
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(dc_database, NULL, 0);
+	/*
+	 * As the cluster's role, no superuser, with an empty search_path: the
+	 * worker's queries name everything they use.  Until a node of this
+	 * server has logged in as that role, it may not exist yet (CREATE
+	 * EXTENSION makes it): wait, rather than fail and be restarted.
+	 */
+	while (!dc_shared->cluster_role_ready)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 dc_heartbeat_interval_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	BackgroundWorkerInitializeConnection(dc_database, DC_CLUSTER_ROLE, 0);
+	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("durable_cluster sagas");
 	round_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster saga round",
 										  ALLOCSET_DEFAULT_SIZES);

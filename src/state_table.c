@@ -17,25 +17,31 @@
 #include "access/genam.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "durable_cluster.h"
 #include "state_table.h"
 
 static Relation
 open_table(const char *name, const char *const *columns, int ncolumns,
 		   LOCKMODE lockmode, Oid *pkey)
 {
-	Oid			nsp = get_namespace_oid("durable_cluster", false);
-	Oid			relid = get_relname_relid(name, nsp);
+	Oid			nsp = get_namespace_oid("durable_cluster", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid(name, nsp) : InvalidOid;
 	Relation	rel;
 	TupleDesc	desc;
 
+	/* say so plainly: DROP EXTENSION may run while commands are under way */
 	if (!OidIsValid(relid))
-		elog(ERROR, "durable_cluster.%s does not exist", name);
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("durable_cluster.%s does not exist: the extension is not installed", name),
+				errhint("CREATE EXTENSION durable_cluster in database \"%s\".", dc_database));
 	rel = table_open(relid, lockmode);
 	desc = RelationGetDescr(rel);
 	for (int i = 0; i < ncolumns; i++)
@@ -70,7 +76,7 @@ Relation
 dc_open_command_log(LOCKMODE lockmode, Oid *pkey)
 {
 	static const char *const columns[LOG_NATTS] =
-	{"mall_id", "user_id", "command_id", "seq", "reply"};
+	{"mall_id", "user_id", "command_id", "seq", "reply", "request"};
 
 	return open_table("command_log", columns, LOG_NATTS, lockmode, pkey);
 }
@@ -84,10 +90,46 @@ dc_open_commands(LOCKMODE lockmode, Oid *pkey)
 	return open_table("commands", columns, COMMANDS_NATTS, lockmode, pkey);
 }
 
+Relation
+dc_open_tenant_grants(LOCKMODE lockmode, Oid *pkey)
+{
+	static const char *const columns[TENANT_NATTS] = {"role_name", "mall_id", "commands"};
+
+	return open_table("tenant_grants", columns, TENANT_NATTS, lockmode, pkey);
+}
+
 /*
- * The row whose primary key (all text columns, as in the extension's
- * tables) equals keys[0..nkeys-1], as the active snapshot sees it, into
- * slot; false if there is none.
+ * settings.number_of_shards, read without privilege checks (it is no
+ * secret, and dc_shard_id is for clients too).
+ */
+int
+dc_read_number_of_shards(void)
+{
+	static const char *const columns[] = {"singleton", "number_of_shards", "map_version"};
+	Oid			pkey;
+	Relation	rel = open_table("settings", columns, lengthof(columns), AccessShareLock, &pkey);
+	TableScanDesc scan = table_beginscan(rel, GetActiveSnapshot(), 0, NULL);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	int			n = 0;
+	bool		isnull;
+
+	if (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+		n = DatumGetInt32(slot_getattr(slot, 2, &isnull));
+	ExecDropSingleTupleTableSlot(slot);
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (n == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("durable_cluster.settings has no row"),
+				errhint("Put it back with the number of shards the data was written with."));
+	return n;
+}
+
+/*
+ * A row whose primary key (all text columns, as in the extension's
+ * tables) starts with keys[0..nkeys-1], as the active snapshot sees it,
+ * into slot; false if there is none.
  */
 bool
 dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
@@ -97,7 +139,7 @@ dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 	IndexScanDesc scan;
 	bool		found;
 
-	Assert(nkeys == IndexRelationGetNumberOfKeyAttributes(index));
+	Assert(nkeys <= IndexRelationGetNumberOfKeyAttributes(index));
 	for (int i = 0; i < nkeys; i++)
 	{
 		ScanKeyInit(&key[i], i + 1, BTEqualStrategyNumber, F_TEXTEQ, keys[i]);

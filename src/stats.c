@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * stats.c
- *	  dc_node_stats and dc_stats_reset: what the nodes of this server did.
+ *	  dc_node_stats and dc_stats_reset: what the nodes of this server did;
+ *	  durable_cluster.missing_workers(): which of its workers do not run.
  *
  * Each node reports into its shared-memory slot after every batch and
  * every tick (inbox.c, dc_node_report): the entities it holds in memory,
@@ -19,9 +20,11 @@
 
 #include "durable_cluster.h"
 #include "inbox.h"
+#include "jsonb_build.h"
 
 PG_FUNCTION_INFO_V1(dc_node_stats);
 PG_FUNCTION_INFO_V1(dc_stats_reset);
+PG_FUNCTION_INFO_V1(dc_missing_workers);
 
 #define NODE_STATS_COLUMNS 7
 
@@ -57,6 +60,36 @@ dc_node_stats(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * durable_cluster.missing_workers() RETURNS jsonb: the names of this
+ * server's workers that should run and do not -- nodes in use without a
+ * process (not started for want of max_worker_processes, or between a
+ * crash and their restart) and the saga worker -- as a JSON array.
+ */
+Datum
+dc_missing_workers(PG_FUNCTION_ARGS)
+{
+	JsonbParseState *ps = NULL;
+	char		names[DC_MAX_NODES][NAMEDATALEN];
+	int			n = 0;
+	bool		saga_running;
+
+	dc_check_usable();
+	SpinLockAcquire(&dc_shared->mutex);
+	for (int i = 0; i < DC_MAX_NODES; i++)
+		if (dc_shared->nodes[i].in_use && dc_shared->nodes[i].pid == 0)
+			strlcpy(names[n++], dc_shared->nodes[i].name, NAMEDATALEN);
+	saga_running = dc_shared->saga_pid != 0;
+	SpinLockRelease(&dc_shared->mutex);
+
+	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < n; i++)
+		dc_push_string(&ps, NULL, names[i]);
+	if (!saga_running)
+		dc_push_string(&ps, NULL, "durable_cluster sagas");
+	PG_RETURN_JSONB_P(JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_ARRAY, NULL)));
 }
 
 /* dc_stats_reset(): zero the counters of every node of this server */

@@ -23,11 +23,13 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/postmaster.h"
 #include "storage/latch.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -58,7 +60,7 @@ static bool listening = false;
 /* a store on another server announced a change (LISTEN durable_cluster) */
 static bool announced = false;
 
-static PGresult *await_result(PGconn *conn, bool sent, const char *sql);
+static PGresult *await_result(PGconn *conn, bool sent, const char *sql, int timeout_ms);
 
 /* A connection-string value, quoted: 'it''s' is written 'it\'s'. */
 static void
@@ -76,12 +78,11 @@ append_conninfo_value(StringInfo buf, const char *keyword, const char *value)
 
 /*
  * How to reach the store: durable_cluster.store if set (a connection
- * string or URI), otherwise this server through its first Unix socket (or
- * localhost), as the given user (the node's shared-catalog connection
- * knows the bootstrap superuser).
+ * string or URI, which may name its own user), otherwise this server
+ * through its first Unix socket (or localhost), as dc_cluster.
  */
 void
-dc_store_init(const char *node_name, const char *user)
+dc_store_init(const char *node_name)
 {
 	StringInfoData info;
 	char	   *host;
@@ -101,7 +102,7 @@ dc_store_init(const char *node_name, const char *user)
 		append_conninfo_value(&info, "host", host);
 		appendStringInfo(&info, "port=%d ", PostPortNumber);
 		append_conninfo_value(&info, "dbname", dc_database);
-		append_conninfo_value(&info, "user", user);
+		append_conninfo_value(&info, "user", DC_CLUSTER_ROLE);
 	}
 	store_conninfo = MemoryContextStrdup(TopMemoryContext, info.data);
 	store_application_name = MemoryContextStrdup(TopMemoryContext,
@@ -122,6 +123,23 @@ dc_store_disconnect(void)
 	listening = false;
 }
 
+/*
+ * Does dc_cluster exist on this server?  pg_authid is a shared catalog,
+ * which the node's own connection reads.
+ */
+static bool
+cluster_role_exists(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	bool		exists;
+
+	StartTransactionCommand();
+	exists = OidIsValid(get_role_oid(DC_CLUSTER_ROLE, true));
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	return exists;
+}
+
 /* Connect to the store, without blocking, for at most failure_timeout. */
 static void
 connect_store(void)
@@ -130,15 +148,23 @@ connect_store(void)
 
 	dc_store_disconnect();
 
+	/* until CREATE EXTENSION made the role, wait without failed logins */
+	if (dc_store_is_here() && !cluster_role_exists())
+		ereport(ERROR,
+				errcode(ERRCODE_UNDEFINED_OBJECT),
+				errmsg("role \"%s\" does not exist yet; CREATE EXTENSION durable_cluster creates it",
+					   DC_CLUSTER_ROLE));
+
 	/*
 	 * The session is always named after the node, and a store that stops
 	 * answering is given up after failure_timeout: by then this node is
 	 * failed over anyway.
 	 */
 	store_conn = dc_connect((const char *[]) {"dbname", "application_name",
-											  "tcp_user_timeout", NULL},
+											  "tcp_user_timeout", "options", NULL},
 							(const char *[]) {store_conninfo, store_application_name,
-											  user_timeout, NULL},
+											  user_timeout,
+											  dc_cluster_session_options(true), NULL},
 							true,
 							TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														dc_failure_timeout_ms));
@@ -151,6 +177,8 @@ connect_store(void)
 				errcode(ERRCODE_CONNECTION_FAILURE),
 				errmsg("could not connect to the durable_cluster store: %s", msg));
 	}
+	/* the saga worker waits for this before it logs in as dc_cluster */
+	dc_shared->cluster_role_ready = true;
 
 	/* WaitLatchOrSocket would build and tear down an epoll set per wait */
 	store_wait = CreateWaitEventSet(TopMemoryContext, 3);
@@ -174,7 +202,7 @@ connection(void)
 	if (!dc_store_is_here() && !listening)
 	{
 		PQclear(await_result(store_conn, PQsendQuery(store_conn, "LISTEN durable_cluster"),
-							 "LISTEN durable_cluster"));
+							 "LISTEN durable_cluster", dc_failure_timeout_ms));
 		listening = true;
 		announced = true;
 	}
@@ -253,12 +281,20 @@ dc_store_announced(void)
 /*
  * Wait for the result of what was just sent, without blocking signals or
  * latch wake-ups, and return it.  The caller must PQclear the result.
+ *
+ * Every wait has a deadline, timeout_ms from now.  The store's own
+ * statement_timeout should end the statement first; if it did not (a
+ * registered handler that catches the cancel, a store that stopped
+ * answering), the node drops the connection, which ends the statement's
+ * backend (client_connection_check_interval) and every lock it held, and
+ * gets back to its heartbeats.
  */
 static PGresult *
-await_result(PGconn *conn, bool sent, const char *sql)
+await_result(PGconn *conn, bool sent, const char *sql, int timeout_ms)
 {
 	PGresult   *res = NULL;
 	PGresult   *next;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
 
 	if (!sent)
 	{
@@ -273,8 +309,19 @@ await_result(PGconn *conn, bool sent, const char *sql)
 	while (PQisBusy(conn))
 	{
 		WaitEvent	event;
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 
-		(void) WaitEventSetWait(store_wait, -1L, &event, 1, PG_WAIT_EXTENSION);
+		if (left <= 0)
+		{
+			dc_store_disconnect();
+			ereport(ERROR,
+					errcode(ERRCODE_CONNECTION_FAILURE),
+					errmsg("the durable_cluster store did not answer within %d ms; the node dropped its connection",
+						   timeout_ms),
+					errcontext("durable_cluster store statement: %s", sql));
+		}
+		if (WaitEventSetWait(store_wait, left, &event, 1, PG_WAIT_EXTENSION) == 0)
+			continue;
 
 		/* the main loop looks at the inbox and flags anyway: no wake-up is lost */
 		if (event.events & WL_LATCH_SET)
@@ -322,12 +369,13 @@ await_result(PGconn *conn, bool sent, const char *sql)
 }
 
 /*
- * Run one statement with text parameters.  Each statement text (they are
- * all string constants of this file) is prepared once per connection, so
- * the store parses and plans it once, not on every call.
+ * Run one statement with text parameters, waiting at most timeout_ms for
+ * it.  Each statement text (they are all string constants of this file)
+ * is prepared once per connection, so the store parses and plans it once,
+ * not on every call.
  */
 static PGresult *
-exec(const char *sql, int nparams, const char *const *values)
+exec_within(const char *sql, int nparams, const char *const *values, int timeout_ms)
 {
 	PGconn	   *conn = connection();
 	int			i;
@@ -340,12 +388,47 @@ exec(const char *sql, int nparams, const char *const *values)
 	{
 		if (n_prepared == MAX_PREPARED)
 			elog(ERROR, "durable_cluster: more than %d store statements", MAX_PREPARED);
-		PQclear(await_result(conn, PQsendPrepare(conn, name, sql, nparams, NULL), sql));
+		PQclear(await_result(conn, PQsendPrepare(conn, name, sql, nparams, NULL), sql,
+							 timeout_ms));
 		prepared[n_prepared++] = sql;
 	}
 	return await_result(conn,
 						PQsendQueryPrepared(conn, name, nparams, values, NULL, NULL, 0),
-						sql);
+						sql, timeout_ms);
+}
+
+/*
+ * The same, waiting as long as the store session's statement_timeout
+ * (failure_timeout): past it, the node is failed over anyway.
+ */
+static PGresult *
+exec(const char *sql, int nparams, const char *const *values)
+{
+	return exec_within(sql, nparams, values, dc_failure_timeout_ms);
+}
+
+/*
+ * A value the store must have (a count, an id, a version): an integer, or
+ * a clear error naming what is missing or wrong.  A store edited by hand
+ * must give an error in the log and a node that waits, never a crash.
+ */
+static int64
+store_int(const char *value, const char *what, int64 min, int64 max)
+{
+	int64		v;
+
+	if (value == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("the durable_cluster store has no %s", what),
+				errhint("Check durable_cluster.settings and durable_cluster.members in the store; the node waits until they are right."));
+	v = pg_strtoint64(value);
+	if (v < min || v > max)
+		ereport(ERROR,
+				errcode(ERRCODE_DATA_CORRUPTED),
+				errmsg("the durable_cluster store has %s " INT64_FORMAT ", out of the range " INT64_FORMAT " to " INT64_FORMAT,
+					   what, v, min, max));
+	return v;
 }
 
 /* Run a statement and return the first column of its first row, or NULL. */
@@ -370,7 +453,12 @@ int8_text(int64 v)
 Oid
 dc_store_extension_oid(void)
 {
-	char	   *oid = exec_value("SELECT oid FROM pg_catalog.pg_extension "
+	char	   *oid;
+
+	/* no role yet: CREATE EXTENSION has not run, wait without a word */
+	if (store_conn == NULL && dc_store_is_here() && !cluster_role_exists())
+		return InvalidOid;
+	oid = exec_value("SELECT oid FROM pg_catalog.pg_extension "
 								 " WHERE extname = 'durable_cluster'", 0, NULL);
 
 	return oid ? (Oid) strtoul(oid, NULL, 10) : InvalidOid;
@@ -380,11 +468,14 @@ dc_store_extension_oid(void)
 int
 dc_store_other_sessions(void)
 {
-	return pg_strtoint32(exec_value("SELECT count(*) FROM pg_catalog.pg_stat_activity "
-									" WHERE backend_type = 'client backend' "
-									"   AND pid <> pg_catalog.pg_backend_pid() "
-									"   AND application_name NOT LIKE 'durable\\_cluster %'",
-									0, NULL));
+	/* other roles' application_name is hidden from dc_cluster; its own is not */
+	return (int) store_int(exec_value("SELECT count(*) FROM pg_catalog.pg_stat_activity "
+									  " WHERE backend_type = 'client backend' "
+									  "   AND pid <> pg_catalog.pg_backend_pid() "
+									  "   AND NOT (usename = CURRENT_USER "
+									  "            AND application_name LIKE 'durable\\_cluster %')",
+									  0, NULL),
+						   "count of sessions", 0, PG_INT32_MAX);
 }
 
 
@@ -394,8 +485,9 @@ dc_store_join(const char *name, int node_index, const char *address, const char 
 	const char *values[5] = {name, psprintf("%d", node_index), address,
 	psprintf("%d", MyProcPid), roles};
 
-	return pg_strtoint64(exec_value("SELECT durable_cluster.node_join($1, $2, $3, $4, $5)",
-									5, values));
+	return store_int(exec_value("SELECT durable_cluster.node_join($1, $2, $3, $4, $5)",
+								5, values),
+					 "incarnation for this node", 1, PG_INT64_MAX);
 }
 
 /* false when this incarnation is no longer an up member */
@@ -493,8 +585,9 @@ dc_store_refresh_map(Oid extension)
 	int			nremote = 0;
 	bool		changed = false;
 
-	version = pg_strtoint64(exec_value("SELECT map_version FROM durable_cluster.settings",
-									   0, NULL));
+	version = store_int(exec_value("SELECT map_version FROM durable_cluster.settings",
+								   0, NULL),
+						"settings row (map_version)", 0, PG_INT64_MAX);
 	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
 	changed = (dc_shared->map_extension != extension || dc_shared->map_version < version);
 	LWLockRelease(dc_shared->map_lock);
@@ -513,8 +606,10 @@ dc_store_refresh_map(Oid extension)
 		PQclear(res);
 		return false;
 	}
-	version = pg_strtoint64(PQgetvalue(res, 0, 0));
-	nshards = pg_strtoint32(PQgetvalue(res, 0, 1));
+	version = store_int(PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0),
+						"settings row (map_version)", 0, PG_INT64_MAX);
+	nshards = (int) store_int(PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1),
+							  "number_of_shards", 1, DC_MAX_SHARDS);
 	owner = palloc(sizeof(int16) * nshards);
 	epoch = palloc0(sizeof(int64) * nshards);
 	remote = palloc(DC_MAX_REMOTE_SERVERS * DC_ADDRESS_BYTES);
@@ -522,14 +617,17 @@ dc_store_refresh_map(Oid extension)
 		owner[i] = DC_OWNER_NONE;
 	for (int r = 0; r < PQntuples(res); r++)
 	{
-		int			shard = pg_strtoint32(PQgetvalue(res, r, 2));
+		int			shard = (int) store_int(PQgetvalue(res, r, 2), "shard_id",
+											PG_INT32_MIN, PG_INT32_MAX);
 
+		/* shards outside the map are ignored, as are members beyond our slots */
 		if (shard < 0 || shard >= nshards)
 			continue;
 		owner[shard] = PQgetisnull(res, r, 3) ? DC_OWNER_NONE
-			: map_owner(PQgetvalue(res, r, 5), pg_strtoint32(PQgetvalue(res, r, 3)),
+			: map_owner(PQgetvalue(res, r, 5),
+						(int) store_int(PQgetvalue(res, r, 3), "node_index", 0, DC_MAX_NODES - 1),
 						remote, &nremote);
-		epoch[shard] = pg_strtoint64(PQgetvalue(res, r, 4));
+		epoch[shard] = store_int(PQgetvalue(res, r, 4), "shard epoch", 0, PG_INT64_MAX);
 	}
 	PQclear(res);
 
@@ -638,18 +736,18 @@ exec_control(const char *sql)
 {
 	PGconn	   *conn = connection();
 
-	PQclear(await_result(conn, PQsendQuery(conn, sql), sql));
+	PQclear(await_result(conn, PQsendQuery(conn, sql), sql, dc_failure_timeout_ms));
 }
 
 /*
  * Open the transaction a batch with registered commands runs in: their
  * handlers and then write_batch, committed together (dc_store_end_batch).
  *
- * Its statements may take no longer than ask_timeout (a handler that
- * hangs fails its command: its caller has given up by then anyway), and
- * it may not stay idle longer than failure_timeout: after write_batch it
- * holds its shards' rows locked until COMMIT, and a node paused in between
- * would otherwise keep the other nodes from taking them over.
+ * Its statements may take no longer than command_timeout (a handler that
+ * runs longer fails its command), and it may not stay idle longer than
+ * failure_timeout: after write_batch it holds its shards' rows locked
+ * until COMMIT, and a node paused in between would otherwise keep the
+ * other nodes from taking them over.
  */
 void
 dc_store_begin_batch(void)
@@ -657,7 +755,7 @@ dc_store_begin_batch(void)
 	Assert(!in_transaction);
 	exec_control(psprintf("BEGIN; SET LOCAL statement_timeout = %d; "
 						  "SET LOCAL idle_in_transaction_session_timeout = %d",
-						  dc_ask_timeout_ms, dc_failure_timeout_ms));
+						  dc_command_timeout_ms, dc_failure_timeout_ms));
 	in_transaction = true;
 }
 
@@ -700,8 +798,14 @@ dc_store_run_command(const DcCommand *cmd, Jsonb *state, int *sqlstate, char **m
 	values[0] = cmd->name;
 	values[1] = dc_jsonb_doc_text(state);
 	values[2] = dc_jsonb_doc_text((Jsonb *) cmd->payload);
-	res = exec("SELECT new_state, sqlstate, message "
-			   "  FROM durable_cluster.run_command($1, $2, $3)", 3, values);
+	/*
+	 * A handler that ignores the store's cancel (it catches query_canceled)
+	 * is cut off by the node, a little after command_timeout, and never
+	 * later than half of failure_timeout, so the node heartbeats in time.
+	 */
+	res = exec_within("SELECT new_state, sqlstate, message "
+					  "  FROM durable_cluster.run_command($1, $2, $3)", 3, values,
+					  Max(Min(dc_command_timeout_ms + 500, dc_failure_timeout_ms / 2), 1));
 	if (PQntuples(res) != 1)
 		elog(ERROR, "durable_cluster.run_command returned %d rows", PQntuples(res));
 	if (!PQgetisnull(res, 0, 0))
@@ -727,7 +831,7 @@ dc_store_run_command(const DcCommand *cmd, Jsonb *state, int *sqlstate, char **m
  */
 static const char write_batch_sql[] =
 "SELECT durable_cluster.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-"                                   $14, $15)";
+"                                   $14, $15, $16)";
 
 /*
  * A batch that only reads: the node's cached state is current if the store
@@ -753,7 +857,7 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 					 const DcCommandLog *logs, int nlogs,
 					 const DcSagaStep *sagas, int nsagas, int *fenced)
 {
-	const char *values[15];
+	const char *values[16];
 	char	   *result;
 	char	   *p;
 	int			nfenced = 0;
@@ -770,6 +874,7 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 					user_ids,
 					states,
 					replies,
+					requests,
 					saga_records,
 					saga_steps;
 		int		   *entity_shards = palloc(sizeof(int) * Max(nwrites, 1));
@@ -789,8 +894,12 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 			old_revisions[i] = writes[i].old_revision;
 		}
 		array_start(&replies);
+		array_start(&requests);
 		for (int i = 0; i < nlogs; i++)
+		{
 			array_add(&replies, dc_jsonb_doc_text(logs[i].reply));
+			array_add(&requests, dc_jsonb_doc_text(logs[i].request));
+		}
 		values[3] = array_end(&mall_ids);
 		values[4] = array_end(&user_ids);
 		values[5] = int_array_text(entity_shards, NULL, nwrites);
@@ -799,6 +908,7 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 		values[8] = int_array_text(NULL, old_revisions, nwrites);
 		log_key_arrays(logs, nlogs, &values[9]);
 		values[12] = array_end(&replies);
+		values[13] = array_end(&requests);
 		array_start(&saga_records);
 		array_start(&saga_steps);
 		for (int i = 0; i < nsagas; i++)
@@ -806,9 +916,9 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 			array_add(&saga_records, dc_jsonb_doc_text(sagas[i].record));
 			array_add(&saga_steps, sagas[i].step);
 		}
-		values[13] = array_end(&saga_records);
-		values[14] = array_end(&saga_steps);
-		result = exec_value(write_batch_sql, 15, values);
+		values[14] = array_end(&saga_records);
+		values[15] = array_end(&saga_steps);
+		result = exec_value(write_batch_sql, 16, values);
 	}
 
 	/* NULL, or an int4[] in text form: "{3,17}" */
@@ -847,9 +957,9 @@ dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int 
 	values[1] = array_end(&user_ids);
 	log_key_arrays(lookups, nlookups, &values[2]);
 	for (int i = 0; i < nlookups; i++)
-		lookups[i].reply = NULL;
+		lookups[i].reply = lookups[i].request = NULL;
 
-	res = exec("SELECT what, ord, doc, revision "
+	res = exec("SELECT what, ord, doc, revision, request "
 			   "  FROM durable_cluster.load_batch($1, $2, $3, $4, $5)", 5, values);
 	for (int r = 0; r < PQntuples(res); r++)
 	{
@@ -863,8 +973,14 @@ dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int 
 												 CStringGetDatum(PQgetvalue(res, r, 2))));
 		if (state)
 			dc_entity_from_jsonb(doc, pg_strtoint64(PQgetvalue(res, r, 3)), &loads[i].state);
+		else if (PQgetisnull(res, r, 4))
+			elog(ERROR, "command log entry without its request");
 		else
+		{
 			lookups[i].reply = doc;
+			lookups[i].request = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+																	CStringGetDatum(PQgetvalue(res, r, 4))));
+		}
 	}
 	PQclear(res);
 }

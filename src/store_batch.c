@@ -199,11 +199,13 @@ fence_shards(text *node_name, Datum *shards, Datum *epochs, int nshards)
 
 /*
  * For each i < n whose primary key, key column k being keys[k][i], is in
- * rel: a row (what, i + 1, its doc_att, its revision_att or NULL).
+ * rel: a row (what, i + 1, its doc_att, its revision_att or NULL, its
+ * request_att or NULL).
  */
 static void
 put_found_rows(ReturnSetInfo *rsinfo, Relation rel, Oid pkey, const char *what,
-			   Datum **keys, int n, AttrNumber doc_att, AttrNumber revision_att)
+			   Datum **keys, int n, AttrNumber doc_att, AttrNumber revision_att,
+			   AttrNumber request_att)
 {
 	Relation	index = index_open(pkey, AccessShareLock);
 	int			nkeys = IndexRelationGetNumberOfKeyAttributes(index);
@@ -212,8 +214,8 @@ put_found_rows(ReturnSetInfo *rsinfo, Relation rel, Oid pkey, const char *what,
 	for (int i = 0; i < n; i++)
 	{
 		Datum		key[INDEX_MAX_KEYS];
-		Datum		values[4];
-		bool		nulls[4] = {0};
+		Datum		values[5];
+		bool		nulls[5] = {0};
 		bool		isnull;
 
 		for (int k = 0; k < nkeys; k++)
@@ -227,6 +229,10 @@ put_found_rows(ReturnSetInfo *rsinfo, Relation rel, Oid pkey, const char *what,
 			values[3] = slot_getattr(slot, revision_att, &isnull);
 		else
 			nulls[3] = true;
+		if (request_att != InvalidAttrNumber)
+			values[4] = slot_getattr(slot, request_att, &isnull);
+		else
+			nulls[4] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	ExecDropSingleTupleTableSlot(slot);
@@ -236,9 +242,9 @@ put_found_rows(ReturnSetInfo *rsinfo, Relation rel, Oid pkey, const char *what,
 /*
  * durable_cluster.load_batch(mall_ids, user_ids, log_mall_ids, log_user_ids,
  *                            command_ids)
- * Rows ('state', i, state, revision) for the entities i that are stored,
- * and ('reply', i, reply, NULL) for the command ids i that are logged;
- * i counts from 1.
+ * Rows ('state', i, state, revision, NULL) for the entities i that are
+ * stored, and ('reply', i, reply, NULL, request) for the command ids i
+ * that are logged; i counts from 1.
  */
 Datum
 dc_load_batch(PG_FUNCTION_ARGS)
@@ -266,7 +272,7 @@ dc_load_batch(PG_FUNCTION_ARGS)
 	{
 		rel = dc_open_entity_state(AccessShareLock, &pkey);
 		put_found_rows(rsinfo, rel, pkey, "state", (Datum *[]) {mall_ids, user_ids}, n,
-					   ENTITY_STATE, ENTITY_REVISION);
+					   ENTITY_STATE, ENTITY_REVISION, InvalidAttrNumber);
 		table_close(rel, NoLock);
 	}
 	if (nlogs > 0)
@@ -274,7 +280,7 @@ dc_load_batch(PG_FUNCTION_ARGS)
 		rel = dc_open_command_log(AccessShareLock, &pkey);
 		put_found_rows(rsinfo, rel, pkey, "reply",
 					   (Datum *[]) {log_mall_ids, log_user_ids, command_ids}, nlogs,
-					   LOG_REPLY, InvalidAttrNumber);
+					   LOG_REPLY, InvalidAttrNumber, LOG_REQUEST);
 		table_close(rel, NoLock);
 	}
 	return (Datum) 0;
@@ -287,7 +293,7 @@ dc_load_batch(PG_FUNCTION_ARGS)
  */
 static List *
 log_replies(EState *estate, Relation log_rel, const Datum *mall_ids, const Datum *user_ids,
-			const Datum *command_ids, const Datum *replies, int nlogs)
+			const Datum *command_ids, const Datum *replies, const Datum *requests, int nlogs)
 {
 	ResultRelInfo *rri = result_relation(estate, log_rel, 2);
 	TupleTableSlot *log = table_slot_create(log_rel, &estate->es_tupleTable);
@@ -304,6 +310,7 @@ log_replies(EState *estate, Relation log_rel, const Datum *mall_ids, const Datum
 		log->tts_values[LOG_COMMAND_ID - 1] = command_ids[i];
 		log->tts_values[LOG_SEQ - 1] = Int64GetDatum(nextval_internal(seq_oid, false));
 		log->tts_values[LOG_REPLY - 1] = replies[i];
+		log->tts_values[LOG_REQUEST - 1] = requests[i];
 		memset(log->tts_isnull, false, sizeof(bool) * LOG_NATTS);
 		ExecStoreVirtualTuple(log);
 		ExecSimpleRelationInsert(rri, estate, log);
@@ -330,7 +337,7 @@ record_saga_steps(Datum records, Datum steps)
  * durable_cluster.write_batch(node, shards, epochs, mall_ids, user_ids,
  *                             entity_shards, states, revisions, old_revisions,
  *                             log_mall_ids, log_user_ids, command_ids, replies,
- *                             saga_records, saga_steps)
+ *                             requests, saga_records, saga_steps)
  * Returns NULL when the batch was written, or the shards found fenced (and
  * then wrote nothing).  old_revision 0 means a new row.  The log_ arrays
  * are command_log entries to add, the saga_ arrays transfer steps to
@@ -351,7 +358,8 @@ dc_write_batch(PG_FUNCTION_ARGS)
 	Datum	   *log_mall_ids,
 			   *log_user_ids,
 			   *command_ids,
-			   *replies;
+			   *replies,
+			   *requests;
 	Datum	   *saga_records,
 			   *saga_steps;
 	int			nshards,
@@ -400,8 +408,9 @@ dc_write_batch(PG_FUNCTION_ARGS)
 	array_argument(fcinfo, 10, TEXTOID, nlogs, &log_user_ids);
 	array_argument(fcinfo, 11, TEXTOID, nlogs, &command_ids);
 	array_argument(fcinfo, 12, JSONBOID, nlogs, &replies);
-	nsagas = array_argument(fcinfo, 13, JSONBOID, -1, &saga_records);
-	array_argument(fcinfo, 14, TEXTOID, nsagas, &saga_steps);
+	array_argument(fcinfo, 13, JSONBOID, nlogs, &requests);
+	nsagas = array_argument(fcinfo, 14, JSONBOID, -1, &saga_records);
+	array_argument(fcinfo, 15, TEXTOID, nsagas, &saga_steps);
 
 	/* an executor state for single-row writes, as the apply worker sets up */
 	rel = dc_open_entity_state(RowExclusiveLock, &pkey);
@@ -462,7 +471,7 @@ dc_write_batch(PG_FUNCTION_ARGS)
 
 	if (log_rel)
 		prune = log_replies(estate, log_rel, log_mall_ids, log_user_ids, command_ids,
-							replies, nlogs);
+							replies, requests, nlogs);
 
 	AfterTriggerEndQuery(estate);
 	EvalPlanQualEnd(&epq);
@@ -478,6 +487,6 @@ dc_write_batch(PG_FUNCTION_ARGS)
 	foreach(lc, prune)
 		prune_command_log(log_mall_ids[lfirst_int(lc)], log_user_ids[lfirst_int(lc)]);
 	if (nsagas > 0)
-		record_saga_steps(PG_GETARG_DATUM(13), PG_GETARG_DATUM(14));
+		record_saga_steps(PG_GETARG_DATUM(14), PG_GETARG_DATUM(15));
 	PG_RETURN_NULL();
 }

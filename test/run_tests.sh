@@ -118,6 +118,18 @@ inside_virtualenv()
 	# pg_lsclusters can tell us where the server writes its log.
 	server_log=$(pg_lsclusters -h 2>/dev/null | awk '$2 == "regress" { print $7; exit }') || true
 
+	# The nodes log in to this server as dc_cluster over its Unix socket
+	# (README, "Security").  pg_virtualenv's pg_hba.conf lets local users
+	# in by peer authentication only: map this OS user to dc_cluster, as
+	# the README tells operators to.
+	local hba ident
+	hba=$(psql -XAtc 'SHOW hba_file')
+	ident=$(psql -XAtc 'SHOW ident_file')
+	{ echo "local all dc_cluster peer map=durable_cluster"; cat "$hba"; } > "$hba.new"
+	mv "$hba.new" "$hba"
+	echo "durable_cluster $(id -un) dc_cluster" >> "$ident"
+	psql -XAtc 'SELECT pg_reload_conf()' >/dev/null
+
 	# ---- pg_regress ----
 	say "running pg_regress (make installcheck, TAP tests switched off)"
 	rc=0

@@ -1,0 +1,225 @@
+--
+-- Trust: what an ordinary role can do to the cluster, tried as one.
+--
+-- Roles: sec_attacker has CREATE on public (the default in databases made
+-- before PostgreSQL 15) and nothing of the extension; sec_client is an
+-- application's role (dc_client); sec_tenant_a and sec_tenant_c are
+-- restricted to some malls.
+--
+SET client_min_messages = warning;
+DROP ROLE IF EXISTS sec_attacker;
+DROP ROLE IF EXISTS sec_client;
+DROP ROLE IF EXISTS sec_tenant_a;
+DROP ROLE IF EXISTS sec_tenant_c;
+RESET client_min_messages;
+CREATE ROLE sec_attacker;
+CREATE ROLE sec_client IN ROLE dc_client;
+CREATE ROLE sec_tenant_a IN ROLE dc_client;
+CREATE ROLE sec_tenant_c IN ROLE dc_client;
+GRANT CREATE ON SCHEMA public TO sec_attacker;
+
+-- ---- every function of the extension pins its search_path, or is C ----
+SELECT p.oid::regprocedure AS unpinned
+  FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid AND d.classid = 'pg_proc'::regclass
+  JOIN pg_language l ON l.oid = p.prolang
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'durable_cluster')
+   AND d.deptype = 'e' AND l.lanname <> 'c'
+   AND NOT coalesce(p.proconfig, '{}') @> '{"search_path=pg_catalog, pg_temp"}'
+ ORDER BY 1::text;
+
+-- ---- nothing that changes state or reads entities is PUBLIC's ----
+SELECT p.oid::regprocedure AS executable_by_public
+  FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid AND d.classid = 'pg_proc'::regclass
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'durable_cluster')
+   AND d.deptype = 'e'
+   AND (p.proacl IS NULL
+        OR EXISTS (SELECT FROM aclexplode(p.proacl) a WHERE a.grantee = 0))
+ ORDER BY 1::text;
+
+-- ---- no session of the cluster runs as a superuser ----
+SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = 'dc_cluster';
+SELECT count(*) > 0 AS cluster_sessions,
+       count(*) FILTER (WHERE r.rolsuper) AS superuser_sessions,
+       count(*) FILTER (WHERE a.usename <> 'dc_cluster') AS other_users
+  FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid
+ WHERE a.application_name LIKE 'durable\_cluster %';
+
+-- ---- superuser by search_path: a shadowing function never runs ----
+-- make_interval(numeric) matches reconcile()'s call better than the
+-- built-in make_interval(..., double precision); it would make the
+-- attacker a superuser and record where it ran.
+CREATE TABLE public.sec_ran_as (who text, path text);
+GRANT INSERT ON public.sec_ran_as TO PUBLIC;
+SET ROLE sec_attacker;
+CREATE FUNCTION public.make_interval(secs numeric) RETURNS interval
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.sec_ran_as VALUES (session_user, current_setting('search_path'));
+    EXECUTE 'ALTER ROLE sec_attacker SUPERUSER';
+    RETURN pg_catalog.make_interval(secs => secs::double precision);
+END
+$$;
+RESET ROLE;
+-- wait, with a deadline, for every node to have run three heartbeats
+-- (each heartbeat is followed by a reconcile)
+CREATE FUNCTION wait_heartbeats(n int) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    since timestamptz := clock_timestamp();
+    deadline timestamptz := clock_timestamp() + interval '30 seconds';
+BEGIN
+    LOOP
+        IF (SELECT bool_and(last_heartbeat > since + (n - 1) * interval '1 second')
+              FROM dc_members WHERE status = 'up') THEN
+            RETURN 'heartbeats seen';
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RETURN 'timed out';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+SELECT wait_heartbeats(3);
+SELECT rolsuper AS attacker_is_superuser FROM pg_roles WHERE rolname = 'sec_attacker';
+SELECT count(*) AS shadow_function_ran FROM public.sec_ran_as;
+DROP FUNCTION public.make_interval(numeric);
+
+-- ---- nobody else can hold the lock that serialises failover ----
+SET ROLE sec_attacker;
+SELECT FROM durable_cluster.settings FOR UPDATE;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+-- the advisory lock earlier versions used is no longer anything's
+SELECT pg_advisory_lock(7310145832764101);
+RESET ROLE;
+SELECT dc_add_node('sec-node');
+SELECT wait_for_cluster(4, 100);
+SELECT dc_remove_node('sec-node');
+SELECT wait_for_cluster(3, 100);
+SELECT pg_advisory_unlock_all();
+
+-- ---- an ordinary role cannot use the API ----
+SET ROLE sec_attacker;
+SELECT dc_send_command('mall_a', 'u1', 'login');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_tell('mall_a', 'u1', 'login');
+SELECT dc_get_state('mall_a', 'u1');
+SELECT dc_transfer('mall_a', 'u1', 'mall_a', 'u2', 1);
+SELECT durable_cluster.reconcile(1);
+SELECT durable_cluster.forward(1, 'x', 'mall_a', 'u1', 'login', '{}', NULL, false, 100);
+RESET ROLE;
+
+-- ---- a client can, without privileges on the schema ----
+SET ROLE sec_client;
+SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": 10}') -> 'state' -> 'balance' AS balance;
+SELECT dc_send_command('mall_b', 'u1', 'add_balance', '{"amount": 20, "command_id": "b-1"}') -> 'state' -> 'balance' AS balance;
+SELECT dc_tell('mall_b', 'u2', 'login');
+SELECT dc_get_state('mall_a', 'u1') -> 'balance' AS balance;
+SELECT dc_shard_id('mall_a', 'u1') = dc_shard_id('mall_a', 'u1', 100) AS shard_id_ok;
+SELECT dc_cluster_status() -> 'number_of_shards' AS number_of_shards,
+       dc_cluster_status() -> 'missing_workers' AS missing_workers;
+SELECT count(*) AS members FROM dc_members WHERE status = 'up';
+SELECT count(*) AS shards FROM dc_shards;
+SELECT count(*) AS nodes FROM dc_node_stats;
+-- but not the tables, which hold every mall
+SELECT count(*) FROM durable_cluster.entity_state;
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT count(*) FROM dc_sagas;
+RESET ROLE;
+
+-- ---- tenant isolation ----
+SELECT dc_restrict_role('sec_tenant_a', '{mall_a}');
+SELECT dc_restrict_role('sec_tenant_c', '{mall_a,mall_c}', '{get_state,login}');
+SELECT * FROM dc_tenant_grants WHERE role_name LIKE 'sec\_%' ORDER BY 1, 2;
+SET ROLE sec_tenant_a;
+SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": 1}') -> 'state' -> 'balance' AS balance;
+SELECT dc_get_state('mall_a', 'u1') -> 'balance' AS balance;
+-- every way into mall_b is closed, and nothing is applied
+SELECT dc_send_command('mall_b', 'u1', 'deduct_balance', '{"amount": 20}');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_send_command('mall_b', 'u1', 'get_state');
+SELECT dc_send_command('mall_b', 'u1', 'update_profile', '{"nickname": "mallory"}');
+SELECT dc_tell('mall_b', 'u1', 'logout');
+SELECT dc_get_state('mall_b', 'u1');
+-- a logged reply is no way in either
+SELECT dc_send_command('mall_b', 'u1', 'add_balance', '{"amount": 20, "command_id": "b-1"}');
+-- both sides of a transfer
+SELECT dc_transfer('mall_b', 'u1', 'mall_a', 'u1', 5);
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_transfer('mall_a', 'u1', 'mall_b', 'u1', 5);
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+-- within mall_a a transfer goes through
+SELECT dc_transfer('mall_a', 'u1', 'mall_a', 'u9', 2) ->> 'status' AS status;
+RESET ROLE;
+SELECT dc_get_state('mall_b', 'u1') - 'last_event_time' AS mall_b_untouched;
+SELECT count(*) AS mall_b_transfers FROM dc_sagas WHERE 'mall_b' IN (from_mall, to_mall);
+
+-- restricted to some commands too
+SET ROLE sec_tenant_c;
+SELECT dc_send_command('mall_c', 'u1', 'login') ->> 'result' AS result;
+SELECT dc_send_command('mall_c', 'u1', 'add_balance', '{"amount": 1}');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+SELECT dc_get_state('mall_c', 'u1') -> 'balance' AS balance;
+SELECT dc_send_command('mall_b', 'u1', 'login');
+RESET ROLE;
+
+-- restricting is checked; lifting it opens every mall again
+SELECT dc_restrict_role('sec_tenant_a', '{}');
+SELECT dc_restrict_role('sec_tenant_a', '{mall_a,NULL}');
+SELECT dc_restrict_role('postgres', '{mall_a}');
+SET ROLE sec_client;
+SELECT dc_restrict_role('sec_client', '{mall_a}');
+RESET ROLE;
+SELECT dc_unrestrict_role('sec_tenant_a');
+SET ROLE sec_tenant_a;
+SELECT dc_get_state('mall_b', 'u1') -> 'balance' AS balance;
+RESET ROLE;
+SELECT dc_unrestrict_role('sec_tenant_c');
+
+-- ---- strict input: one number grammar, no control characters ----
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": " 5 "}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": "+5"}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": ".5"}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": "5."}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": "05"}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": "\t7\n"}')$$) LIKE '22P02:%' AS rejected;
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": "-1e13"}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": -0.01}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": "1e13"}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": "1e-3"}')$$);
+SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": "0.5e1"}') -> 'state' -> 'balance' AS balance;
+SELECT try($$SELECT dc_send_command(E'mall\x01a', 'u1', 'login')$$);
+SELECT try($$SELECT dc_send_command('mall_a', E'u\u202E1', 'login')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'update_profile', '{"nickname": "a\nb"}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'update_profile', '{"nickname": "\u2066x"}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'login', '{"command_id": "a\tb"}')$$);
+SELECT try($$SELECT dc_transfer('mall_a', E'u\x7f', 'mall_a', 'u2', 1)$$);
+SELECT try($$SELECT dc_add_node(E'node\nx')$$);
+SELECT try($$SELECT dc_add_node('n', ARRAY[U&'role\200Fx'])$$);
+SELECT dc_get_state('mall_a', 'u1') -> 'balance' AS balance;
+
+-- ---- a missing settings row: a clear error for the nodes, no crash ----
+CREATE TEMP TABLE node_pids AS
+SELECT pid FROM pg_stat_activity WHERE backend_type LIKE 'durable_cluster node%';
+CREATE TEMP TABLE saved_settings AS SELECT * FROM durable_cluster.settings;
+DELETE FROM durable_cluster.settings;
+SELECT wait_heartbeats(3);
+SELECT count(*) = (SELECT count(*) FROM node_pids) AS nodes_still_running
+  FROM pg_stat_activity
+ WHERE backend_type LIKE 'durable_cluster node%' AND pid IN (SELECT pid FROM node_pids);
+SELECT dc_send_command('mall_a', 'u1', 'get_state') ->> 'result' AS still_serving;
+INSERT INTO durable_cluster.settings SELECT * FROM saved_settings;
+SELECT number_of_shards FROM durable_cluster.settings;
+SELECT wait_for_cluster(3, 100);
+
+-- ---- clean up ----
+DELETE FROM durable_cluster.entity_state WHERE mall_id IN ('mall_a', 'mall_b', 'mall_c');
+DELETE FROM durable_cluster.command_log WHERE mall_id IN ('mall_a', 'mall_b', 'mall_c');
+DELETE FROM durable_cluster.sagas WHERE from_mall IN ('mall_a', 'mall_b', 'mall_c');
+DROP TABLE public.sec_ran_as;
+DROP FUNCTION wait_heartbeats(int);
+REVOKE CREATE ON SCHEMA public FROM sec_attacker;
+DROP ROLE sec_attacker;
+DROP ROLE sec_client;
+DROP ROLE sec_tenant_a;
+DROP ROLE sec_tenant_c;
