@@ -163,6 +163,11 @@ SELECT dc_get_state('mall_c', 'u1') -> 'balance' AS balance;
 SELECT dc_send_command('mall_b', 'u1', 'login');
 RESET ROLE;
 
+-- a forwarded command is checked for the role that sent it, too
+SET ROLE dc_cluster;
+SELECT try($$SELECT durable_cluster.forward(1, 'sec_tenant_a', 'mall_b', 'u1', 'get_state', '{}', NULL, false, 1000)$$);
+RESET ROLE;
+
 -- restricting is checked; lifting it opens every mall again
 SELECT dc_restrict_role('sec_tenant_a', '{}');
 SELECT dc_restrict_role('sec_tenant_a', '{mall_a,NULL}');
@@ -175,6 +180,38 @@ SET ROLE sec_tenant_a;
 SELECT dc_get_state('mall_b', 'u1') -> 'balance' AS balance;
 RESET ROLE;
 SELECT dc_unrestrict_role('sec_tenant_c');
+
+-- ---- forward() checks what another server sends as if it came from SQL ----
+SET ROLE dc_cluster;
+SELECT try($$SELECT durable_cluster.forward(2, 'sec_client', 'mall_a', 'u1', 'login', '{}', NULL, false, 1000)$$);
+SELECT try($$SELECT durable_cluster.forward(1, 'sec_client', 'mall_a', 'u1', 'add_balance', '{"amount": -5}', NULL, false, 1000)$$);
+SELECT try($$SELECT durable_cluster.forward(1, 'sec_client', 'mall_a', E'u\x01', 'login', '{}', NULL, false, 1000)$$);
+-- a transfer's step only with its saga's record, for the record's entity and amount
+SELECT try($$SELECT durable_cluster.forward(1, 'sec_client', 'mall_a', 'u1', 'add_balance', '{"amount": 5, "command_id": "saga-9-add"}', NULL, false, 1000)$$);
+SELECT try($$SELECT durable_cluster.forward(1, 'sec_client', 'mall_a', 'u1', 'add_balance', '{"amount": 5, "command_id": "saga-9-add"}',
+    '{"saga_id": 9, "from_mall": "mall_a", "from_user": "u2", "to_mall": "mall_a", "to_user": "u3", "amount": 5}', false, 1000)$$);
+SELECT try($$SELECT durable_cluster.forward(1, 'sec_client', 'mall_a', 'u1', 'add_balance', '{"amount": 5, "command_id": "saga-9-add"}',
+    '{"saga_id": 9, "from_mall": "mall_a", "from_user": "u2", "to_mall": "mall_a", "to_user": "u1", "amount": 500}', false, 1000)$$);
+SELECT try($$SELECT durable_cluster.forward(1, 'sec_client', 'mall_a', 'u1', 'add_balance', '{"amount": 5, "command_id": "saga-8-add"}',
+    '{"saga_id": 9, "from_mall": "mall_a", "from_user": "u2", "to_mall": "mall_a", "to_user": "u1", "amount": 5}', false, 1000)$$);
+SELECT try($$SELECT durable_cluster.forward(1, 'sec_client', 'mall_a', 'u1', 'refund_balance', '{"amount": 5, "command_id": "saga-9-refund"}',
+    '{"saga_id": 9, "from_mall": "mall_a", "from_user": "u2", "to_mall": "mall_a", "to_user": "u1", "amount": 5}', false, 1000)$$);
+RESET ROLE;
+SELECT count(*) AS saga_9_rows FROM durable_cluster.sagas WHERE saga_id = 9;
+
+-- ---- a registered handler never sees a superuser session ----
+CREATE FUNCTION sec_whoami(state jsonb, payload jsonb) RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT state || jsonb_build_object('session_user', session_user::text,
+                                       'session_superuser', (SELECT rolsuper FROM pg_roles
+                                                              WHERE rolname = session_user))
+$$;
+SELECT dc_register_command('sec_whoami', 'sec_whoami(jsonb, jsonb)');
+SELECT r -> 'state' ->> 'session_user' AS handler_session_user,
+       r -> 'state' ->> 'session_superuser' AS session_superuser
+  FROM dc_send_command('mall_a', 'who', 'sec_whoami') r;
+SELECT dc_unregister_command('sec_whoami');
+DROP FUNCTION sec_whoami(jsonb, jsonb);
 
 -- ---- strict input: one number grammar, no control characters ----
 SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": " 5 "}')$$);

@@ -274,9 +274,11 @@ _PG_init(void)
 				errmsg("durable_cluster needs %d background workers (%d nodes and the saga worker), but max_worker_processes is %d",
 					   dc_nodes + 1, dc_nodes, max_worker_processes),
 				errdetail("Workers that do not fit are not started; dc_cluster_status() lists them as missing."),
-				errhint("Raise max_worker_processes to at least %d, plus what parallel queries and other extensions use, and restart the server.",
-						dc_max_nodes + 1));
+				errhint("Raise max_worker_processes to at least %d (%d to add nodes up to durable_cluster.max_nodes), plus what parallel queries and other extensions use, and restart the server.",
+						dc_nodes + 1, dc_max_nodes + 1));
 
+	/* first: a server short of workers had better lose a node than it */
+	register_saga_worker();
 	for (int i = 0; i < dc_nodes; i++)
 	{
 		BackgroundWorker worker;
@@ -284,7 +286,6 @@ _PG_init(void)
 		dc_node_worker(&worker, i);
 		RegisterBackgroundWorker(&worker);
 	}
-	register_saga_worker();
 }
 
 /*

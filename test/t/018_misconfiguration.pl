@@ -1,0 +1,57 @@
+#
+# test/t/018_misconfiguration.pl
+#     Misconfiguration is loud.  Too few max_worker_processes for the nodes
+#     and the saga worker: a WARNING at start that says how many are
+#     needed, the saga worker still runs (it is registered first), and
+#     dc_cluster_status() names the nodes that do not.  More nodes than
+#     max_nodes: the server refuses to start, with a hint.
+#
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use FindBin;
+use lib $FindBin::RealBin;
+use DurableClusterLoad;
+
+my $node = PostgreSQL::Test::Cluster->new('few_workers');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'durable_cluster'
+durable_cluster.nodes = 4
+max_worker_processes = 3
+durable_cluster.heartbeat_interval = '200ms'
+});
+$node->start;
+my $log = slurp_file($node->logfile);
+like($log, qr/WARNING:  durable_cluster needs 5 background workers \(4 nodes and the saga worker\), but max_worker_processes is 3/,
+	'a WARNING at start says how many workers are needed');
+like($log, qr/HINT:  Raise max_worker_processes to at least 5/, 'and which setting to raise');
+
+$node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
+ok(DurableClusterLoad::poll_until($node, q{
+SELECT count(*) > 0 FROM dc_members WHERE status = 'up'}, timeout => 60),
+	'the nodes that fit joined');
+my $missing = $node->safe_psql('postgres', q{SELECT dc_cluster_status() -> 'missing_workers'});
+like($missing, qr/"node-4"/, "dc_cluster_status() lists the nodes that do not run: $missing");
+unlike($missing, qr/sagas/, 'the saga worker runs: it is registered first');
+$node->stop;
+
+my $bad = PostgreSQL::Test::Cluster->new('too_many_nodes');
+$bad->init;
+$bad->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'durable_cluster'
+durable_cluster.nodes = 20
+durable_cluster.max_nodes = 16
+});
+ok(!$bad->start(fail_ok => 1), 'more nodes than max_nodes: the server does not start');
+$log = slurp_file($bad->logfile);
+like($log, qr/FATAL:  durable_cluster.nodes \(20\) is larger than durable_cluster.max_nodes \(16\)/,
+	'it says why');
+like($log, qr/HINT:  Raise durable_cluster.max_nodes or lower durable_cluster.nodes/, 'and how to fix it');
+
+done_testing();
