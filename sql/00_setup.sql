@@ -10,19 +10,16 @@ DROP EXTENSION IF EXISTS durable_cluster CASCADE;
 RESET client_min_messages;
 CREATE EXTENSION durable_cluster;
 
--- Wait, with a deadline, until the nodes joined and own every shard.
-CREATE OR REPLACE FUNCTION wait_for_cluster(nodes int, shards int) RETURNS text
+-- Wait, with a deadline of 60 s, until a query returns true.
+CREATE OR REPLACE FUNCTION wait_until(condition text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + interval '60 seconds';
+    done boolean;
 BEGIN
     LOOP
-        IF (SELECT count(*) FROM dc_members WHERE status = 'up') = nodes
-           AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
-                 WHERE m.status = 'up') = shards
-           AND (SELECT max(shard_count) - min(shard_count) FROM dc_members
-                 WHERE status = 'up') <= 1
-        THEN
+        EXECUTE condition INTO done;
+        IF done THEN
             RETURN 'ready';
         END IF;
         IF clock_timestamp() > deadline THEN
@@ -31,6 +28,17 @@ BEGIN
         PERFORM pg_sleep(0.05);
     END LOOP;
 END
+$$;
+
+-- Wait until the nodes joined and own every shard.
+CREATE OR REPLACE FUNCTION wait_for_cluster(nodes int, shards int) RETURNS text
+LANGUAGE sql AS $$
+    SELECT wait_until(format($q$
+        SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = %s
+           AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
+                 WHERE m.status = 'up') = %s
+           AND (SELECT max(shard_count) - min(shard_count) FROM dc_members
+                 WHERE status = 'up') <= 1 $q$, nodes, shards))
 $$;
 
 SELECT wait_for_cluster(3, 100);

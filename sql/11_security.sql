@@ -60,25 +60,13 @@ BEGIN
 END
 $$;
 RESET ROLE;
--- wait, with a deadline, for every node to have run three heartbeats
+-- wait, with a deadline, for every node to have run n more heartbeats
 -- (each heartbeat is followed by a reconcile)
 CREATE FUNCTION wait_heartbeats(n int) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    since timestamptz := clock_timestamp();
-    deadline timestamptz := clock_timestamp() + interval '30 seconds';
-BEGIN
-    LOOP
-        IF (SELECT bool_and(last_heartbeat > since + (n - 1) * interval '1 second')
-              FROM dc_members WHERE status = 'up') THEN
-            RETURN 'heartbeats seen';
-        END IF;
-        IF clock_timestamp() > deadline THEN
-            RETURN 'timed out';
-        END IF;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-END
+LANGUAGE sql AS $$
+    SELECT wait_until(format($q$
+        SELECT bool_and(last_heartbeat > %L::timestamptz + %s * interval '1 second')
+          FROM dc_members WHERE status = 'up' $q$, clock_timestamp(), n - 1))
 $$;
 SELECT wait_heartbeats(3);
 SELECT rolsuper AS attacker_is_superuser FROM pg_roles WHERE rolname = 'sec_attacker';
