@@ -7,6 +7,8 @@
 #   make bench               throughput against plain SQL (bench/throughput.sh), then
 #                            failover and hand-off times (bench/failover.sh), then the
 #                            cost of forwarding to another server (bench/forward.sh)
+#   make soak                memory of every long-lived process under a mixed load,
+#                            SOAK_DURATION seconds (default 600; bench/soak.sh)
 #   make installcheck        the suite against an already installed extension; needs a
 #                            server started with shared_preload_libraries = 'durable_cluster'
 
@@ -36,7 +38,7 @@ CONTRIB_TESTDB = postgres
 # changes (shared-memory structs must agree between files)
 $(OBJS): $(wildcard include/*.h)
 
-.PHONY: demo test bench
+.PHONY: demo test bench soak
 demo:
 	bash scripts/demo.sh
 
@@ -48,3 +50,6 @@ bench:
 	bash bench/throughput.sh
 	bash bench/failover.sh
 	bash bench/forward.sh
+
+soak:
+	bash bench/soak.sh

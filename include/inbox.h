@@ -60,6 +60,7 @@ typedef struct DcRequestSlot
 	bool		accepted;		/* the owner took it as its own (dc_tell waits for this) */
 	bool		detached;		/* a dc_tell that returned: the node frees the slot */
 	int			next;			/* free list or inbox link, -1 = end */
+	int			prev;			/* inbox link back, -1 = first */
 	int			node;			/* inbox it was queued to */
 	Latch	   *caller_latch;
 	pid_t		caller_pid;		/* backend that acquired it, 0 when free */
@@ -95,6 +96,7 @@ typedef struct DcNodeSlot
 
 	/* statistics (dc_node_stats); counters are zeroed by dc_stats_reset() */
 	int64		entities_in_memory;
+	int64		memory_bytes;	/* the node's memory contexts, all of them */
 	int64		commands;		/* commands applied (not routed elsewhere) */
 	int64		batches;		/* batches that applied at least one */
 	int64		passivations;
@@ -105,8 +107,9 @@ typedef struct DcNodeSlot
 typedef struct DcShared
 {
 	slock_t		mutex;			/* request slots, inboxes, node table */
-	bool		cluster_role_ready; /* a node logged in as dc_cluster */
+	bool		cluster_role_ready; /* dc_cluster exists on this server */
 	pid_t		saga_pid;		/* the saga worker, 0 when it does not run */
+	Latch	   *saga_latch;		/* and its latch, NULL then */
 	int			free_head;
 	int			nslots;
 	DcNodeSlot	nodes[DC_MAX_NODES];
@@ -137,7 +140,8 @@ extern int	dc_node_request_leave(const char *name);
 extern void dc_request_ticks(void);
 extern bool dc_node_take_tick_request(int node);
 extern bool dc_node_leave_requested(int node);
-extern void dc_node_report(int node, int64 entities, int commands, int passivations,
+extern void dc_node_report(int node, int64 entities, int64 memory, int commands,
+						   int passivations,
 						   TimestampTz batch_at);
 extern void dc_stats_zero(DcNodeSlot *node, TimestampTz now);
 

@@ -49,6 +49,7 @@ extern void dc_store_init(const char *node_name);
 extern void dc_store_disconnect(void);
 
 extern bool dc_store_announced(void);
+extern void dc_store_note_cluster_role(void);
 extern void dc_store_wait_idle(long timeout_ms);
 extern int	dc_store_other_sessions(void);
 extern Oid	dc_store_extension_oid(void);

@@ -106,7 +106,8 @@ SELECT dc_get_state('mall_a', 'u1') -> 'balance' AS balance;
 SELECT dc_shard_id('mall_a', 'u1') = dc_shard_id('mall_a', 'u1', 100) AS shard_id_ok;
 SELECT dc_cluster_status() -> 'number_of_shards' AS number_of_shards,
        dc_cluster_status() -> 'missing_workers' AS missing_workers;
-SELECT count(*) AS members FROM dc_members WHERE status = 'up';
+SELECT count(*) AS members, count(shards) AS with_shards FROM dc_members WHERE status = 'up';
+SELECT (SELECT string_agg(shards, ',') FROM dc_members) IS NOT NULL AS shard_ranges_read;
 SELECT count(*) AS shards FROM dc_shards;
 SELECT count(*) AS nodes FROM dc_node_stats;
 -- but not the tables, which hold every mall
@@ -155,6 +156,18 @@ RESET ROLE;
 SET ROLE dc_cluster;
 SELECT try($$SELECT durable_cluster.forward(1, 'sec_tenant_a', 'mall_b', 'u1', 'get_state', '{}', NULL, false, 1000)$$);
 RESET ROLE;
+
+-- a role whose name needs quoting is restricted all the same
+CREATE ROLE "Sec-Tenant-Q" IN ROLE dc_client;
+SELECT dc_restrict_role('"Sec-Tenant-Q"', '{mall_a}');
+SELECT role_name FROM dc_tenant_grants WHERE role_name LIKE 'Sec-%';
+SET ROLE "Sec-Tenant-Q";
+SELECT dc_get_state('mall_b', 'u1');
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+RESET ROLE;
+SELECT dc_unrestrict_role('"Sec-Tenant-Q"');
+SELECT count(*) AS grants_left FROM dc_tenant_grants WHERE role_name LIKE 'Sec-%';
+DROP ROLE "Sec-Tenant-Q";
 
 -- restricting is checked; lifting it opens every mall again
 SELECT dc_restrict_role('sec_tenant_a', '{}');

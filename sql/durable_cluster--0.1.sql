@@ -529,6 +529,11 @@ DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'dc_cluster') THEN
         CREATE ROLE dc_cluster LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT;
+    ELSIF EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'dc_cluster'
+                     AND (rolsuper OR rolcreaterole OR rolbypassrls)) THEN
+        RAISE EXCEPTION 'role dc_cluster exists and has SUPERUSER, CREATEROLE or BYPASSRLS'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The cluster''s sessions log in as dc_cluster: ALTER ROLE dc_cluster NOSUPERUSER NOCREATEROLE NOBYPASSRLS, then create the extension.';
     END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'dc_client') THEN
         CREATE ROLE dc_client NOLOGIN;
@@ -545,9 +550,12 @@ REVOKE ALL ON FUNCTION dc_remove_node(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION dc_add_node(text, text[]), dc_remove_node(text),
                           dc_set_number_of_shards(integer) TO dc_admin;
 
-/* A member's shards as compact ranges, e.g. '0-24,34-38'. */
+/*
+ * A member's shards as compact ranges, e.g. '0-24,34-38'.  As its owner:
+ * dc_members calls it for readers without privileges on the schema.
+ */
 CREATE FUNCTION durable_cluster.shard_ranges(node_name text) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT string_agg(CASE WHEN lo = hi THEN lo::text ELSE lo || '-' || hi END, ',' ORDER BY lo)
       FROM (SELECT min(shard_id) AS lo, max(shard_id) AS hi
               FROM (SELECT shard_id, shard_id - row_number() OVER (ORDER BY shard_id) AS run
@@ -570,6 +578,18 @@ SELECT m.name, m.status, m.address, m.roles, m.incarnation, m.pid,
 
 CREATE VIEW dc_shards AS
 SELECT shard_id, node, epoch FROM durable_cluster.shards ORDER BY shard_id;
+
+/*
+ * Client sessions of this server other than the calling node's kind
+ * (smart shutdown waits for them, node.c).  As its owner: dc_cluster may
+ * not see other roles' sessions in pg_stat_activity.
+ */
+CREATE FUNCTION durable_cluster.other_client_sessions() RETURNS integer
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*)::integer FROM pg_stat_activity
+     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+       AND NOT (usename = session_user AND application_name LIKE 'durable\_cluster %')
+$$;
 
 -- Workers of this server that should run and do not (stats.c).
 CREATE FUNCTION durable_cluster.missing_workers() RETURNS jsonb
@@ -602,14 +622,15 @@ CREATE FUNCTION durable_cluster.node_stats(OUT node text, OUT entities_in_memory
                                            OUT commands bigint, OUT batches bigint,
                                            OUT passivations bigint,
                                            OUT last_batch_at timestamptz,
-                                           OUT stats_reset timestamptz)
+                                           OUT stats_reset timestamptz,
+                                           OUT memory_bytes bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'dc_node_stats' LANGUAGE C VOLATILE;
 
 CREATE VIEW dc_node_stats AS
 SELECT node, entities_in_memory, commands, batches,
        round(commands::numeric / nullif(batches, 0), 2) AS avg_commands_per_batch,
-       passivations, last_batch_at, stats_reset
+       passivations, last_batch_at, stats_reset, memory_bytes
   FROM durable_cluster.node_stats();
 
 CREATE FUNCTION dc_stats_reset() RETURNS void
@@ -655,9 +676,10 @@ BEGIN
         RAISE EXCEPTION 'superuser % cannot be restricted', role
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    DELETE FROM durable_cluster.tenant_grants WHERE role_name = role::text;
+    -- the role's name as the check sees it (regrole's text is quoted)
+    DELETE FROM durable_cluster.tenant_grants WHERE role_name = pg_get_userbyid(role);
     INSERT INTO durable_cluster.tenant_grants (role_name, mall_id, commands)
-         SELECT DISTINCT role::text, m, commands FROM unnest(malls) m;
+         SELECT DISTINCT pg_get_userbyid(role), m, commands FROM unnest(malls) m;
 END
 $$;
 COMMENT ON FUNCTION dc_restrict_role(regrole, text[], text[]) IS
@@ -665,7 +687,7 @@ COMMENT ON FUNCTION dc_restrict_role(regrole, text[], text[]) IS
 
 CREATE FUNCTION dc_unrestrict_role(role regrole) RETURNS void
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    DELETE FROM durable_cluster.tenant_grants WHERE role_name = role::text;
+    DELETE FROM durable_cluster.tenant_grants WHERE role_name = pg_get_userbyid(role);
 $$;
 COMMENT ON FUNCTION dc_unrestrict_role(regrole) IS
     'let role reach every mall again';

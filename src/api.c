@@ -159,6 +159,7 @@ dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell
 			int			nshards;
 			int			owner;
 			char		address[DC_ADDRESS_BYTES];
+			bool		rerouted = false;
 
 			if (slot < 0 && (slot = dc_slot_acquire()) < 0)
 			{
@@ -265,11 +266,11 @@ dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell
 				if (route(mall_id, user_id, &shard, &nshards, address) != owner &&
 					dc_slot_reclaim(slot))
 				{
-					slot = -1;
+					rerouted = true;
 					break;
 				}
 			}
-			if (slot < 0)
+			if (rerouted)
 				continue;
 			if (tell && dc_slot_detach(slot))
 			{

@@ -14,10 +14,14 @@
  *	 FREE -> FILLING (caller) -> QUEUED (caller) -> TAKEN (node) -> DONE (node)
  *	 DONE -> FREE (caller, after copying the reply)
  *
- * A caller that gives up (cancel, statement_timeout, ask_timeout) marks its
- * slot abandoned; whichever side touches the slot last puts it back on the
- * free list.  A QUEUED slot that is abandoned is dropped by the node without
- * being applied, so "not delivered" really means not applied.  A backend
+ * A caller that gives up (cancel, statement_timeout, ask_timeout) on a
+ * QUEUED request takes it out of the inbox (the inbox is doubly linked, so
+ * that is O(1)) and frees it: not delivered really means not applied, and
+ * requests given up on never pile up in the inbox of a node that is slow
+ * or paused.  One that gives up on a TAKEN request marks it abandoned: the
+ * node frees it when it replies.  A caller whose request's shard moved
+ * while it waited in an inbox takes it out the same way and routes it
+ * again.  A backend
  * that ends while it holds a slot (pg_terminate_backend, a FATAL error,
  * which leaves no PG_CATCH to run) gives it up the same way, from a
  * before_shmem_exit callback; and should a slot's caller be gone without
@@ -45,6 +49,8 @@ DcShared   *dc_shared = NULL;
 
 /* the slot this backend holds as a caller, given up if the backend exits */
 static int	held_slot = -1;
+
+static void inbox_unlink(int slot);
 
 static int
 slot_count(void)
@@ -82,6 +88,7 @@ dc_shmem_init(void)
 		dc_shared->free_head = 0;
 		dc_shared->cluster_role_ready = false;
 		dc_shared->saga_pid = 0;
+		dc_shared->saga_latch = NULL;
 		for (int i = 0; i < DC_MAX_NODES; i++)
 		{
 			DcNodeSlot *node = &dc_shared->nodes[i];
@@ -158,9 +165,12 @@ reclaim_dead_callers(void)
 		SpinLockAcquire(&dc_shared->mutex);
 		if (s->caller_pid == pid && !s->detached)
 		{
-			if (s->state == DC_SLOT_FILLING || s->state == DC_SLOT_DONE)
+			if (s->state == DC_SLOT_QUEUED)
+				inbox_unlink(i);
+			if (s->state == DC_SLOT_FILLING || s->state == DC_SLOT_DONE ||
+				s->state == DC_SLOT_QUEUED)
 				push_free(i);
-			else if (s->state != DC_SLOT_FREE)
+			else if (s->state == DC_SLOT_TAKEN)
 				s->abandoned = true;
 		}
 		SpinLockRelease(&dc_shared->mutex);
@@ -216,12 +226,32 @@ inbox_append(int slot, int node)
 	s->state = DC_SLOT_QUEUED;
 	s->node = node;
 	s->next = -1;
+	s->prev = n->inbox_tail;
 	if (n->inbox_tail >= 0)
 		dc_shared->slots[n->inbox_tail].next = slot;
 	else
 		n->inbox_head = slot;
 	n->inbox_tail = slot;
 	return n->latch;
+}
+
+/* Take a QUEUED slot out of its node's inbox; caller must hold the mutex. */
+static void
+inbox_unlink(int slot)
+{
+	DcRequestSlot *s = &dc_shared->slots[slot];
+	DcNodeSlot *n = &dc_shared->nodes[s->node];
+
+	Assert(s->state == DC_SLOT_QUEUED);
+	if (s->prev >= 0)
+		dc_shared->slots[s->prev].next = s->next;
+	else
+		n->inbox_head = s->next;
+	if (s->next >= 0)
+		dc_shared->slots[s->next].prev = s->prev;
+	else
+		n->inbox_tail = s->prev;
+	s->next = s->prev = -1;
 }
 
 void
@@ -361,9 +391,11 @@ dc_slot_abandon(int slot)
 
 	SpinLockAcquire(&dc_shared->mutex);
 	st = s->state;
-	if (st == DC_SLOT_DONE || st == DC_SLOT_FILLING)
+	if (st == DC_SLOT_QUEUED)
+		inbox_unlink(slot);
+	if (st == DC_SLOT_DONE || st == DC_SLOT_FILLING || st == DC_SLOT_QUEUED)
 		push_free(slot);
-	else if (st != DC_SLOT_FREE)
+	else if (st == DC_SLOT_TAKEN)
 		s->abandoned = true;
 	SpinLockRelease(&dc_shared->mutex);
 	forget_held_slot(slot);
@@ -372,7 +404,8 @@ dc_slot_abandon(int slot)
 
 /*
  * Take back a request still waiting in an inbox (its shard moved to another
- * node): the node will drop it unapplied.  False if a node already took it.
+ * node): it leaves the inbox unapplied and is the caller's again (FILLING),
+ * to be routed anew.  False if a node already took it.
  */
 bool
 dc_slot_reclaim(int slot)
@@ -383,12 +416,12 @@ dc_slot_reclaim(int slot)
 	SpinLockAcquire(&dc_shared->mutex);
 	if (s->state == DC_SLOT_QUEUED)
 	{
-		s->abandoned = true;
+		inbox_unlink(slot);
+		s->state = DC_SLOT_FILLING;
+		s->node = -1;
 		reclaimed = true;
 	}
 	SpinLockRelease(&dc_shared->mutex);
-	if (reclaimed)
-		forget_held_slot(slot);
 	return reclaimed;
 }
 
@@ -447,8 +480,8 @@ dc_node_detach(int node)
 }
 
 /*
- * Take up to max queued requests, oldest first.  Abandoned ones are dropped
- * unapplied.
+ * Take up to max queued requests, oldest first.  (Those their callers gave
+ * up on are no longer in the inbox.)
  */
 int
 dc_inbox_take(int node, int *slots, int max)
@@ -463,16 +496,14 @@ dc_inbox_take(int node, int *slots, int max)
 		DcRequestSlot *s = &dc_shared->slots[i];
 
 		n->inbox_head = s->next;
-		if (s->abandoned)
-			push_free(i);
-		else
-		{
-			s->state = DC_SLOT_TAKEN;
-			slots[count++] = i;
-		}
+		s->next = s->prev = -1;
+		s->state = DC_SLOT_TAKEN;
+		slots[count++] = i;
 	}
 	if (n->inbox_head < 0)
 		n->inbox_tail = -1;
+	else
+		dc_shared->slots[n->inbox_head].prev = -1;
 	SpinLockRelease(&dc_shared->mutex);
 	return count;
 }
@@ -602,7 +633,11 @@ dc_node_slot_claim(const char *name, const char *roles)
 			strlcpy(node->roles, roles, sizeof(node->roles));
 			node->leave_requested = false;
 			node->tick_requested = false;
-			node->inbox_head = node->inbox_tail = -1;
+			/*
+			 * Requests left in the inbox of the node that had the slot
+			 * stay: the new node answers them "moved" (their shards are
+			 * not its own yet), so their callers route them again.
+			 */
 			dc_stats_zero(node, now);
 			slot = i;
 		}
@@ -660,16 +695,17 @@ dc_stats_zero(DcNodeSlot *node, TimestampTz now)
 /*
  * A node reports what it did since its last report: commands applied (a
  * batch when > 0, at batch_at), entities passivated, and how many entities
- * it now holds.
+ * and how much memory it now holds.
  */
 void
-dc_node_report(int node, int64 entities, int commands, int passivations,
+dc_node_report(int node, int64 entities, int64 memory, int commands, int passivations,
 			   TimestampTz batch_at)
 {
 	DcNodeSlot *n = &dc_shared->nodes[node];
 
 	SpinLockAcquire(&dc_shared->mutex);
 	n->entities_in_memory = entities;
+	n->memory_bytes = memory;
 	n->passivations += passivations;
 	if (commands > 0)
 	{

@@ -92,7 +92,17 @@ static int	owned_nshards;
 static int64 map_seen = -1;
 static Oid	map_seen_extension = InvalidOid;
 
+/*
+ * A node runs for months, so nothing it does may allocate in a context
+ * that lives as long: a batch works in batch_context, reset after it and
+ * after each store call of a tick; everything else an iteration of the
+ * main loop allocates (ticks, stats, deferred tells, libpq values) goes to
+ * loop_context, reset at the start of the next iteration.  What must last
+ * (the entity cache, the store connection, the forwarding connections) is
+ * put in TopMemoryContext or a context of its own on purpose.
+ */
 static MemoryContext batch_context;
+static MemoryContext loop_context;
 static bool tick_now;
 
 /* the current batch attempt sent its write (or COMMIT) to the store */
@@ -117,7 +127,9 @@ report_stats(int commands, TimestampTz now)
 {
 	int			passivated = dc_cache_passivate(now);
 
-	dc_node_report(node_index, dc_cache_count(), commands, passivated, now);
+	dc_node_report(node_index, dc_cache_count(),
+				   (int64) MemoryContextMemAllocated(TopMemoryContext, true),
+				   commands, passivated, now);
 }
 
 /* ---- shard ownership ---- */
@@ -217,6 +229,7 @@ store_failure(const char *what)
 static bool
 run_store_work(void (*work) (void), const char *what)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	bool		ok = true;
 
 	pgstat_report_activity(STATE_RUNNING, what);
@@ -231,6 +244,7 @@ run_store_work(void (*work) (void), const char *what)
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(cxt);
 	MemoryContextReset(batch_context);
 	return ok;
 }
@@ -239,8 +253,10 @@ run_store_work(void (*work) (void), const char *what)
 static void
 heartbeat_work(void)
 {
-	Oid			ext = dc_store_extension_oid();
+	Oid			ext;
 
+	dc_store_note_cluster_role();
+	ext = dc_store_extension_oid();
 	if (ext != extension_oid)
 	{
 		extension_oid = ext;
@@ -719,6 +735,7 @@ forward_tell(int slot, bool leaving)
 static bool
 extension_gone(void)
 {
+	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool gone = false;
 
 	PG_TRY();
@@ -727,6 +744,7 @@ extension_gone(void)
 	}
 	PG_CATCH();
 	{
+		MemoryContextSwitchTo(cxt);
 		FlushErrorState();
 	}
 	PG_END_TRY();
@@ -953,6 +971,8 @@ dc_node_main(Datum main_arg)
 
 	batch_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster batch",
 										  ALLOCSET_DEFAULT_SIZES);
+	loop_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster node loop",
+										 ALLOCSET_DEFAULT_SIZES);
 	dc_cache_reset();
 	slots = MemoryContextAlloc(TopMemoryContext, sizeof(int) * dc_shared->nslots);
 	deferred_tells = MemoryContextAlloc(TopMemoryContext, sizeof(int) * dc_shared->nslots);
@@ -963,6 +983,8 @@ dc_node_main(Datum main_arg)
 		int			n = 0;
 		TimestampTz now;
 
+		MemoryContextSwitchTo(loop_context);
+		MemoryContextReset(loop_context);
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			break;

@@ -562,6 +562,7 @@ saga_worker_gone(int code, Datum arg)
 {
 	SpinLockAcquire(&dc_shared->mutex);
 	dc_shared->saga_pid = 0;
+	dc_shared->saga_latch = NULL;
 	SpinLockRelease(&dc_shared->mutex);
 }
 
@@ -572,6 +573,7 @@ dc_saga_worker_main(Datum main_arg)
 
 	SpinLockAcquire(&dc_shared->mutex);
 	dc_shared->saga_pid = MyProcPid;
+	dc_shared->saga_latch = MyLatch;
 	SpinLockRelease(&dc_shared->mutex);
 	before_shmem_exit(saga_worker_gone, (Datum) 0);
 
@@ -581,8 +583,9 @@ dc_saga_worker_main(Datum main_arg)
 	/*
 	 * As the cluster's role, no superuser, with an empty search_path: the
 	 * worker's queries name everything they use.  Until a node of this
-	 * server has logged in as that role, it may not exist yet (CREATE
-	 * EXTENSION makes it): wait, rather than fail and be restarted.
+	 * server has seen that role in the catalog, it may not exist yet
+	 * (CREATE EXTENSION makes it): wait, rather than fail and be
+	 * restarted.  The node sets our latch then.
 	 */
 	while (!dc_shared->cluster_role_ready)
 	{
@@ -593,6 +596,8 @@ dc_saga_worker_main(Datum main_arg)
 	}
 	BackgroundWorkerInitializeConnection(dc_database, DC_CLUSTER_ROLE, 0);
 	SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", psprintf("%d", dc_failure_timeout_ms),
+					PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("durable_cluster sagas");
 	round_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster saga round",
 										  ALLOCSET_DEFAULT_SIZES);

@@ -26,7 +26,7 @@ PG_FUNCTION_INFO_V1(dc_node_stats);
 PG_FUNCTION_INFO_V1(dc_stats_reset);
 PG_FUNCTION_INFO_V1(dc_missing_workers);
 
-#define NODE_STATS_COLUMNS 7
+#define NODE_STATS_COLUMNS 8
 
 /* durable_cluster.node_stats(): one row per node slot in use */
 Datum
@@ -57,6 +57,7 @@ dc_node_stats(PG_FUNCTION_ARGS)
 		values[5] = TimestampTzGetDatum(copy.last_batch_at);
 		nulls[5] = (copy.last_batch_at == 0);
 		values[6] = TimestampTzGetDatum(copy.stats_reset);
+		values[7] = Int64GetDatum(copy.memory_bytes);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -140,6 +140,26 @@ cluster_role_exists(void)
 	return exists;
 }
 
+/*
+ * Tell this server's saga worker, which waits for it before it logs in,
+ * once dc_cluster exists here (CREATE EXTENSION made it).  A node checks
+ * at every tick until then.
+ */
+void
+dc_store_note_cluster_role(void)
+{
+	Latch	   *saga_latch;
+
+	if (dc_shared->cluster_role_ready || !cluster_role_exists())
+		return;
+	SpinLockAcquire(&dc_shared->mutex);
+	dc_shared->cluster_role_ready = true;
+	saga_latch = dc_shared->saga_latch;
+	SpinLockRelease(&dc_shared->mutex);
+	if (saga_latch)
+		SetLatch(saga_latch);
+}
+
 /* Connect to the store, without blocking, for at most failure_timeout. */
 static void
 connect_store(void)
@@ -177,8 +197,6 @@ connect_store(void)
 				errcode(ERRCODE_CONNECTION_FAILURE),
 				errmsg("could not connect to the durable_cluster store: %s", msg));
 	}
-	/* the saga worker waits for this before it logs in as dc_cluster */
-	dc_shared->cluster_role_ready = true;
 
 	/* WaitLatchOrSocket would build and tear down an epoll set per wait */
 	store_wait = CreateWaitEventSet(TopMemoryContext, 3);
@@ -468,13 +486,8 @@ dc_store_extension_oid(void)
 int
 dc_store_other_sessions(void)
 {
-	/* other roles' application_name is hidden from dc_cluster; its own is not */
-	return (int) store_int(exec_value("SELECT count(*) FROM pg_catalog.pg_stat_activity "
-									  " WHERE backend_type = 'client backend' "
-									  "   AND pid <> pg_catalog.pg_backend_pid() "
-									  "   AND NOT (usename = CURRENT_USER "
-									  "            AND application_name LIKE 'durable\\_cluster %')",
-									  0, NULL),
+	/* dc_cluster does not see other roles' sessions: a function does */
+	return (int) store_int(exec_value("SELECT durable_cluster.other_client_sessions()", 0, NULL),
 						   "count of sessions", 0, PG_INT32_MAX);
 }
 
@@ -606,30 +619,39 @@ dc_store_refresh_map(Oid extension)
 		PQclear(res);
 		return false;
 	}
-	version = store_int(PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0),
-						"settings row (map_version)", 0, PG_INT64_MAX);
-	nshards = (int) store_int(PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1),
-							  "number_of_shards", 1, DC_MAX_SHARDS);
-	owner = palloc(sizeof(int16) * nshards);
-	epoch = palloc0(sizeof(int64) * nshards);
-	remote = palloc(DC_MAX_REMOTE_SERVERS * DC_ADDRESS_BYTES);
-	for (int i = 0; i < nshards; i++)
-		owner[i] = DC_OWNER_NONE;
-	for (int r = 0; r < PQntuples(res); r++)
+	/* a value found wrong raises an error: the result is freed all the same */
+	PG_TRY();
 	{
-		int			shard = (int) store_int(PQgetvalue(res, r, 2), "shard_id",
-											PG_INT32_MIN, PG_INT32_MAX);
+		version = store_int(PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0),
+							"settings row (map_version)", 0, PG_INT64_MAX);
+		nshards = (int) store_int(PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1),
+								  "number_of_shards", 1, DC_MAX_SHARDS);
+		owner = palloc(sizeof(int16) * nshards);
+		epoch = palloc0(sizeof(int64) * nshards);
+		remote = palloc(DC_MAX_REMOTE_SERVERS * DC_ADDRESS_BYTES);
+		for (int i = 0; i < nshards; i++)
+			owner[i] = DC_OWNER_NONE;
+		for (int r = 0; r < PQntuples(res); r++)
+		{
+			int			shard = (int) store_int(PQgetvalue(res, r, 2), "shard_id",
+												PG_INT32_MIN, PG_INT32_MAX);
 
-		/* shards outside the map are ignored, as are members beyond our slots */
-		if (shard < 0 || shard >= nshards)
-			continue;
-		owner[shard] = PQgetisnull(res, r, 3) ? DC_OWNER_NONE
-			: map_owner(PQgetvalue(res, r, 5),
-						(int) store_int(PQgetvalue(res, r, 3), "node_index", 0, DC_MAX_NODES - 1),
-						remote, &nremote);
-		epoch[shard] = store_int(PQgetvalue(res, r, 4), "shard epoch", 0, PG_INT64_MAX);
+			/* shards outside the map are ignored, as are members beyond our slots */
+			if (shard < 0 || shard >= nshards)
+				continue;
+			owner[shard] = PQgetisnull(res, r, 3) ? DC_OWNER_NONE
+				: map_owner(PQgetvalue(res, r, 5),
+							(int) store_int(PQgetvalue(res, r, 3), "node_index", 0,
+											DC_MAX_NODES - 1),
+							remote, &nremote);
+			epoch[shard] = store_int(PQgetvalue(res, r, 4), "shard epoch", 0, PG_INT64_MAX);
+		}
 	}
-	PQclear(res);
+	PG_FINALLY();
+	{
+		PQclear(res);
+	}
+	PG_END_TRY();
 
 	changed = false;
 	LWLockAcquire(dc_shared->map_lock, LW_EXCLUSIVE);
@@ -961,26 +983,35 @@ dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int 
 
 	res = exec("SELECT what, ord, doc, revision, request "
 			   "  FROM durable_cluster.load_batch($1, $2, $3, $4, $5)", 5, values);
-	for (int r = 0; r < PQntuples(res); r++)
+	/* a value found wrong raises an error: the result is freed all the same */
+	PG_TRY();
 	{
-		bool		state = strcmp(PQgetvalue(res, r, 0), "state") == 0;
-		int			i = pg_strtoint32(PQgetvalue(res, r, 1)) - 1;
-		Jsonb	   *doc;
-
-		if (i < 0 || i >= (state ? nloads : nlookups))
-			continue;
-		doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-												 CStringGetDatum(PQgetvalue(res, r, 2))));
-		if (state)
-			dc_entity_from_jsonb(doc, pg_strtoint64(PQgetvalue(res, r, 3)), &loads[i].state);
-		else if (PQgetisnull(res, r, 4))
-			elog(ERROR, "command log entry without its request");
-		else
+		for (int r = 0; r < PQntuples(res); r++)
 		{
-			lookups[i].reply = doc;
-			lookups[i].request = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-																	CStringGetDatum(PQgetvalue(res, r, 4))));
+			bool		state = strcmp(PQgetvalue(res, r, 0), "state") == 0;
+			int			i = pg_strtoint32(PQgetvalue(res, r, 1)) - 1;
+			Jsonb	   *doc;
+
+			if (i < 0 || i >= (state ? nloads : nlookups))
+				continue;
+			doc = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+													 CStringGetDatum(PQgetvalue(res, r, 2))));
+			if (state)
+				dc_entity_from_jsonb(doc, pg_strtoint64(PQgetvalue(res, r, 3)), &loads[i].state);
+			else if (PQgetisnull(res, r, 4))
+				elog(ERROR, "command log entry without its request");
+			else
+			{
+				lookups[i].reply = doc;
+				lookups[i].request =
+					DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+													   CStringGetDatum(PQgetvalue(res, r, 4))));
+			}
 		}
 	}
-	PQclear(res);
+	PG_FINALLY();
+	{
+		PQclear(res);
+	}
+	PG_END_TRY();
 }
