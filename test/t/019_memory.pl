@@ -37,28 +37,11 @@ my $context_bound = 256 * 1024;
 sub member_server
 {
 	my ($name, $store) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
-	my $address = $node->host . ':' . $node->port;
-	my $store_conf = $store
-	  ? "durable_cluster.store = 'host=" . $store->host . ' port=' . $store->port
-	  . " dbname=postgres'"
-	  : '';
-	$node->append_conf(
-		'postgresql.conf', qq{
-shared_preload_libraries = 'durable_cluster'
-max_worker_processes = 32
-durable_cluster.nodes = 2
-durable_cluster.advertise_address = '$address'
+	return DurableClusterLoad::new_member_server($name, $store, qq{
 durable_cluster.heartbeat_interval = '${ticks_ms}ms'
 durable_cluster.failure_timeout = '3s'
 durable_cluster.ask_timeout = '20s'
-log_statement = 'ddl'
-$store_conf
 });
-	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
-	return $node;
 }
 
 my $store = member_server('mem_store');

@@ -755,6 +755,36 @@ $extra_conf
 	return $node;
 }
 
+# A started server of a cluster of several, with 2 nodes, known by its
+# host:port, the extension created; its store is $store's (a server made
+# by this function) or, when $store is undef, its own.  $extra_conf is
+# added to the configuration.
+sub new_member_server
+{
+	my ($name, $store, $extra_conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	my $address = $node->host . ':' . $node->port;
+	my $store_conf = $store
+	  ? "durable_cluster.store = 'host=" . $store->host . ' port=' . $store->port
+	  . " dbname=postgres'"
+	  : '';
+	$node->append_conf(
+		'postgresql.conf', qq{
+shared_preload_libraries = 'durable_cluster'
+max_worker_processes = 32
+durable_cluster.nodes = 2
+durable_cluster.advertise_address = '$address'
+log_statement = 'ddl'
+$store_conf
+$extra_conf
+});
+	$node->start;
+	# every server has the SQL API; only the store's tables are used
+	$node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
+	return $node;
+}
+
 # A member's row of dc_members, as a hash.
 sub member
 {
