@@ -46,6 +46,7 @@ typedef struct DcCommandLog
 } DcCommandLog;
 
 extern void dc_store_init(const char *node_name);
+extern void dc_store_set_member(const char *name, int64 incarnation);
 extern void dc_store_disconnect(void);
 
 extern bool dc_store_announced(void);

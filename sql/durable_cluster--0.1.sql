@@ -185,7 +185,9 @@ $$;
  */
 CREATE FUNCTION durable_cluster.reconcile(failure_timeout_ms integer,
                                          node_address text DEFAULT NULL,
-                                         running jsonb DEFAULT '[]')
+                                         running jsonb DEFAULT '[]',
+                                         node_name text DEFAULT NULL,
+                                         node_incarnation bigint DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -195,6 +197,11 @@ DECLARE
     moves    jsonb;
     nmoved   integer;
 BEGIN
+    -- the calling node's heartbeat, so that its reconcile never leaves a
+    -- gap of its own between two heartbeats (store.c)
+    UPDATE durable_cluster.members SET last_heartbeat = clock_timestamp()
+     WHERE name = node_name AND incarnation = node_incarnation AND status = 'up';
+
     -- another node is reconciling: it will do what we would
     IF NOT durable_cluster.lock_map(skip_locked => true) THEN
         RETURN 0;
@@ -384,7 +391,7 @@ CREATE FUNCTION durable_cluster.run_command(name text, state jsonb, payload json
 RETURNS record
 AS 'MODULE_PATHNAME', 'dc_run_command' LANGUAGE C VOLATILE;
 
-REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer, text, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION durable_cluster.reconcile(integer, text, jsonb, text, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION durable_cluster.run_command(text, jsonb, jsonb) FROM PUBLIC;
 
 -- A command another server of the cluster forwards to this one, whose node

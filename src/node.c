@@ -181,11 +181,19 @@ adopt_shard_map(void)
 	pfree(changed);
 }
 
+/* This node's incarnation as a member (0: none); its statements carry its heartbeat. */
+static void
+set_incarnation(int64 value)
+{
+	incarnation = value;
+	dc_store_set_member(node_name, value);
+}
+
 /* Forget membership, ownership and cache: the extension went away or came back. */
 static void
 forget_everything(void)
 {
-	incarnation = 0;
+	set_incarnation(0);
 	dc_cache_reset();
 	memset(owned_epoch, 0, sizeof(owned_epoch));
 	owned_nshards = 0;
@@ -271,11 +279,11 @@ heartbeat_work(void)
 				errmsg("durable_cluster %s: incarnation %lld is no longer an up member; rejoining",
 					   node_name, (long long) incarnation));
 		dc_cache_reset();
-		incarnation = 0;
+		set_incarnation(0);
 	}
 	if (incarnation == 0)
 	{
-		incarnation = dc_store_join(node_name, node_index, dc_self_address(), node_roles);
+		set_incarnation(dc_store_join(node_name, node_index, dc_self_address(), node_roles));
 		ereport(LOG,
 				errmsg("durable_cluster %s joined as incarnation %lld",
 					   node_name, (long long) incarnation));

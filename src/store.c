@@ -61,6 +61,8 @@ static bool listening = false;
 static bool announced = false;
 
 static PGresult *await_result(PGconn *conn, bool sent, const char *sql, int timeout_ms);
+static PGresult *await_results(PGconn *conn, bool sent, const char *sql, int timeout_ms,
+							   bool pipeline, bool *first_ok);
 
 /* A connection-string value, quoted: 'it''s' is written 'it\'s'. */
 static void
@@ -160,7 +162,11 @@ dc_store_note_cluster_role(void)
 		SetLatch(saga_latch);
 }
 
-/* Connect to the store, without blocking, for at most failure_timeout. */
+/*
+ * Connect to the store, without blocking, for at most twice failure_timeout
+ * (a connection takes a few round trips, and a link whose round trips take
+ * half of failure_timeout is slow, not dead).
+ */
 static void
 connect_store(void)
 {
@@ -187,7 +193,7 @@ connect_store(void)
 											  dc_cluster_session_options(true), NULL},
 							true,
 							TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														dc_failure_timeout_ms));
+														2 * dc_failure_timeout_ms));
 	if (store_conn == NULL || PQstatus(store_conn) != CONNECTION_OK)
 	{
 		char	   *msg = store_conn ? dc_libpq_error(store_conn) : "timed out";
@@ -310,20 +316,13 @@ dc_store_announced(void)
 static PGresult *
 await_result(PGconn *conn, bool sent, const char *sql, int timeout_ms)
 {
-	PGresult   *res = NULL;
-	PGresult   *next;
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	return await_results(conn, sent, sql, timeout_ms, false, NULL);
+}
 
-	if (!sent)
-	{
-		char	   *msg = dc_libpq_error(conn);
-
-		dc_store_disconnect();
-		ereport(ERROR,
-				errcode(ERRCODE_CONNECTION_FAILURE),
-				errmsg("could not send to the durable_cluster store: %s", msg));
-	}
-
+/* Wait until a result can be read without blocking, or raise at deadline. */
+static void
+wait_ready(PGconn *conn, TimestampTz deadline, const char *sql, int timeout_ms)
+{
 	while (PQisBusy(conn))
 	{
 		WaitEvent	event;
@@ -354,23 +353,77 @@ await_result(PGconn *conn, bool sent, const char *sql, int timeout_ms)
 					errmsg("lost the connection to the durable_cluster store: %s", msg));
 		}
 	}
+}
+
+/*
+ * await_result, or, with pipeline, the results of a pipeline of several
+ * statements ended by a sync (run(): a Prepare and its first Execute):
+ * read to the sync and leave pipeline mode.  Then the last result is
+ * returned, or the first error; *first_ok says whether the first
+ * statement succeeded.
+ */
+static PGresult *
+await_results(PGconn *conn, bool sent, const char *sql, int timeout_ms, bool pipeline,
+			  bool *first_ok)
+{
+	PGresult   *res = NULL;
+	PGresult   *next;
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	int			nresults = 0;
+
+	if (!sent)
+	{
+		char	   *msg = dc_libpq_error(conn);
+
+		dc_store_disconnect();
+		ereport(ERROR,
+				errcode(ERRCODE_CONNECTION_FAILURE),
+				errmsg("could not send to the durable_cluster store: %s", msg));
+	}
 
 	/*
 	 * One result per statement sent; read to the end so the connection is
-	 * idle.  The first is returned, or the first error if one failed.
+	 * idle.  The first is returned (the last in a pipeline), or the first
+	 * error if one failed.
 	 */
-	while ((next = PQgetResult(conn)) != NULL)
+	for (;;)
 	{
-		bool		failed = PQresultStatus(next) != PGRES_TUPLES_OK &&
-			PQresultStatus(next) != PGRES_COMMAND_OK;
+		bool		failed;
 
-		if (res == NULL || (failed && PQresultStatus(res) != PGRES_FATAL_ERROR))
+		wait_ready(conn, deadline, sql, timeout_ms);
+		next = PQgetResult(conn);
+		if (next == NULL)
+		{
+			if (pipeline)
+				continue;		/* the end of one statement's results */
+			break;
+		}
+		if (PQresultStatus(next) == PGRES_PIPELINE_SYNC)
+		{
+			PQclear(next);
+			break;
+		}
+		failed = PQresultStatus(next) != PGRES_TUPLES_OK &&
+			PQresultStatus(next) != PGRES_COMMAND_OK;
+		if (nresults++ == 0 && first_ok)
+			*first_ok = !failed;
+		if (res == NULL || (failed && PQresultStatus(res) != PGRES_FATAL_ERROR) ||
+			(pipeline && PQresultStatus(res) != PGRES_FATAL_ERROR &&
+			 PQresultStatus(next) != PGRES_PIPELINE_ABORTED))
 		{
 			PQclear(res);
 			res = next;
 		}
 		else
 			PQclear(next);
+	}
+	if (pipeline && !PQexitPipelineMode(conn))
+	{
+		PQclear(res);
+		dc_store_disconnect();
+		ereport(ERROR,
+				errcode(ERRCODE_CONNECTION_FAILURE),
+				errmsg("could not leave pipeline mode on the durable_cluster store connection"));
 	}
 	if (res == NULL)
 	{
@@ -386,33 +439,135 @@ await_result(PGconn *conn, bool sent, const char *sql, int timeout_ms)
 	return res;
 }
 
+static char *
+int8_text(int64 v)
+{
+	return psprintf(INT64_FORMAT, v);
+}
+
+/* ---- heartbeats that ride along ---- */
+
+/*
+ * A node's heartbeat must not wait behind its other statements: a tick
+ * sends several one after another, and a batch two, so over a slow link
+ * the heartbeats of a busy node would be many round trips apart, and a
+ * node that is only slow would be marked down.  So every statement a
+ * member sends refreshes its heartbeat too, in the same round trip, when
+ * one is due: the statement is prepared behind
+ *
+ *	 WITH heartbeat AS (UPDATE members SET last_heartbeat = clock_timestamp()
+ *						 WHERE <due> AND name = <name> AND incarnation = <inc>
+ *						   AND status = 'up')
+ *
+ * (which writes nothing when not due).  One is due HEARTBEAT_EVERY_MS
+ * after the last one sent; so consecutive heartbeats reach the store at
+ * most that plus one round trip apart, and a node survives a round trip
+ * of up to failure_timeout - HEARTBEAT_EVERY_MS (README, Operations).
+ */
+#define HEARTBEAT_EVERY_MS	Min(dc_heartbeat_interval_ms, dc_failure_timeout_ms / 4)
+
+/* the Prepare of the pipeline run() sent last succeeded (read after an error too) */
+static bool pipeline_prepare_ok = false;
+
+static char member_name[NAMEDATALEN];
+static int64 member_incarnation = 0;	/* 0: not a member, nothing to refresh */
+static TimestampTz heartbeat_sent = 0;
+
+/* The member whose heartbeat this node's statements refresh. */
+void
+dc_store_set_member(const char *name, int64 incarnation)
+{
+	strlcpy(member_name, name, sizeof(member_name));
+	member_incarnation = incarnation;
+	heartbeat_sent = 0;
+}
+
 /*
  * Run one statement with text parameters, waiting at most timeout_ms for
- * it.  Each statement text (they are all string constants of this file)
- * is prepared once per connection, so the store parses and plans it once,
- * not on every call.
+ * it; with refresh, it carries the heartbeat (above).  Each statement text
+ * (they are all string constants of this file) is prepared once per
+ * connection, so the store parses and plans it once, not on every call.
  */
 static PGresult *
-exec_within(const char *sql, int nparams, const char *const *values, int timeout_ms)
+run(const char *sql, int nparams, const char *const *values, int timeout_ms, bool refresh)
 {
 	PGconn	   *conn = connection();
 	int			i;
 	char		name[16];
+	const char *const *all = values;
+
+	if (refresh)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+		bool		due = member_incarnation > 0 &&
+			now >= TimestampTzPlusMilliseconds(heartbeat_sent, HEARTBEAT_EVERY_MS);
+		const char **extended = palloc(sizeof(char *) * (nparams + 3));
+
+		if (nparams > 0)
+			memcpy(extended, values, sizeof(char *) * nparams);
+		extended[nparams] = due ? "t" : "f";
+		extended[nparams + 1] = member_name;
+		extended[nparams + 2] = int8_text(member_incarnation);
+		all = extended;
+		if (due)
+			heartbeat_sent = now;
+	}
 
 	for (i = 0; i < n_prepared && prepared[i] != sql; i++)
 		;
 	snprintf(name, sizeof(name), "dc_%d", i);
 	if (i == n_prepared)
 	{
+		const char *text = sql;
+		PGresult   *res = NULL;
+
 		if (n_prepared == MAX_PREPARED)
 			elog(ERROR, "durable_cluster: more than %d store statements", MAX_PREPARED);
-		PQclear(await_result(conn, PQsendPrepare(conn, name, sql, nparams, NULL), sql,
-							 timeout_ms));
-		prepared[n_prepared++] = sql;
+		if (refresh)
+			text = psprintf("WITH heartbeat AS ("
+							"UPDATE durable_cluster.members SET last_heartbeat = clock_timestamp()"
+							" WHERE $%d::boolean AND name = $%d AND incarnation = $%d::bigint"
+							"   AND status = 'up') %s",
+							nparams + 1, nparams + 2, nparams + 3, sql);
+
+		/*
+		 * The Prepare and the first Execute in one round trip (a pipeline):
+		 * over a slow link a round trip more would hold the heartbeat back.
+		 */
+		pipeline_prepare_ok = false;
+		PG_TRY();
+		{
+			res = await_results(conn,
+								PQenterPipelineMode(conn) &&
+								PQsendPrepare(conn, name, text, nparams + (refresh ? 3 : 0),
+											  NULL) &&
+								PQsendQueryPrepared(conn, name, nparams + (refresh ? 3 : 0), all,
+													NULL, NULL, 0) &&
+								PQpipelineSync(conn),
+								sql, timeout_ms, true, &pipeline_prepare_ok);
+		}
+		PG_FINALLY();
+		{
+			/* prepared there even if the Execute failed, unless disconnected */
+			if (store_conn == conn && n_prepared == i && pipeline_prepare_ok)
+				prepared[n_prepared++] = sql;
+		}
+		PG_END_TRY();
+		return res;
 	}
 	return await_result(conn,
-						PQsendQueryPrepared(conn, name, nparams, values, NULL, NULL, 0),
+						PQsendQueryPrepared(conn, name, nparams + (refresh ? 3 : 0), all,
+											NULL, NULL, 0),
 						sql, timeout_ms);
+}
+
+/*
+ * A member's statement, carrying its heartbeat, waiting at most timeout_ms.
+ */
+static PGresult *
+exec_within(const char *sql, int nparams, const char *const *values, int timeout_ms)
+{
+	return run(sql, nparams, values, timeout_ms, true);
 }
 
 /*
@@ -422,7 +577,14 @@ exec_within(const char *sql, int nparams, const char *const *values, int timeout
 static PGresult *
 exec(const char *sql, int nparams, const char *const *values)
 {
-	return exec_within(sql, nparams, values, dc_failure_timeout_ms);
+	return run(sql, nparams, values, dc_failure_timeout_ms, true);
+}
+
+/* A statement that does not carry the heartbeat (membership changes). */
+static PGresult *
+exec_plain(const char *sql, int nparams, const char *const *values)
+{
+	return run(sql, nparams, values, dc_failure_timeout_ms, false);
 }
 
 /*
@@ -449,11 +611,10 @@ store_int(const char *value, const char *what, int64 min, int64 max)
 	return v;
 }
 
-/* Run a statement and return the first column of its first row, or NULL. */
+/* The first column of a result's first row, or NULL; frees the result. */
 static char *
-exec_value(const char *sql, int nparams, const char *const *values)
+first_value(PGresult *res)
 {
-	PGresult   *res = exec(sql, nparams, values);
 	char	   *value = NULL;
 
 	if (PQntuples(res) > 0 && !PQgetisnull(res, 0, 0))
@@ -462,10 +623,17 @@ exec_value(const char *sql, int nparams, const char *const *values)
 	return value;
 }
 
+/* Run a statement and return the first column of its first row, or NULL. */
 static char *
-int8_text(int64 v)
+exec_value(const char *sql, int nparams, const char *const *values)
 {
-	return psprintf(INT64_FORMAT, v);
+	return first_value(exec(sql, nparams, values));
+}
+
+static char *
+exec_plain_value(const char *sql, int nparams, const char *const *values)
+{
+	return first_value(exec_plain(sql, nparams, values));
 }
 
 Oid
@@ -498,8 +666,8 @@ dc_store_join(const char *name, int node_index, const char *address, const char 
 	const char *values[5] = {name, psprintf("%d", node_index), address,
 	psprintf("%d", MyProcPid), roles};
 
-	return store_int(exec_value("SELECT durable_cluster.node_join($1, $2, $3, $4, $5)",
-								5, values),
+	return store_int(exec_plain_value("SELECT durable_cluster.node_join($1, $2, $3, $4, $5)",
+									  5, values),
 					 "incarnation for this node", 1, PG_INT64_MAX);
 }
 
@@ -508,10 +676,14 @@ bool
 dc_store_heartbeat(const char *name, int64 incarnation)
 {
 	const char *values[2] = {name, int8_text(incarnation)};
-	PGresult   *res = exec("UPDATE durable_cluster.members SET last_heartbeat = clock_timestamp() "
-						   " WHERE name = $1 AND incarnation = $2 AND status = 'up'",
-						   2, values);
-	bool		alive = strcmp(PQcmdTuples(res), "1") == 0;
+	PGresult   *res;
+	bool		alive;
+
+	heartbeat_sent = GetCurrentTimestamp();
+	res = exec_plain("UPDATE durable_cluster.members SET last_heartbeat = clock_timestamp() "
+					 " WHERE name = $1 AND incarnation = $2 AND status = 'up'",
+					 2, values);
+	alive = strcmp(PQcmdTuples(res), "1") == 0;
 
 	PQclear(res);
 	return alive;
@@ -522,7 +694,7 @@ dc_store_leaving(const char *name, int64 incarnation)
 {
 	const char *values[2] = {name, int8_text(incarnation)};
 
-	PQclear(exec("SELECT durable_cluster.node_leaving($1, $2)", 2, values));
+	PQclear(exec_plain("SELECT durable_cluster.node_leaving($1, $2)", 2, values));
 }
 
 void
@@ -531,7 +703,7 @@ dc_store_leave(const char *name, int64 incarnation)
 	const char *values[3] = {name, int8_text(incarnation),
 	psprintf("%d", dc_failure_timeout_ms)};
 
-	PQclear(exec("SELECT durable_cluster.node_leave($1, $2, $3)", 3, values));
+	PQclear(exec_plain("SELECT durable_cluster.node_leave($1, $2, $3)", 3, values));
 }
 
 /*
@@ -542,7 +714,7 @@ void
 dc_store_reconcile(void)
 {
 	JsonbParseState *ps = NULL;
-	const char *values[3];
+	const char *values[5];
 	char		names[DC_MAX_NODES][NAMEDATALEN];
 	int			n = 0;
 
@@ -559,7 +731,14 @@ dc_store_reconcile(void)
 	values[0] = psprintf("%d", dc_failure_timeout_ms);
 	values[1] = dc_self_address();
 	values[2] = dc_jsonb_text(pushJsonbValue(&ps, WJB_END_ARRAY, NULL));
-	PQclear(exec("SELECT durable_cluster.reconcile($1, $2, $3)", 3, values));
+	/*
+	 * reconcile() refreshes this member's heartbeat itself: the heartbeat
+	 * of exec() would update the row that reconcile may update too, in one
+	 * command, which is an error.
+	 */
+	values[3] = member_name;
+	values[4] = int8_text(member_incarnation);
+	PQclear(exec_plain("SELECT durable_cluster.reconcile($1, $2, $3, $4, $5)", 5, values));
 }
 
 /*

@@ -648,7 +648,8 @@ SELECT mall_id, user_id, revision, ((state->>'balance')::numeric * 100)::bigint,
 
 # Run $query until it prints $expected (default 't'), every $interval
 # seconds, for at most $timeout seconds.  Errors (the server restarting)
-# just mean "not yet".  Returns (ok, seconds waited, last output).
+# just mean "not yet".  Returns (ok, seconds waited, last output); in
+# scalar context, ok.
 sub poll_until
 {
 	my ($node, $query, %opts) = @_;
@@ -664,14 +665,19 @@ sub poll_until
 		my $ret;
 		($ret, $out, $err) = $node->psql($dbname, $query);
 		$out //= '';
-		return (1, time - $start, $out) if $ret == 0 && $out eq $expected;
+		if ($ret == 0 && $out eq $expected)
+		{
+			return wantarray ? (1, time - $start, $out) : 1;
+		}
 		last if time >= $deadline;
 		usleep($interval * 1_000_000);
 	}
 	diag("timed out after $timeout s waiting for\n$query\nexpected: $expected\n"
 		  . "last output: $out\nlast stderr: " . ($err // ''))
 	  unless $opts{quiet};
-	return (0, time - $start, $out);
+	# in scalar context (ok(poll_until(...)), poll_until(...) or die) the
+	# verdict alone: a list there would give its last element, the output
+	return wantarray ? (0, time - $start, $out) : 0;
 }
 
 # SQL that is true when $n members are up, all shards are owned by up
@@ -757,18 +763,19 @@ $extra_conf
 
 # A started server of a cluster of several, with 2 nodes, known by its
 # host:port, the extension created; its store is $store's (a server made
-# by this function) or, when $store is undef, its own.  $extra_conf is
-# added to the configuration.
+# by this function, or a connection string) or, when $store is undef, its
+# own.  $extra_conf is added to the configuration.
 sub new_member_server
 {
 	my ($name, $store, $extra_conf) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
 	my $address = $node->host . ':' . $node->port;
-	my $store_conf = $store
-	  ? "durable_cluster.store = 'host=" . $store->host . ' port=' . $store->port
+	my $store_conf =
+	    !defined $store ? ''
+	  : ref $store ? "durable_cluster.store = 'host=" . $store->host . ' port=' . $store->port
 	  . " dbname=postgres'"
-	  : '';
+	  : "durable_cluster.store = '$store'";
 	$node->append_conf(
 		'postgresql.conf', qq{
 shared_preload_libraries = 'durable_cluster'
