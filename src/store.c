@@ -644,7 +644,8 @@ dc_store_extension_oid(void)
 	/* no role yet: CREATE EXTENSION has not run, wait without a word */
 	if (store_conn == NULL && dc_store_is_here() && !cluster_role_exists())
 		return InvalidOid;
-	oid = exec_value("SELECT oid FROM pg_catalog.pg_extension "
+	/* plain: the heartbeat names the extension's table, which may be gone */
+	oid = exec_plain_value("SELECT oid FROM pg_catalog.pg_extension "
 								 " WHERE extname = 'durable_cluster'", 0, NULL);
 
 	return oid ? (Oid) strtoul(oid, NULL, 10) : InvalidOid;

@@ -65,7 +65,8 @@ is($node->safe_psql('postgres', q{SELECT dc_get_state('m', 'stuck-1')}), '',
 	'nothing was applied');
 
 ok(DurableClusterLoad::poll_until($node, q{
-SELECT count(*) = 0 FROM pg_stat_activity WHERE query LIKE '%run_command%' AND state = 'active'},
+SELECT count(*) = 0 FROM pg_stat_activity
+ WHERE query LIKE '%run_command%' AND state = 'active' AND pid <> pg_backend_pid()},
 		timeout => 30),
 	'the store backend that ran the handler ended');
 is($node->safe_psql('postgres', $incarnations), $before,
@@ -95,7 +96,8 @@ for my $i (1 .. 4)
 		'>', \$o, '2>', \$e);
 }
 DurableClusterLoad::poll_until($node, q{
-SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE '%run_command%' AND state = 'active'},
+SELECT count(*) > 0 FROM pg_stat_activity
+ WHERE query LIKE '%run_command%' AND state = 'active' AND pid <> pg_backend_pid()},
 	timeout => 30);
 $t0 = time;
 $node->safe_psql('postgres', "SELECT dc_remove_node('$owner')");
