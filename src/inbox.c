@@ -21,12 +21,11 @@
  * or paused.  One that gives up on a TAKEN request marks it abandoned: the
  * node frees it when it replies.  A caller whose request's shard moved
  * while it waited in an inbox takes it out the same way and routes it
- * again.  A backend
- * that ends while it holds a slot (pg_terminate_backend, a FATAL error,
- * which leaves no PG_CATCH to run) gives it up the same way, from a
- * before_shmem_exit callback; and should a slot's caller be gone without
- * that (nothing known does that, short of a crash that resets shared
- * memory anyway), a caller that finds no free slot reclaims it.
+ * again.  A backend that ends while it holds a slot (pg_terminate_backend,
+ * a FATAL error, which leaves no PG_CATCH to run) gives it up the same
+ * way, from a before_shmem_exit callback; and should a slot's caller be
+ * gone without that (nothing known does that, short of a crash that resets
+ * shared memory anyway), a caller that finds no free slot reclaims it.
  *
  * The spinlock covers only list and state updates: request and reply bodies
  * are copied while the slot is private to one side.
@@ -51,6 +50,7 @@ DcShared   *dc_shared = NULL;
 static int	held_slot = -1;
 
 static void inbox_unlink(int slot);
+static DcSlotState give_up(int slot);
 
 static int
 slot_count(void)
@@ -164,15 +164,7 @@ reclaim_dead_callers(void)
 			continue;
 		SpinLockAcquire(&dc_shared->mutex);
 		if (s->caller_pid == pid && !s->detached)
-		{
-			if (s->state == DC_SLOT_QUEUED)
-				inbox_unlink(i);
-			if (s->state == DC_SLOT_FILLING || s->state == DC_SLOT_DONE ||
-				s->state == DC_SLOT_QUEUED)
-				push_free(i);
-			else if (s->state == DC_SLOT_TAKEN)
-				s->abandoned = true;
-		}
+			(void) give_up(i);
 		SpinLockRelease(&dc_shared->mutex);
 	}
 }
@@ -380,23 +372,36 @@ dc_slot_release(int slot)
 }
 
 /*
- * The caller gives up on its slot.  Returns the state it was in: QUEUED means
- * the command will not be applied, TAKEN means its outcome is unknown.
+ * Give a caller's slot up (caller holds the mutex): out of the inbox and
+ * free if no node has it, marked abandoned for the node to free if one
+ * took it.  Returns the state it was in.
  */
-DcSlotState
-dc_slot_abandon(int slot)
+static DcSlotState
+give_up(int slot)
 {
 	DcRequestSlot *s = &dc_shared->slots[slot];
-	DcSlotState st;
+	DcSlotState st = s->state;
 
-	SpinLockAcquire(&dc_shared->mutex);
-	st = s->state;
 	if (st == DC_SLOT_QUEUED)
 		inbox_unlink(slot);
 	if (st == DC_SLOT_DONE || st == DC_SLOT_FILLING || st == DC_SLOT_QUEUED)
 		push_free(slot);
 	else if (st == DC_SLOT_TAKEN)
 		s->abandoned = true;
+	return st;
+}
+
+/*
+ * The caller gives up on its slot.  Returns the state it was in: QUEUED means
+ * the command will not be applied, TAKEN means its outcome is unknown.
+ */
+DcSlotState
+dc_slot_abandon(int slot)
+{
+	DcSlotState st;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	st = give_up(slot);
 	SpinLockRelease(&dc_shared->mutex);
 	forget_held_slot(slot);
 	return st;

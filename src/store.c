@@ -495,6 +495,7 @@ run(const char *sql, int nparams, const char *const *values, int timeout_ms, boo
 	int			i;
 	char		name[16];
 	const char *const *all = values;
+	int			nsent = nparams + (refresh ? 3 : 0);
 
 	if (refresh)
 	{
@@ -539,10 +540,8 @@ run(const char *sql, int nparams, const char *const *values, int timeout_ms, boo
 		{
 			res = await_results(conn,
 								PQenterPipelineMode(conn) &&
-								PQsendPrepare(conn, name, text, nparams + (refresh ? 3 : 0),
-											  NULL) &&
-								PQsendQueryPrepared(conn, name, nparams + (refresh ? 3 : 0), all,
-													NULL, NULL, 0) &&
+								PQsendPrepare(conn, name, text, nsent, NULL) &&
+								PQsendQueryPrepared(conn, name, nsent, all, NULL, NULL, 0) &&
 								PQpipelineSync(conn),
 								sql, timeout_ms, true, &pipeline_prepare_ok);
 		}
@@ -556,8 +555,7 @@ run(const char *sql, int nparams, const char *const *values, int timeout_ms, boo
 		return res;
 	}
 	return await_result(conn,
-						PQsendQueryPrepared(conn, name, nparams + (refresh ? 3 : 0), all,
-											NULL, NULL, 0),
+						PQsendQueryPrepared(conn, name, nsent, all, NULL, NULL, 0),
 						sql, timeout_ms);
 }
 
