@@ -38,6 +38,9 @@ durable_cluster.heartbeat_interval = '200ms'
 durable_cluster.failure_timeout = '2s'
 durable_cluster.ask_timeout = '20s'
 log_statement = 'ddl'
+# (allows_streaming sets 10; the cluster's sessions are no superuser's, so
+# the reserved ones do not serve them: nodes, forwarded commands, writers)
+max_connections = 40
 };
 }
 
