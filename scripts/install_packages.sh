@@ -31,6 +31,12 @@ packages=(
 	postgresql-common
 	libipc-run-perl
 	docker-compose
+	# the network-fault test (test/netfault): namespaces, netfilter and
+	# the NFQUEUE library of its packet delayer
+	iproute2
+	nftables
+	iptables
+	libnetfilter-queue-dev
 )
 
 missing=()

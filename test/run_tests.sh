@@ -250,11 +250,54 @@ else
 	die "cannot install into $pkglibdir as $(id -un): run this script as root, or 'sudo make install' and then DC_SKIP_INSTALL=1 $0"
 fi
 
+# The network-fault test (TAP 021) needs network namespaces and netfilter,
+# that is root, while the suite runs as $run_as.  As root, start the lab
+# that does those few things for it (test/netfault/netlab.pl), after
+# building its packet delayer, and tell the suite its socket.  Without
+# root, or where namespaces cannot be made (an unprivileged container),
+# the test skips itself and says why.
+netlab_pid=
+start_netlab()
+{
+	local probe="dcnet_probe_$$" bindir
+
+	if ! ip netns add "$probe" 2>/dev/null; then
+		say "cannot create network namespaces here: the network-fault test will be skipped"
+		return 0
+	fi
+	ip netns delete "$probe"
+	gcc -O2 -Wall -o "$workdir/test/netfault/nfq_delay" "$workdir/test/netfault/nfq_delay.c" \
+		-lnetfilter_queue -lnfnetlink
+	bindir=$("$PG_CONFIG" --bindir)
+	perl "$workdir/test/netfault/netlab.pl" serve "$workdir/netlab.sock" "$run_as" "$workdir" \
+		"$bindir" > "$workdir/netlab.log" 2>&1 &
+	netlab_pid=$!
+	local i
+	for i in $(seq 1 50); do
+		[ -S "$workdir/netlab.sock" ] && break
+		sleep 0.1
+	done
+	[ -S "$workdir/netlab.sock" ] || die "the network lab did not start: $(cat "$workdir/netlab.log")"
+	suite_env+=(DC_NETLAB_SOCKET="$workdir/netlab.sock")
+	say "network lab for the network-fault test started (pid $netlab_pid)"
+}
+
+stop_netlab()
+{
+	[ -n "$netlab_pid" ] || return 0
+	kill "$netlab_pid" 2>/dev/null || true
+	wait "$netlab_pid" 2>/dev/null || true
+	# if it could not clean up after itself
+	perl "$srcdir/test/netfault/netlab.pl" cleanup "dcnet$netlab_pid" || true
+	netlab_pid=
+}
+
 # A private copy of the tree for the run, readable and writable by $run_as.
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/durable_cluster_test.XXXXXX")
 # shellcheck disable=SC2317  # (called through the trap)
 cleanup()
 {
+	stop_netlab
 	if [ "${DC_KEEP_TMP:-}" != 1 ]; then
 		rm -rf "$workdir"
 	fi
@@ -288,10 +331,12 @@ say "running the suite as OS user '$run_as' in $workdir"
 rc=0
 if [ "$(id -u)" -eq 0 ]; then
 	chown -R postgres:postgres "$workdir"
+	start_netlab
 	# runuser (util-linux) needs no password and no tty.  TMPDIR is reset
 	# because root's may not be usable by postgres.
 	(cd "$workdir" && runuser -u postgres -- env TMPDIR=/tmp "${suite_env[@]}" \
 		"${virtualenv_cmd[@]}") || rc=$?
+	stop_netlab
 else
 	(cd "$workdir" && env "${suite_env[@]}" "${virtualenv_cmd[@]}") || rc=$?
 fi

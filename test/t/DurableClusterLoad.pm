@@ -38,7 +38,9 @@
 # failed is sent once more (an F line, then the retry's line): the retry's
 # outcome is the command's, but for a retry that fails after a first
 # attempt answered 40003, which leaves it unknown (counted as a 40003);
-# retried() counts them.
+# retried() counts them.  After a 40003 the retry carries the same
+# command_id; after any other error (which means "not applied") a new one,
+# so that a first attempt applied despite its answer shows in the check.
 #
 # Every "stop_every" commands (default 1) a writer reads its row of the
 # table dcload_control, sleeping "pause_ms" (default 1) in the same
@@ -158,18 +160,32 @@ INSERT INTO $control_table VALUES ('$self->{name}', false)
 		{
 			my ($user, $cents) = $self->command_of($c, $i);
 			my $amount = _amount($cents);
-			my $payload = $self->{retry}
-			  ? "{\"amount\": $amount, \"command_id\": \"$self->{name}-$c-$i\"}"
-			  : "{\"amount\": $amount}";
-			my $send =
-			    "SELECT 'A|$c|$i|' || coalesce(r->>'ok', 'null') || '|' || coalesce(r->>'revision', '')"
-			  . " FROM (SELECT dc_send_command('$self->{mall}', '$user', 'add_balance',"
-			  . " '$payload') AS r) s;\n";
+			my $send = sub {
+				my ($id) = @_;
+				my $payload = defined $id
+				  ? "{\"amount\": $amount, \"command_id\": \"$id\"}"
+				  : "{\"amount\": $amount}";
+				return "SELECT 'A|$c|$i|' || coalesce(r->>'ok', 'null') || '|' || coalesce(r->>'revision', '')"
+				  . " FROM (SELECT dc_send_command('$self->{mall}', '$user', 'add_balance',"
+				  . " '$payload') AS r) s;\n";
+			};
 			my $failed = "\\echo F|$c|$i| :SQLSTATE | :LAST_ERROR_MESSAGE\n";
-			# with retry, a failed command is sent once more with the same
-			# command_id: applied at most once, whatever the first outcome
-			$sql .= $send . "\\if :ERROR\n" . $failed
-			  . ($self->{retry} ? $send . "\\if :ERROR\n" . $failed . "\\endif\n" : '')
+			my $id = "$self->{name}-$c-$i";
+			# With retry, a failed command is sent once more.  After a 40003
+			# (outcome unknown) with the same command_id: applied at most
+			# once, whatever the first outcome.  After any other error, which
+			# the README calls "not applied", as a new command (a new
+			# command_id): had the first attempt been applied after all, the
+			# check of stored state would find one application too many.
+			my $retry = $send->($id)
+			  . "\\if :ERROR\n" . $failed . "\\endif\n";
+			my $fresh_retry = $send->("$id-r")
+			  . "\\if :ERROR\n" . $failed . "\\endif\n";
+			$sql .= $send->($self->{retry} ? $id : undef) . "\\if :ERROR\n" . $failed
+			  . ($self->{retry}
+				  ? "SELECT :'SQLSTATE' = '40003' AS dcload_unknown \\gset\n"
+				  . "\\if :dcload_unknown\n" . $retry . "\\else\n" . $fresh_retry . "\\endif\n"
+				  : '')
 			  . "\\endif\n";
 			$sql .= $check if ($i + 1) % $self->{stop_every} == 0;
 		}
@@ -209,11 +225,11 @@ sub appname_pattern
 }
 
 # Commands of the load's mall stored so far (sum of revisions), read from
-# the table.
+# the table (on the server given as store => ..., by default the writers').
 sub stored_commands
 {
 	my ($self) = @_;
-	my ($ret, $out, $err) = $self->{node}->psql(
+	my ($ret, $out, $err) = ($self->{store} // $self->{node})->psql(
 		$self->{dbname}, qq{
 SELECT coalesce(sum(revision), 0) FROM durable_cluster.entity_state
  WHERE mall_id = '$self->{mall}'});
@@ -290,6 +306,7 @@ sub _collect
 	$self->{in_flight} = [];
 	$self->{bad_lines} = [];
 	$self->{exhausted} = [];
+	$self->{answered} = {};
 
 	for my $client (@{ $self->{clients_list} })
 	{
@@ -331,6 +348,7 @@ sub _collect
 			{
 				($lc, $i) = ($1, $2);
 				my ($sqlstate, $message) = ($3, $4);
+				$self->{answered}{$sqlstate}++;
 				if ($lc != $c)
 				{
 					push @{ $self->{bad_lines} }, "client $c: $line";
@@ -414,6 +432,8 @@ sub _supersede
 }
 
 sub retried { return $_[0]->{retried} // 0; }
+# How many attempts (first ones and retries) were answered with $sqlstate.
+sub answered { return $_[0]->{answered}{ $_[1] } // 0; }
 sub acked { return $_[0]->{acked}; }
 sub failures { return @{ $_[0]->{failures} }; }
 sub in_flight { return @{ $_[0]->{in_flight} }; }
@@ -764,12 +784,17 @@ $extra_conf
 # A started server of a cluster of several, with 2 nodes, known by its
 # host:port, the extension created; its store is $store's (a server made
 # by this function, or a connection string) or, when $store is undef, its
-# own.  $extra_conf is added to the configuration.
+# own.  $extra_conf is added to the configuration; it may be a function
+# of the new server (PostgreSQL::Test::Cluster, before it starts) that
+# returns the text, which can set advertise_address again, for instance.
+# With start => sub { ... } the server is started by that function instead
+# of $node->start.
 sub new_member_server
 {
-	my ($name, $store, $extra_conf) = @_;
+	my ($name, $store, $extra_conf, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
+	$extra_conf = $extra_conf->($node) if ref $extra_conf eq 'CODE';
 	my $address = $node->host . ':' . $node->port;
 	my $store_conf =
 	    !defined $store ? ''
@@ -786,7 +811,7 @@ log_statement = 'ddl'
 $store_conf
 $extra_conf
 });
-	$node->start;
+	$opts{start} ? $opts{start}->($node) : $node->start;
 	# every server has the SQL API; only the store's tables are used
 	$node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
 	return $node;
