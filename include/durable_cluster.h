@@ -26,6 +26,10 @@
 #define DC_MAX_ID_BYTES			255
 #define DC_MAX_ADDRESS_LEN		48	/* durable_cluster.advertise_address */
 
+/* the hint of every "may or may not have been applied" (40003) error */
+#define DC_RETRY_HINT \
+	"Send it again with the same \"command_id\" in its payload, which applies it at most once; without one, read the entity with dc_get_state() before retrying."
+
 /*
  * The role every session of the cluster's own logs in as: node store
  * sessions, the saga worker, forwarding and remote reads (README,
@@ -57,6 +61,7 @@ extern const char *dc_self_address(void);
 
 /* true when the store is this server and no advertise_address is set */
 extern bool dc_single_server(void);
+extern void dc_check_timeouts(void);
 
 /* true when the store is this server (durable_cluster.store empty) */
 extern bool dc_store_is_here(void);

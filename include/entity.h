@@ -96,6 +96,8 @@ extern void dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *stat
 extern void dc_entity_check_doc(Jsonb *doc, Jsonb *before, const char *command);
 extern bool dc_command_is_builtin(const char *name);
 extern void dc_check_text(const char *s, int len, const char *what);
+/* a balance's text ("100.50", "100.5", "1e2"): its cents, if it is one */
+extern bool dc_money_parse(const char *text, int64 *cents);
 
 extern Jsonb *dc_command_request(const DcCommand *cmd);
 extern Jsonb *dc_command_payload(const DcCommand *cmd);

@@ -20,6 +20,9 @@ extern void dc_push_key(JsonbParseState **ps, const char *key);
 extern void dc_push_string(JsonbParseState **ps, const char *key, const char *value);
 extern void dc_push_numeric(JsonbParseState **ps, const char *key, Numeric value);
 extern void dc_push_int(JsonbParseState **ps, const char *key, int64 value);
+/* an amount of money in cents, as a string with two decimals: "100.50" */
+extern void dc_push_money(JsonbParseState **ps, const char *key, int64 cents);
+extern char *dc_money_text(int64 cents);
 extern void dc_push_bool(JsonbParseState **ps, const char *key, bool value);
 extern void dc_push_jsonb(JsonbParseState **ps, const char *key, Jsonb *value);
 

@@ -4,7 +4,7 @@
 
 -- A new entity: get_state answers the initial state and stores nothing.
 SELECT show(dc_send_command('mall001', 'user001', 'get_state'));
-SELECT dc_get_state('mall001', 'user001') IS NULL AS not_stored;
+SELECT (dc_get_state('mall001', 'user001') ->> 'revision') = '0' AS not_stored;
 
 SELECT show(dc_send_command('mall001', 'user001', 'login'));
 SELECT show(dc_send_command('mall001', 'user001', 'login'));
@@ -20,9 +20,9 @@ SELECT show(dc_send_command('mall001', 'user001', 'refund_balance', '{"amount": 
 SELECT show(dc_send_command('mall001', 'user001', 'get_state'));
 SELECT show(dc_send_command('mall001', 'user001', 'login', '{"note": "ignored"}'));
 
--- The stored state is the last reply's state plus its revision.
-SELECT (dc_get_state('mall001', 'user001') - 'revision')
-       = (dc_send_command('mall001', 'user001', 'get_state') -> 'state') AS same_state,
+-- dc_get_state answers what the command get_state answers: one document.
+SELECT dc_get_state('mall001', 'user001')
+       = dc_send_command('mall001', 'user001', 'get_state') AS same_document,
        dc_get_state('mall001', 'user001') -> 'revision' AS revision;
 SELECT revision, shard_id, state - 'last_event_time' AS state
   FROM durable_cluster.entity_state WHERE mall_id = 'mall001' AND user_id = 'user001';
@@ -35,12 +35,12 @@ SELECT jsonb_typeof(s -> 'logged_in') AS logged_in, jsonb_typeof(s -> 'login_cou
        s ->> 'last_event_time' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d$' AS iso_8601,
        (s ->> 'last_event_time')::timestamptz BETWEEN now() - interval '1 minute' AND clock_timestamp()
            AS recent
-  FROM dc_get_state('mall001', 'user001') s;
+  FROM (SELECT dc_get_state('mall001', 'user001') -> 'state' AS s) g;
 
 -- Each persisted change raises the revision by one and moves last_event_time.
 CREATE TEMP TABLE prior_state AS SELECT dc_get_state('mall001', 'user001') AS s;
 SELECT (r ->> 'revision')::int - (b.s ->> 'revision')::int AS revision_step,
-       (r #>> '{state,last_event_time}')::timestamptz > (b.s ->> 'last_event_time')::timestamptz
+       (r #>> '{state,last_event_time}')::timestamptz > (b.s #>> '{state,last_event_time}')::timestamptz
            AS time_moved
   FROM prior_state b, dc_send_command('mall001', 'user001', 'logout') r;
 
@@ -76,3 +76,24 @@ SELECT dc_get_state('mall001', 'rollback') -> 'revision' AS still_stored;
 -- Once data is stored the number of shards is fixed.
 SELECT try($$SELECT dc_set_number_of_shards(50)$$);
 SELECT number_of_shards FROM durable_cluster.settings;
+
+-- Money is a string with two decimals everywhere, exact up to the maximum
+-- balance; amounts come as a JSON number or a string.
+SELECT dc_send_command('money', 'm1', 'add_balance', '{"amount": "999999999999.99"}') #> '{state,balance}' AS balance;
+SELECT dc_send_command('money', 'm1', 'add_balance', '{"amount": 100.5}') #> '{state,balance}' AS balance;
+SELECT jsonb_typeof(dc_get_state('money', 'm1') #> '{state,balance}') AS balance_type;
+-- a float computed in JavaScript: rejected, and the hint says what to send
+\set VERBOSITY default
+SELECT dc_send_command('money', 'm1', 'add_balance', '{"amount": 0.30000000000000004}');
+\set VERBOSITY terse
+SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
+
+-- dc_get_state sees a command acknowledged earlier in the same statement,
+-- and in a REPEATABLE READ transaction whose snapshot is older.
+SELECT (dc_send_command('fresh', 'f1', 'add_balance', '{"amount": 1}') ->> 'revision')::int AS sent,
+       (dc_get_state('fresh', 'f1') ->> 'revision')::int AS read;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT dc_get_state('fresh', 'f1') ->> 'revision' AS before;
+SELECT dc_send_command('fresh', 'f1', 'add_balance', '{"amount": 1}') ->> 'revision' AS sent;
+SELECT dc_get_state('fresh', 'f1') ->> 'revision' AS after;
+COMMIT;

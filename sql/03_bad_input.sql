@@ -71,4 +71,9 @@ SELECT s.entities - b.entities AS new_entities, s.revisions - b.revisions AS new
   FROM stored_before b,
        (SELECT count(*) AS entities, sum(revision) AS revisions
           FROM durable_cluster.entity_state) s;
-SELECT dc_get_state('m', 'u') IS NULL AS u_untouched;
+SELECT (dc_get_state('m', 'u') ->> 'revision') = '0' AS u_untouched;
+
+-- a payload encoded twice (a JSON string holding an object) says so
+\set VERBOSITY default
+SELECT dc_send_command('m', 'u', 'login', to_jsonb('{"amount": 1}'::text));
+\set VERBOSITY terse

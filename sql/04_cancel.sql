@@ -18,8 +18,10 @@ SELECT dc_send_command('mall001', 'waiter', 'login');
 ROLLBACK;
 
 -- Both commands had reached the node, so both were applied once the lock
--- went away: a caller that gives up cannot know, which is why the errors
--- say so.  Later commands are served normally.
+-- went away: a caller that gives up cannot know, which is why both errors
+-- say so -- the statement_timeout too, as 40003 and not as a plain cancel
+-- (57014), which would mean "not applied".  Later commands are served
+-- normally.
 SELECT dc_send_command('mall001', 'waiter', 'get_state') #> '{state,login_count}' AS login_count,
        dc_send_command('mall001', 'waiter', 'get_state') -> 'revision' AS revision;
 SELECT count(*) AS replies, count(*) FILTER (WHERE (r ->> 'ok')::boolean) AS ok

@@ -74,7 +74,7 @@ SELECT what, ord, doc, revision, request
  ORDER BY what, ord;
 
 -- dc_get_state reads it the same way
-SELECT dc_get_state('wb', 'u1'), dc_get_state('wb', 'u2') IS NULL AS never_stored;
+SELECT dc_get_state('wb', 'u1'), (dc_get_state('wb', 'u2') ->> 'revision') = '0' AS never_stored;
 
 -- only the cluster's role may call write_batch, even with the schema
 -- open; dc_get_state is for dc_client, and needs no privilege on the

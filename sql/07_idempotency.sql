@@ -11,7 +11,7 @@ SELECT r ->> 'result' AS result, r -> 'revision' AS revision, r -> 'state' -> 'b
 -- the retry: the same reply, applied once
 SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 5, "command_id": "c1"}')
        = (SELECT r FROM first_reply) AS same_reply;
-SELECT dc_get_state('idem', 'u1') -> 'balance' AS balance, dc_get_state('idem', 'u1') -> 'revision' AS revision;
+SELECT dc_get_state('idem', 'u1') -> 'state' -> 'balance' AS balance, dc_get_state('idem', 'u1') -> 'revision' AS revision;
 
 -- other command ids are other commands; a retry much later still gets the
 -- original reply
@@ -25,7 +25,7 @@ SELECT dc_send_command('idem', 'u1', 'add_balance', '{"amount": 100, "command_id
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 SELECT dc_send_command('idem', 'u1', 'deduct_balance', '{"amount": 5, "command_id": "c1"}');
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
-SELECT dc_get_state('idem', 'u1') -> 'balance' AS balance, dc_get_state('idem', 'u1') -> 'revision' AS revision;
+SELECT dc_get_state('idem', 'u1') -> 'state' -> 'balance' AS balance, dc_get_state('idem', 'u1') -> 'revision' AS revision;
 
 -- command_id squatting: a get_state that takes an id first does not turn
 -- the real command sent later with that id into a no-op that looks applied
@@ -36,14 +36,14 @@ SELECT dc_get_state('idem', 'u4') AS never_stored;
 
 -- command ids belong to an entity: the same id on another entity is new
 SELECT dc_send_command('idem', 'u2', 'add_balance', '{"amount": 5, "command_id": "c1"}') ->> 'result' AS result;
-SELECT dc_get_state('idem', 'u2') -> 'balance' AS balance;
+SELECT dc_get_state('idem', 'u2') -> 'state' -> 'balance' AS balance;
 
 -- a rejection is a reply too: the retry is rejected again, though the
 -- balance would now cover it
 SELECT dc_send_command('idem', 'u2', 'deduct_balance', '{"amount": 50, "command_id": "d1"}') ->> 'error' AS error;
 SELECT dc_send_command('idem', 'u2', 'add_balance', '{"amount": 100}') -> 'state' -> 'balance' AS balance;
 SELECT dc_send_command('idem', 'u2', 'deduct_balance', '{"amount": 50, "command_id": "d1"}') ->> 'error' AS error;
-SELECT dc_get_state('idem', 'u2') -> 'balance' AS balance;
+SELECT dc_get_state('idem', 'u2') -> 'state' -> 'balance' AS balance;
 
 -- the log holds each command once
 SELECT user_id, command_id, reply -> 'revision' AS revision
@@ -56,7 +56,7 @@ SELECT dc_send_command('idem', 'u3', 'login', '{"command_id": ""}');
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 SELECT dc_send_command('idem', 'u3', 'login', jsonb_build_object('command_id', repeat('x', 256)));
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
-SELECT dc_get_state('idem', 'u3') IS NULL AS never_stored;
+SELECT (dc_get_state('idem', 'u3') ->> 'revision') = '0' AS never_stored;
 
 -- the window: an entity's newest 1000 command ids are kept; older ones are
 -- pruned on one logged command in 64, at random (with 640 past the window,

@@ -46,7 +46,7 @@ SELECT show(dc_send_command('uc', 'u1', 'set_email', '{"email": "u1@example.com"
 -- the handler ran as its owner, uc_admin, with the fixed search_path
 SELECT * FROM profile_audit;
 -- its keys are kept, in the store and in the node's memory
-SELECT dc_get_state('uc', 'u1') ->> 'email' AS stored_email;
+SELECT dc_get_state('uc', 'u1') -> 'state' ->> 'email' AS stored_email;
 SELECT show(dc_send_command('uc', 'u1', 'add_balance', '{"amount": 5}')) -> 'state' ->> 'email' AS email_after_login;
 
 -- the handler's error is the command's: its SQLSTATE and message, nothing
@@ -56,7 +56,7 @@ SELECT try($$SELECT dc_send_command('uc', 'u1', 'set_email', '{"email": "nope"}'
 SELECT try($$SELECT dc_send_command('uc', 'u1', 'set_email', '{"email": "x@example.com", "fail_after_write": true}')$$);
 SELECT try($$SELECT dc_send_command('uc', 'u1', 'set_email', '{"email": "y@example.com", "unqualified": true}')$$);
 SELECT count(*) AS audit_rows FROM profile_audit;
-SELECT dc_get_state('uc', 'u1') -> 'revision' AS revision, dc_get_state('uc', 'u1') ->> 'email' AS email;
+SELECT dc_get_state('uc', 'u1') -> 'revision' AS revision, dc_get_state('uc', 'u1') -> 'state' ->> 'email' AS email;
 
 -- returning the same state changes nothing: no new revision
 SELECT dc_send_command('uc', 'u1', 'set_email', '{"email": "u1@example.com"}') -> 'revision' AS revision;

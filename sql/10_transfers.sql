@@ -6,7 +6,7 @@
 SELECT dc_send_command('tr', 'alice', 'add_balance', '{"amount": 100}') -> 'state' -> 'balance' AS alice;
 
 SELECT dc_transfer('tr', 'alice', 'tr', 'bob', 30) - 'saga_id' AS transfer;
-SELECT dc_get_state('tr', 'alice') -> 'balance' AS alice, dc_get_state('tr', 'bob') -> 'balance' AS bob;
+SELECT dc_get_state('tr', 'alice') -> 'state' -> 'balance' AS alice, dc_get_state('tr', 'bob') -> 'state' -> 'balance' AS bob;
 SELECT from_user, to_user, amount, step, status FROM dc_sagas ORDER BY saga_id;
 
 -- not enough money: nothing moved, no saga to finish
@@ -20,7 +20,7 @@ LANGUAGE sql AS $$ SELECT state || '{"balance": 9999999999999999.99}' $$;
 SELECT dc_register_command('max_out', 'max_out(jsonb, jsonb)');
 SELECT dc_send_command('tr', 'rich', 'max_out') -> 'state' -> 'balance' AS rich;
 SELECT dc_transfer('tr', 'alice', 'tr', 'rich', 10) - 'saga_id' AS transfer;
-SELECT dc_get_state('tr', 'alice') -> 'balance' AS alice, dc_get_state('tr', 'rich') -> 'balance' AS rich;
+SELECT dc_get_state('tr', 'alice') -> 'state' -> 'balance' AS alice, dc_get_state('tr', 'rich') -> 'state' -> 'balance' AS rich;
 SELECT from_user, to_user, amount, step, status FROM dc_sagas ORDER BY saga_id;
 SELECT dc_unregister_command('max_out');
 DROP FUNCTION max_out(jsonb, jsonb);
@@ -56,7 +56,7 @@ END
 $$;
 SELECT wait_for_saga(1000000, 'completed');
 SELECT step FROM dc_sagas WHERE saga_id = 1000000;
-SELECT dc_get_state('tr', 'alice') -> 'balance' AS alice, dc_get_state('tr', 'carol') -> 'balance' AS carol;
+SELECT dc_get_state('tr', 'alice') -> 'state' -> 'balance' AS alice, dc_get_state('tr', 'carol') -> 'state' -> 'balance' AS carol;
 
 -- bad input changes nothing
 \set VERBOSITY terse
@@ -72,5 +72,5 @@ SELECT try($$SELECT dc_transfer('tr', 'alice', '', 'bob', 1)$$);
 -- in advance
 SELECT try($$SELECT dc_send_command('tr', 'alice', 'get_state', '{"command_id": "saga-99-deduct"}')$$);
 SELECT count(*) AS sagas FROM dc_sagas;
-SELECT dc_get_state('tr', 'alice') -> 'balance' AS alice, dc_get_state('tr', 'bob') -> 'balance' AS bob;
+SELECT dc_get_state('tr', 'alice') -> 'state' -> 'balance' AS alice, dc_get_state('tr', 'bob') -> 'state' -> 'balance' AS bob;
 DROP FUNCTION wait_for_saga(bigint, text);

@@ -102,7 +102,7 @@ SET ROLE sec_client;
 SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": 10}') -> 'state' -> 'balance' AS balance;
 SELECT dc_send_command('mall_b', 'u1', 'add_balance', '{"amount": 20, "command_id": "b-1"}') -> 'state' -> 'balance' AS balance;
 SELECT dc_tell('mall_b', 'u2', 'login');
-SELECT dc_get_state('mall_a', 'u1') -> 'balance' AS balance;
+SELECT dc_get_state('mall_a', 'u1') -> 'state' -> 'balance' AS balance;
 SELECT dc_shard_id('mall_a', 'u1') = dc_shard_id('mall_a', 'u1', 100) AS shard_id_ok;
 SELECT dc_cluster_status() -> 'number_of_shards' AS number_of_shards,
        dc_cluster_status() -> 'missing_workers' AS missing_workers;
@@ -122,7 +122,7 @@ SELECT dc_restrict_role('sec_tenant_c', '{mall_a,mall_c}', '{get_state,login}');
 SELECT * FROM dc_tenant_grants WHERE role_name LIKE 'sec\_%' ORDER BY 1, 2;
 SET ROLE sec_tenant_a;
 SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": 1}') -> 'state' -> 'balance' AS balance;
-SELECT dc_get_state('mall_a', 'u1') -> 'balance' AS balance;
+SELECT dc_get_state('mall_a', 'u1') -> 'state' -> 'balance' AS balance;
 -- every way into mall_b is closed, and nothing is applied
 SELECT dc_send_command('mall_b', 'u1', 'deduct_balance', '{"amount": 20}');
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
@@ -140,7 +140,7 @@ SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 -- within mall_a a transfer goes through
 SELECT dc_transfer('mall_a', 'u1', 'mall_a', 'u9', 2) ->> 'status' AS status;
 RESET ROLE;
-SELECT dc_get_state('mall_b', 'u1') - 'last_event_time' AS mall_b_untouched;
+SELECT dc_get_state('mall_b', 'u1') #- '{state,last_event_time}' AS mall_b_untouched;
 SELECT count(*) AS mall_b_transfers FROM dc_sagas WHERE 'mall_b' IN (from_mall, to_mall);
 
 -- restricted to some commands too
@@ -148,7 +148,7 @@ SET ROLE sec_tenant_c;
 SELECT dc_send_command('mall_c', 'u1', 'login') ->> 'result' AS result;
 SELECT dc_send_command('mall_c', 'u1', 'add_balance', '{"amount": 1}');
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
-SELECT dc_get_state('mall_c', 'u1') -> 'balance' AS balance;
+SELECT dc_get_state('mall_c', 'u1') -> 'state' -> 'balance' AS balance;
 SELECT dc_send_command('mall_b', 'u1', 'login');
 RESET ROLE;
 
@@ -178,7 +178,7 @@ SELECT dc_restrict_role('sec_client', '{mall_a}');
 RESET ROLE;
 SELECT dc_unrestrict_role('sec_tenant_a');
 SET ROLE sec_tenant_a;
-SELECT dc_get_state('mall_b', 'u1') -> 'balance' AS balance;
+SELECT dc_get_state('mall_b', 'u1') -> 'state' -> 'balance' AS balance;
 RESET ROLE;
 SELECT dc_unrestrict_role('sec_tenant_c');
 
@@ -234,7 +234,7 @@ SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'login', '{"command_id": "a\
 SELECT try($$SELECT dc_transfer('mall_a', E'u\x7f', 'mall_a', 'u2', 1)$$);
 SELECT try($$SELECT dc_add_node(E'node\nx')$$);
 SELECT try($$SELECT dc_add_node('n', ARRAY[U&'role\200Fx'])$$);
-SELECT dc_get_state('mall_a', 'u1') -> 'balance' AS balance;
+SELECT dc_get_state('mall_a', 'u1') -> 'state' -> 'balance' AS balance;
 
 -- ---- a missing settings row: a clear error for the nodes, no crash ----
 CREATE TEMP TABLE node_pids AS

@@ -466,10 +466,12 @@ AS 'MODULE_PATHNAME', 'dc_tell' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION dc_tell(text, text, text, jsonb) IS
     'fire and forget: returns once the node owning the entity''s shard has the command';
 
+-- VOLATILE: it reads the newest committed state, not the statement's
+-- snapshot, so its result may differ within one statement.
 CREATE FUNCTION dc_get_state(mall_id text, user_id text) RETURNS jsonb
-AS 'MODULE_PATHNAME', 'dc_get_state' LANGUAGE C STABLE PARALLEL RESTRICTED;
+AS 'MODULE_PATHNAME', 'dc_get_state' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION dc_get_state(text, text) IS
-    'last committed state of an entity with its revision, NULL if never stored';
+    'newest committed state of an entity, as the command get_state replies it (revision 0: never stored)';
 
 CREATE FUNCTION dc_shard_id(mall_id text, user_id text, number_of_shards integer DEFAULT NULL)
 RETURNS integer

@@ -28,6 +28,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "api.h"
@@ -142,6 +143,7 @@ dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell
 	volatile int slot = -1;
 	Jsonb	   *result = NULL;
 	bool		told = false;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	/* the handler runs for a node, which would wait for itself */
 	if (dc_in_command_handler)
@@ -251,7 +253,7 @@ dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell
 							errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
 							errmsg("no reply from %s within ask_timeout (%d ms); the command may or may not have been applied",
 								   name, dc_ask_timeout_ms),
-							errhint("Send it again with the same \"command_id\" in its payload, which applies it at most once; without one, read the entity with dc_get_state() before retrying."));
+							errhint(DC_RETRY_HINT));
 				}
 				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 								 Min(left, REROUTE_CHECK_MS), PG_WAIT_EXTENSION);
@@ -310,8 +312,32 @@ dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell
 	}
 	PG_CATCH();
 	{
-		if (slot >= 0)
-			dc_slot_abandon(slot);
+		DcSlotState was = slot >= 0 ? dc_slot_abandon(slot) : DC_SLOT_FREE;
+
+		/*
+		 * Cancelled (statement_timeout, a client's cancel request,
+		 * pg_cancel_backend) after a node took the command: it may well be
+		 * applied and committed, so plain 57014 would tell the caller
+		 * "not done" wrongly.  Before that, it left the inbox unapplied
+		 * above, and 57014 is the truth.
+		 */
+		if (was == DC_SLOT_TAKEN || was == DC_SLOT_DONE)
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			{
+				FlushErrorState();
+				ereport(ERROR,
+						errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
+						errmsg("%s after a node had taken the command; it may or may not have been applied",
+							   edata->message),
+						errhint(DC_RETRY_HINT));
+			}
+			FreeErrorData(edata);
+		}
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
@@ -368,74 +394,109 @@ dc_tell(PG_FUNCTION_ARGS)
 }
 
 /*
- * The last committed state with its revision, read straight from the
- * table by primary key (state_table.c).  Who may call it is who has
- * EXECUTE on it (dc_client), within the malls a restricted role may reach
- * (tenant.c); the table itself stays closed to clients, whose reads would
- * cross tenants.
+ * The owner of a shard by the shards table, as snapshot sees it; NULL if
+ * none.
+ */
+static char *
+shard_owner(int shard)
+{
+	Oid			pkey;
+	Relation	rel = dc_open_shards(AccessShareLock, &pkey);
+	Relation	index = index_open(pkey, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	char	   *owner = NULL;
+
+	if (dc_find_by_key(rel, index, (Datum[]) {Int32GetDatum(shard)}, 1, slot))
+	{
+		bool		isnull;
+		Datum		node = slot_getattr(slot, SHARDS_NODE, &isnull);
+
+		if (!isnull)
+			owner = TextDatumGetCString(node);
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
+	return owner;
+}
+
+/*
+ * What the command get_state would reply, read straight from the tables by
+ * primary key (state_table.c): the state, its revision, the shard and the
+ * shard's owner.  An entity never stored reads as its initial state at
+ * revision 0, as get_state answers for it.
+ *
+ * It reads the newest committed data, not the statement's snapshot: a
+ * command acknowledged before the call is seen even in the same statement
+ * or in a REPEATABLE READ transaction that began before it.
+ *
+ * Who may call it is who has EXECUTE on it (dc_client), within the malls
+ * a restricted role may reach (tenant.c); the tables stay closed to
+ * clients, whose reads would cross tenants.
  */
 Datum
 dc_get_state(PG_FUNCTION_ARGS)
 {
 	char	   *mall;
-	Datum		mall_id;
-	Datum		user_id;
+	char	   *user;
 	Oid			pkey;
 	Relation	rel;
 	Relation	index;
 	TupleTableSlot *slot;
-	Jsonb	   *result = NULL;
+	DcEntityState state;
+	int			shard;
+	char	   *owner;
 
 	dc_check_usable();
 	mall = dc_id_argument(fcinfo, 0, "mall_id");
-	mall_id = CStringGetTextDatum(mall);
-	user_id = CStringGetTextDatum(dc_id_argument(fcinfo, 1, "user_id"));
+	user = dc_id_argument(fcinfo, 1, "user_id");
 	dc_tenant_check(NULL, mall, "get_state");
-	rel = dc_open_entity_state(AccessShareLock, &pkey);
 
 	/*
 	 * The store on another server: the same read there (the function is in
 	 * the same schema on every server), for a caller allowed here; the
-	 * cluster's role may call it there.
+	 * cluster's role may call it there, in a statement of its own.
 	 */
 	if (!dc_store_is_here())
 	{
 		char	   *doc;
 
-		table_close(rel, NoLock);
 		doc = dc_store_value(psprintf("SELECT %s.dc_get_state($1, $2)",
 									  quote_identifier(get_namespace_name(get_func_namespace(fcinfo->flinfo->fn_oid)))),
-							 2,
-							 (const char *[]) {TextDatumGetCString(mall_id),
-							 TextDatumGetCString(user_id)});
+							 2, (const char *[]) {mall, user});
 		if (doc == NULL)
-			PG_RETURN_NULL();
+			elog(ERROR, "dc_get_state on the store returned NULL");
 		PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(doc)));
 	}
 
+	PushActiveSnapshot(GetLatestSnapshot());
+	rel = dc_open_entity_state(AccessShareLock, &pkey);
 	index = index_open(pkey, AccessShareLock);
 	slot = table_slot_create(rel, NULL);
-	if (dc_find_by_key(rel, index, (Datum[]) {mall_id, user_id}, 2, slot))
+	if (dc_find_by_key(rel, index, (Datum[]) {CStringGetTextDatum(mall),
+											  CStringGetTextDatum(user)}, 2, slot))
 	{
-		JsonbParseState *ps = NULL;
 		bool		isnull;
-		Datum		state = slot_getattr(slot, ENTITY_STATE, &isnull);
-		int64		revision = DatumGetInt64(slot_getattr(slot, ENTITY_REVISION, &isnull));
-		Jsonb	   *extra;
 
-		pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-		dc_push_int(&ps, "revision", revision);
-		extra = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
-		result = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, state,
-													JsonbPGetDatum(extra)));
+		/* in the form a node replies with, whatever the stored form */
+		dc_entity_from_jsonb(DatumGetJsonbP(slot_getattr(slot, ENTITY_STATE, &isnull)),
+							 DatumGetInt64(slot_getattr(slot, ENTITY_REVISION, &isnull)),
+							 &state);
+		shard = DatumGetInt32(slot_getattr(slot, ENTITY_SHARD_ID, &isnull));
+	}
+	else
+	{
+		dc_entity_init(&state);
+		shard = dc_entity_shard(mall, user, dc_read_number_of_shards());
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(index, NoLock);
 	table_close(rel, NoLock);
+	owner = shard_owner(shard);
+	PopActiveSnapshot();
 
-	if (result == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_JSONB_P(result);
+	PG_RETURN_JSONB_P(dc_build_reply(true, "state", dc_entity_to_jsonb(mall, user, &state),
+									 state.revision, shard, owner));
 }
 
 /*

@@ -35,7 +35,7 @@ char	   *dc_store = NULL;
 char	   *dc_advertise_address = NULL;
 int			dc_nodes = 3;
 int			dc_max_nodes = 16;
-int			dc_ask_timeout_ms = 5000;
+int			dc_ask_timeout_ms = 10000;
 int			dc_heartbeat_interval_ms = 1000;
 int			dc_failure_timeout_ms = 5000;
 int			dc_command_timeout_ms = 1000;
@@ -141,9 +141,9 @@ define_settings(void)
 
 	DefineCustomIntVariable("durable_cluster.ask_timeout",
 							"How long dc_send_command waits for a node's reply.",
-							NULL,
+							"Longer than failure_timeout plus two heartbeat_intervals, callers ride through a failover without errors.",
 							&dc_ask_timeout_ms,
-							5000, 1, INT_MAX,
+							10000, 1, INT_MAX,
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
@@ -277,6 +277,8 @@ _PG_init(void)
 				errhint("Raise max_worker_processes to at least %d (%d to add nodes up to durable_cluster.max_nodes), plus what parallel queries and other extensions use, and restart the server.",
 						dc_nodes + 1, dc_max_nodes + 1));
 
+	dc_check_timeouts();
+
 	/* first: a server short of workers had better lose a node than it */
 	register_saga_worker();
 	for (int i = 0; i < dc_nodes; i++)
@@ -286,6 +288,28 @@ _PG_init(void)
 		dc_node_worker(&worker, i);
 		RegisterBackgroundWorker(&worker);
 	}
+}
+
+/*
+ * Warn when the server's ask_timeout cannot ride through a failover: a
+ * lost node's shards move after failure_timeout plus up to one
+ * heartbeat_interval, and their new owner takes them at its next tick.
+ * Callers waiting for them would get errors instead.  Checked at server
+ * start and by the saga worker after each reload.
+ */
+void
+dc_check_timeouts(void)
+{
+	int			failover_ms = dc_failure_timeout_ms + 2 * dc_heartbeat_interval_ms;
+
+	if (dc_ask_timeout_ms <= failover_ms)
+		ereport(WARNING,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("durable_cluster.ask_timeout (%d ms) is not longer than a failover (failure_timeout + 2 * heartbeat_interval = %d ms)",
+					   dc_ask_timeout_ms, failover_ms),
+				errdetail("Commands for a failed node's shards get errors instead of waiting for the new owner."),
+				errhint("Set durable_cluster.ask_timeout above %d ms, or shorten failure_timeout.",
+						failover_ms));
 }
 
 /*

@@ -10,7 +10,9 @@
  * input raises an error in the caller's session and never reaches a node.
  *
  * Money is exact: amounts and balances are kept as int64 hundredths and
- * shown as numeric with two decimals, never as floating point.
+ * shown as strings with two decimals ("100.50"), which every client's JSON
+ * parser keeps as written; never as floating point.  Amounts come in as a
+ * JSON number or a string holding one.
  *
  *-------------------------------------------------------------------------
  */
@@ -179,6 +181,35 @@ payload_key(Jsonb *payload, const char *key)
 	return getKeyJsonValueFromContainer(&payload->root, key, strlen(key), NULL);
 }
 
+/*
+ * The text of a money value, given as a JSON number or as a string: NULL
+ * for any other JSON type.
+ */
+static char *
+money_value_text(const JsonbValue *v)
+{
+	if (v->type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out,
+												   NumericGetDatum(v->val.numeric)));
+	if (v->type == jbvString)
+		return jsonb_string_dup(v);
+	return NULL;
+}
+
+/*
+ * A balance: a number in JSON's grammar, from 0 to 9999999999999999.99,
+ * with at most two decimals.  False if text is anything else.
+ */
+bool
+dc_money_parse(const char *text, int64 *cents)
+{
+	return parse_cents(text, DC_BALANCE_DIGITS, cents) == CENTS_OK && *cents >= 0;
+}
+
+/* what every rejected amount's error says: the forms that are accepted */
+#define AMOUNT_HINT \
+	"Send the amount as a string with two decimals, such as \"100.50\", or as a JSON number with at most two decimals, such as 100.5; in JavaScript, a value computed in floating point (0.1 + 0.2) must be formatted first (x.toFixed(2))."
+
 static int64
 parse_amount(const char *command, Jsonb *payload)
 {
@@ -190,17 +221,12 @@ parse_amount(const char *command, Jsonb *payload)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("command \"%s\" needs an \"amount\" in its payload", command),
-				errhint("Pass a payload such as '{\"amount\": 100.50}'."));
-
-	if (v->type == jbvNumeric)
-		text = DatumGetCString(DirectFunctionCall1(numeric_out,
-												   NumericGetDatum(v->val.numeric)));
-	else if (v->type == jbvString)
-		text = jsonb_string_dup(v);
-	else
+				errhint("Pass a payload such as '{\"amount\": \"100.50\"}'."));
+	if ((text = money_value_text(v)) == NULL)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("\"amount\" of command \"%s\" must be a number or a numeric string", command));
+				errmsg("\"amount\" of command \"%s\" must be a number or a numeric string", command),
+				errhint(AMOUNT_HINT));
 
 	switch (parse_cents(text, DC_AMOUNT_DIGITS, &cents))
 	{
@@ -208,22 +234,20 @@ parse_amount(const char *command, Jsonb *payload)
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 					errmsg("\"amount\" of command \"%s\" is not a number: \"%s\"", command, text),
-					errdetail("An amount is a JSON number, or a string holding one, such as 100.50 or \"100.50\": no spaces, no plus sign, digits on both sides of a decimal point."));
+					errdetail("An amount is written as JSON writes numbers: no spaces, no plus sign, digits on both sides of a decimal point."),
+					errhint(AMOUNT_HINT));
 			break;
 		case CENTS_NEGATIVE:
-			ereport(ERROR,
-					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("\"amount\" must be greater than zero, got %s", text));
+			cents = -1;
 			break;
 		case CENTS_TOO_PRECISE:
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("\"amount\" %s has more than 2 decimal places", text));
+					errmsg("\"amount\" %s has more than 2 decimal places", text),
+					errhint(AMOUNT_HINT));
 			break;
 		case CENTS_TOO_LARGE:
-			ereport(ERROR,
-					errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					errmsg("\"amount\" %s is larger than the maximum of 1000000000000", text));
+			cents = DC_MAX_AMOUNT_CENTS + 1;
 			break;
 		case CENTS_OK:
 			break;
@@ -231,11 +255,13 @@ parse_amount(const char *command, Jsonb *payload)
 	if (cents <= 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("\"amount\" must be greater than zero, got %s", text));
+				errmsg("\"amount\" must be greater than zero, got %s", text),
+				errhint(AMOUNT_HINT));
 	if (cents > DC_MAX_AMOUNT_CENTS)
 		ereport(ERROR,
 				errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				errmsg("\"amount\" %s is larger than the maximum of 1000000000000", text));
+				errmsg("\"amount\" %s is larger than the maximum of 1000000000000", text),
+				errhint(AMOUNT_HINT));
 	return cents;
 }
 
@@ -366,10 +392,20 @@ dc_command_parse(const char *name, Jsonb *payload, DcCommand *cmd)
 				errhint("Commands registered with dc_register_command() are listed in dc_commands."));
 
 	if (!JB_ROOT_IS_OBJECT(payload) || JB_ROOT_IS_SCALAR(payload))
+	{
+		JsonbValue	scalar;
+		bool		is_string = JB_ROOT_IS_SCALAR(payload) &&
+			JsonbExtractScalar(&payload->root, &scalar) && scalar.type == jbvString;
+
+		/* the usual driver mistakes get a hint of their own */
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("payload of command \"%s\" must be a JSON object", name),
-				errhint("Pass '{}' for a command without arguments."));
+				errmsg("payload of command \"%s\" must be a JSON object, not %s", name,
+					   is_string ? "a string" : JB_ROOT_IS_SCALAR(payload) ? "a scalar" : "an array"),
+				is_string
+				? errhint("The payload was probably encoded twice: pass the object itself where the driver encodes JSON (postgres.js), or JSON text where it does not (node-postgres, JDBC, psycopg2).")
+				: errhint("Pass '{}' for a command without arguments."));
+	}
 
 	/* all of it: a forwarded command travels whole (forward.c) */
 	memset(cmd, 0, sizeof(*cmd));
@@ -465,6 +501,7 @@ dc_entity_to_jsonb(const char *mall_id, const char *user_id,
 {
 	JsonbParseState *ps = NULL;
 	JsonbValue *res;
+	const int	utc = 0;
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
 	dc_push_string(&ps, "mall_id", mall_id);
@@ -472,11 +509,12 @@ dc_entity_to_jsonb(const char *mall_id, const char *user_id,
 	dc_push_bool(&ps, "logged_in", state->logged_in);
 	dc_push_int(&ps, "login_count", state->login_count);
 	dc_push_string(&ps, "nickname", state->has_nickname ? state->nickname : NULL);
-	dc_push_numeric(&ps, "balance", int64_div_fast_to_numeric(state->balance_cents, 2));
+	dc_push_money(&ps, "balance", state->balance_cents);
+	/* in UTC, whatever the session's TimeZone: one document everywhere */
 	dc_push_string(&ps, "last_event_time",
 				state->has_event_time
 				? JsonEncodeDateTime(NULL, TimestampTzGetDatum(state->last_event_time),
-									 TIMESTAMPTZOID, NULL)
+									 TIMESTAMPTZOID, &utc)
 				: NULL);
 	if (state->extra)
 	{
@@ -550,7 +588,7 @@ dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state)
 	dc_entity_init(state);
 	state->revision = revision;
 	/* documents without keys of user-defined commands are the common case */
-	if (JsonContainerSize(&doc->root) > lengthof(state_keys))
+	if (JsonContainerSize(&doc->root) != lengthof(state_keys))
 		state->extra = extra_keys(doc);
 
 	if ((v = payload_key(doc, "logged_in")) != NULL && v->type == jbvBool)
@@ -566,13 +604,10 @@ dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state)
 		memcpy(state->nickname, v->val.string.val, v->val.string.len);
 		state->nickname[v->val.string.len] = '\0';
 	}
-	if ((v = payload_key(doc, "balance")) != NULL && v->type == jbvNumeric)
-	{
-		text = DatumGetCString(DirectFunctionCall1(numeric_out,
-												   NumericGetDatum(v->val.numeric)));
-		if (parse_cents(text, DC_BALANCE_DIGITS, &state->balance_cents) != CENTS_OK)
-			elog(ERROR, "stored balance \"%s\" is not an amount", text);
-	}
+	if ((v = payload_key(doc, "balance")) != NULL &&
+		(text = money_value_text(v)) != NULL &&
+		!dc_money_parse(text, &state->balance_cents))
+		elog(ERROR, "stored balance \"%s\" is not an amount", text);
 	if ((v = payload_key(doc, "last_event_time")) != NULL && v->type == jbvString)
 	{
 		text = jsonb_string_dup(v);
@@ -659,9 +694,14 @@ dc_entity_check_doc(Jsonb *doc, Jsonb *before, const char *command)
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("handler of command \"%s\" returned a \"nickname\" that is empty or longer than %d characters",
 					   command, DC_MAX_NICKNAME_CHARS));
-	v = state_key(doc, command, "balance", jbvNumeric, false);
-	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
-	if (parse_cents(text, DC_BALANCE_DIGITS, &cents) != CENTS_OK || cents < 0)
+	v = payload_key(doc, "balance");
+	if (v == NULL || (text = money_value_text(v)) == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("handler of command \"%s\" returned a state %s \"balance\"",
+					   command, v == NULL ? "without" : "with a non-numeric"),
+				errhint("Return the balance as a string with two decimals, e.g. \"100.50\", or as a number."));
+	if (!dc_money_parse(text, &cents))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("handler of command \"%s\" returned \"balance\" %s; it must be from 0 to 9999999999999999.99 with at most 2 decimal places",
@@ -688,7 +728,7 @@ dc_command_payload(const DcCommand *cmd)
 		dc_push_string(&ps, "command_id", cmd->command_id);
 	if (cmd->kind == DC_CMD_ADD_BALANCE || cmd->kind == DC_CMD_DEDUCT_BALANCE ||
 		cmd->kind == DC_CMD_REFUND_BALANCE)
-		dc_push_numeric(&ps, "amount", int64_div_fast_to_numeric(cmd->amount_cents, 2));
+		dc_push_money(&ps, "amount", cmd->amount_cents);
 	if (cmd->kind == DC_CMD_UPDATE_PROFILE)
 		dc_push_string(&ps, "nickname", cmd->nickname);
 	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
@@ -711,7 +751,7 @@ dc_command_request(const DcCommand *cmd)
 		case DC_CMD_ADD_BALANCE:
 		case DC_CMD_DEDUCT_BALANCE:
 		case DC_CMD_REFUND_BALANCE:
-			dc_push_numeric(&ps, "amount", int64_div_fast_to_numeric(cmd->amount_cents, 2));
+			dc_push_money(&ps, "amount", cmd->amount_cents);
 			break;
 		case DC_CMD_UPDATE_PROFILE:
 			dc_push_string(&ps, "nickname", cmd->nickname);

@@ -324,7 +324,7 @@ raise_if_cut_short(PGresult *res, const char *address)
 			errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
 			errmsg("the command was cut short on %s; it may or may not have been applied: %s",
 				   address, message),
-			errhint("Send it again with the same \"command_id\" in its payload, which applies it at most once."));
+			errhint(DC_RETRY_HINT));
 }
 
 /*
@@ -412,7 +412,7 @@ remote_exec(RemoteConnection *rc, const char *address, const char *sql, int npar
 				errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
 				errmsg("no answer from %s; the command may or may not have been applied: %s",
 					   where, edata->message),
-				errhint("Send it again with the same \"command_id\" in its payload, which applies it at most once."));
+				errhint(DC_RETRY_HINT));
 	}
 	PG_END_TRY();
 

@@ -57,6 +57,27 @@ dc_push_numeric(JsonbParseState **ps, const char *key, Numeric value)
 	push(ps, key, &v);
 }
 
+/*
+ * Money as a JSON string with exactly two decimals, "100.50": JavaScript's
+ * JSON.parse (and every parser that reads numbers as binary doubles) would
+ * turn a JSON number of 16 digits into a neighbouring value, and 100.50
+ * into 100.5.  A string reaches every client as written.
+ */
+char *
+dc_money_text(int64 cents)
+{
+	uint64		abs_cents = cents < 0 ? -(uint64) cents : (uint64) cents;
+
+	return psprintf("%s" UINT64_FORMAT ".%02d", cents < 0 ? "-" : "",
+					abs_cents / 100, (int) (abs_cents % 100));
+}
+
+void
+dc_push_money(JsonbParseState **ps, const char *key, int64 cents)
+{
+	dc_push_string(ps, key, dc_money_text(cents));
+}
+
 void
 dc_push_int(JsonbParseState **ps, const char *key, int64 value)
 {

@@ -512,10 +512,15 @@ apply_registered(DcRequestSlot *req, BatchRequest *r, BatchEntity *be, Timestamp
 								 &r->error_sqlstate, &r->error_message);
 	if (after == NULL)
 		return DC_OUTCOME_REJECTED;
-	if (DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(be->doc),
-										 JsonbPGetDatum(after))))
-		return DC_OUTCOME_UNCHANGED;
+	/*
+	 * Compared in our own form: a handler that gives the balance back as a
+	 * number ("balance": 5.5 for "5.50") has not changed it.
+	 */
 	dc_entity_from_jsonb(after, be->pending.revision + 1, &state);
+	if (DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(be->doc),
+										 JsonbPGetDatum(dc_entity_to_jsonb(be->mall_id, be->user_id,
+																		   &state)))))
+		return DC_OUTCOME_UNCHANGED;
 	state.has_event_time = true;
 	state.last_event_time = now;
 	be->pending = state;

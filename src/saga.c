@@ -71,7 +71,7 @@ typedef struct Saga
 	char	   *from_user;
 	char	   *to_mall;
 	char	   *to_user;
-	Numeric		amount;
+	int64		amount_cents;	/* checked as a command's amount */
 	Jsonb	   *record;			/* what a step's node writes to the row */
 } Saga;
 
@@ -93,6 +93,30 @@ dc_saga_step(DcCommandKind kind, bool applied)
 	return NULL;				/* keep compiler quiet */
 }
 
+static char *
+jsonb_string(const JsonbValue *v)
+{
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * dc_transfer's amount argument, checked as the amount of a deduct:
+ * its cents.
+ */
+static int64
+amount_argument(Numeric amount)
+{
+	JsonbParseState *ps = NULL;
+	DcCommand  *check = palloc(sizeof(DcCommand));
+
+	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
+	dc_push_string(&ps, "amount",
+				   DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(amount))));
+	dc_command_parse("deduct_balance",
+					 JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL)), check);
+	return check->amount_cents;
+}
+
 static void
 saga_record(Saga *s)
 {
@@ -104,7 +128,7 @@ saga_record(Saga *s)
 	dc_push_string(&ps, "from_user", s->from_user);
 	dc_push_string(&ps, "to_mall", s->to_mall);
 	dc_push_string(&ps, "to_user", s->to_user);
-	dc_push_numeric(&ps, "amount", s->amount);
+	dc_push_money(&ps, "amount", s->amount_cents);
 	s->record = JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 }
 
@@ -118,7 +142,7 @@ step_command(const Saga *s, const char *command, const char *suffix, DcCommand *
 	JsonbParseState *ps = NULL;
 
 	pushJsonbValue(&ps, WJB_BEGIN_OBJECT, NULL);
-	dc_push_numeric(&ps, "amount", s->amount);
+	dc_push_money(&ps, "amount", s->amount_cents);
 	dc_command_parse(command, JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL)),
 					 cmd);
 	snprintf(cmd->command_id, sizeof(cmd->command_id),
@@ -174,11 +198,10 @@ dc_saga_step_parse(const char *name, Jsonb *payload, Jsonb *record,
 	s.to_mall = record_string(record, "to_mall");
 	s.to_user = record_string(record, "to_user");
 	v = getKeyJsonValueFromContainer(&record->root, "amount", 6, NULL);
-	if (v == NULL || v->type != jbvNumeric)
+	if (v == NULL || v->type != jbvString || !dc_money_parse(jsonb_string(v), &s.amount_cents))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("forwarded saga record has no numeric \"amount\""));
-	s.amount = v->val.numeric;
+				errmsg("forwarded saga record has no \"amount\""));
 
 	if (strcmp(name, "deduct_balance") == 0)
 		suffix = "deduct", on_source = true;
@@ -272,7 +295,7 @@ outcome(const Saga *s, const char *status, const char *step, const char *error)
 	dc_push_int(&ps, "saga_id", s->id);
 	dc_push_string(&ps, "status", status);
 	dc_push_string(&ps, "step", step);
-	dc_push_numeric(&ps, "amount", s->amount);
+	dc_push_money(&ps, "amount", s->amount_cents);
 	dc_push_string(&ps, "error", error);
 	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 }
@@ -323,7 +346,7 @@ Datum
 dc_transfer(PG_FUNCTION_ARGS)
 {
 	Saga		s;
-	DcCommand  *check = palloc(sizeof(DcCommand));
+	Numeric		amount;
 	ErrorContextCallback errcallback;
 	Jsonb	   *result;
 	Oid			seq;
@@ -337,7 +360,7 @@ dc_transfer(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("amount must not be NULL"));
-	s.amount = PG_GETARG_NUMERIC(4);
+	amount = PG_GETARG_NUMERIC(4);
 	if (strcmp(s.from_mall, s.to_mall) == 0 && strcmp(s.from_user, s.to_user) == 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -345,10 +368,8 @@ dc_transfer(PG_FUNCTION_ARGS)
 	/* its refund, if it needs one, is part of the deduct */
 	dc_tenant_check(NULL, s.from_mall, "deduct_balance");
 	dc_tenant_check(NULL, s.to_mall, "add_balance");
-
-	/* the amount is checked as the steps will check it, before anything */
-	s.id = 0;
-	step_command(&s, "deduct_balance", "deduct", check);
+	/* checked as the steps will check it, before anything is done */
+	s.amount_cents = amount_argument(amount);
 
 	/* saga ids come from the store, whichever server runs this */
 	if (dc_store_is_here())
@@ -513,10 +534,8 @@ stalled_sagas(MemoryContext cxt, Saga **sagas)
 			saga->from_user = copy_value(tup, 3);
 			saga->to_mall = copy_value(tup, 4);
 			saga->to_user = copy_value(tup, 5);
-			saga->amount = DatumGetNumeric(DirectFunctionCall3(numeric_in,
-															   CStringGetDatum(copy_value(tup, 6)),
-															   ObjectIdGetDatum(InvalidOid),
-															   Int32GetDatum(-1)));
+			if (!dc_money_parse(copy_value(tup, 6), &saga->amount_cents))
+				elog(ERROR, "saga " INT64_FORMAT " has a malformed amount", saga->id);
 			saga_record(saga);
 		}
 		MemoryContextSwitchTo(spi);
@@ -612,6 +631,7 @@ dc_saga_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			dc_check_timeouts();
 		}
 
 		/* a failed round (say, the extension being dropped) is logged */

@@ -19,6 +19,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -127,7 +128,7 @@ dc_read_number_of_shards(void)
 }
 
 /*
- * A row whose primary key (all text columns, as in the extension's
+ * A row whose primary key (text or integer columns, as in the extension's
  * tables) starts with keys[0..nkeys-1], as the active snapshot sees it,
  * into slot; false if there is none.
  */
@@ -142,7 +143,13 @@ dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 	Assert(nkeys <= IndexRelationGetNumberOfKeyAttributes(index));
 	for (int i = 0; i < nkeys; i++)
 	{
-		ScanKeyInit(&key[i], i + 1, BTEqualStrategyNumber, F_TEXTEQ, keys[i]);
+		Oid			type = index->rd_opcintype[i];
+
+		if (type != TEXTOID && type != INT4OID)
+			elog(ERROR, "key column %d of index \"%s\" is neither text nor integer",
+				 i + 1, RelationGetRelationName(index));
+		ScanKeyInit(&key[i], i + 1, BTEqualStrategyNumber,
+					type == TEXTOID ? F_TEXTEQ : F_INT4EQ, keys[i]);
 		key[i].sk_collation = index->rd_indcollation[i];
 	}
 	scan = index_beginscan(rel, index, GetActiveSnapshot(), nkeys, 0);

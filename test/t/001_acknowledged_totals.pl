@@ -309,7 +309,7 @@ SELECT user_id,
        revision,
        state->>'balance',
        coalesce((dc_get_state(mall_id, user_id)->>'revision'), 'NULL'),
-       coalesce((dc_get_state(mall_id, user_id)->>'balance'), 'NULL')
+       coalesce((dc_get_state(mall_id, user_id)-> 'state' ->>'balance'), 'NULL')
   FROM durable_cluster.entity_state
  WHERE mall_id = '$mall'
  ORDER BY user_id});

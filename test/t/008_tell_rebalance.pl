@@ -81,7 +81,7 @@ UPDATE durable_cluster.settings SET map_version = map_version + 1;
 COMMIT});
 $holder->quit;
 ($ok) = DurableClusterLoad::poll_until($node, q{
-SELECT coalesce((dc_get_state('tellm', 'fenced') ->> 'logged_in')::boolean, false)},
+SELECT coalesce((dc_get_state('tellm', 'fenced') -> 'state' ->> 'logged_in')::boolean, false)},
 	timeout => 60);
 ok($ok, 'the tell fenced after it returned was forwarded and applied');
 is($node->safe_psql('postgres', q{SELECT dc_get_state('tellm', 'fenced') -> 'revision'}),

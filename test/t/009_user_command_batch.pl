@@ -97,11 +97,11 @@ is($node->safe_psql('postgres',
 	'4 1', 'the four commands were one batch');
 
 is($node->safe_psql('postgres', q{
-SELECT concat_ws(' ', s ->> 'email', s ->> 'login_count', s ->> 'revision')
-  FROM dc_get_state('batch', 'u1') s}),
+SELECT concat_ws(' ', r #>> '{state,email}', r #>> '{state,login_count}', r ->> 'revision')
+  FROM dc_get_state('batch', 'u1') r}),
 	'u1@example.com 1 2', 'u1: the good set_email and the login applied, the failed one not');
 is($node->safe_psql('postgres', qq{
-SELECT concat_ws(' ', s ->> 'email', s ->> 'revision') FROM dc_get_state('batch', '$other') s}),
+SELECT concat_ws(' ', r #>> '{state,email}', r ->> 'revision') FROM dc_get_state('batch', '$other') r}),
 	'other@example.com 1', "$other: its command in the same batch applied");
 is($node->safe_psql('postgres', q{SELECT string_agg(email, ',' ORDER BY email) FROM audit}),
 	'other@example.com,u1@example.com',

@@ -128,10 +128,10 @@ SELECT count(*) FILTER (WHERE status = 'completed') > 0
   FROM dc_sagas}),
 		't', "$when: transfers to the vault, and only those, were compensated");
 	is($node->safe_psql('postgres',
-		q{SELECT dc_get_state('bank', 'vault') ->> 'balance'}),
+		q{SELECT dc_get_state('bank', 'vault') -> 'state' ->> 'balance'}),
 		'9999999999999999.99', "$when: the vault's balance did not change");
 	my $balances = qq{
-SELECT g AS acct, (dc_get_state('bank', 'acct' || g) ->> 'balance')::numeric AS balance
+SELECT g AS acct, (dc_get_state('bank', 'acct' || g) -> 'state' ->> 'balance')::numeric AS balance
   FROM generate_series(1, $accounts) g};
 	my $log = slurp_file($node->logfile);
 	my $resumed = () = $log =~ /durable_cluster: saga \d+ resumed/g;
@@ -231,7 +231,7 @@ SELECT step || ' ' || status FROM dc_sagas WHERE from_mall = 'crash'},
 	expected => 'added completed', timeout => 60);
 ok($ok, 'after the crash restart the saga worker completed the saga');
 is($node->safe_psql('postgres', qq{
-SELECT (dc_get_state('crash', 'src') ->> 'balance') || ' ' || (dc_get_state('crash', '$dst') ->> 'balance')}),
+SELECT (dc_get_state('crash', 'src') -> 'state' ->> 'balance') || ' ' || (dc_get_state('crash', '$dst') -> 'state' ->> 'balance')}),
 	'30.00 20.00', 'the amount left the source once and reached the target once');
 like(slurp_file($node->logfile, $log_offset), qr/saga \d+ resumed at step deducted/,
 	'the saga worker logged the saga it resumed');

@@ -69,7 +69,7 @@ SELECT count(DISTINCT split_part(r ->> 'node', '\@', 2))
 	is($nodes, 3, 'through ' . $server->name . ': commands were applied by nodes of all three servers');
 }
 is($c->safe_psql('postgres', q{
-SELECT sum((dc_get_state('everywhere', 'u' || g) ->> 'balance')::numeric) FROM generate_series(1, 60) g}),
+SELECT sum((dc_get_state('everywhere', 'u' || g) -> 'state' ->> 'balance')::numeric) FROM generate_series(1, 60) g}),
 	'180.00', 'dc_get_state on a node server reads the store: three commands per entity');
 is($store->safe_psql('postgres', q{
 SELECT sum(revision) FROM durable_cluster.entity_state WHERE mall_id = 'everywhere'}),
@@ -98,9 +98,9 @@ like($c->safe_psql('postgres', q{SELECT dc_transfer('everywhere', 'u2', 'everywh
 	qr/"status": "completed"/, 'a transfer through c completes');
 is($store->safe_psql('postgres', q{
 SELECT step || ' ' || status || ' ' || amount FROM dc_sagas WHERE from_user = 'u2'}),
-	'added completed 1.5', 'its saga is recorded in the store');
+	'added completed 1.50', 'its saga is recorded in the store');
 is($c->safe_psql('postgres', q{
-SELECT (dc_get_state('everywhere', 'u2') ->> 'balance') || ' ' || (dc_get_state('everywhere', 'u3') ->> 'balance')}),
+SELECT (dc_get_state('everywhere', 'u2') -> 'state' ->> 'balance') || ' ' || (dc_get_state('everywhere', 'u3') -> 'state' ->> 'balance')}),
 	'1.50 4.50', 'and the amount moved once');
 
 # 2. writers through all three servers
@@ -174,7 +174,7 @@ UPDATE durable_cluster.settings SET map_version = map_version + 1;
 COMMIT});
 $holder->quit;
 ($ok) = DurableClusterLoad::poll_until($store, qq{
-SELECT coalesce((dc_get_state('fenced', '$fenced_user') ->> 'logged_in')::boolean, false)},
+SELECT coalesce((dc_get_state('fenced', '$fenced_user') -> 'state' ->> 'logged_in')::boolean, false)},
 	timeout => 60);
 ok($ok, 'the fenced tell was forwarded to the node of c and applied');
 is($store->safe_psql('postgres', qq{SELECT dc_get_state('fenced', '$fenced_user') -> 'revision'}),

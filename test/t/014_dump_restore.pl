@@ -84,7 +84,7 @@ SELECT dc_send_command('m1', 'u7', 'add_balance', '{"amount": 7, "command_id": "
 is($new->safe_psql('postgres', q{
 SELECT dc_send_command('m1', 'u7', 'add_balance', '{"amount": 1}') -> 'state' ->> 'balance'}),
 	'8.00', 'a new command goes on from the restored state');
-is($new->safe_psql('postgres', q{SELECT dc_get_state('m1', 'u1') ->> 'nickname'}),
+is($new->safe_psql('postgres', q{SELECT dc_get_state('m1', 'u1') -> 'state' ->> 'nickname'}),
 	'ann', 'dc_get_state reads restored states');
 
 $new->stop;

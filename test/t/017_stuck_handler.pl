@@ -61,7 +61,7 @@ my $took = time - $t0;
 isnt($ret, 0, 'the command of a handler that never returns fails');
 like($err, qr/did not answer within/, 'its node gave up waiting for the store');
 cmp_ok($took, '<', 3, "it failed well before failure_timeout (took ${took}s)");
-is($node->safe_psql('postgres', q{SELECT dc_get_state('m', 'stuck-1')}), '',
+is($node->safe_psql('postgres', q{SELECT dc_get_state('m', 'stuck-1') ->> 'revision'}), '0',
 	'nothing was applied');
 
 ok(DurableClusterLoad::poll_until($node, q{
@@ -82,7 +82,7 @@ like($err, qr/statement timeout|canceling statement/, 'a handler that sleeps too
 	q{SELECT dc_send_command('m', 'sleepy-1', 'sleepy')},
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 like($err, qr/ERROR:  57014:/, 'with 57014');
-is($node->safe_psql('postgres', q{SELECT dc_get_state('m', 'sleepy-1')}), '',
+is($node->safe_psql('postgres', q{SELECT dc_get_state('m', 'sleepy-1') ->> 'revision'}), '0',
 	'and nothing was applied');
 
 # several stuck commands at once, while the owner is asked to leave
