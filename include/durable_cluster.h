@@ -42,6 +42,7 @@ extern char *dc_database;
 extern char *dc_store;
 extern char *dc_advertise_address;
 extern int	dc_nodes;
+extern int	dc_at_commit_retention_ms;
 extern int	dc_max_nodes;
 extern int	dc_ask_timeout_ms;
 extern int	dc_heartbeat_interval_ms;

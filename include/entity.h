@@ -42,6 +42,8 @@ typedef struct DcEntityState
 
 /* command ids of the steps of a transfer (saga.c); clients may not use them */
 #define DC_SAGA_ID_PREFIX		"saga-"
+/* command ids made for commands sent at commit (at_commit.c); likewise */
+#define DC_AT_COMMIT_ID_PREFIX	"commit-"
 
 /* A user-defined command's payload travels in the request slot. */
 #define DC_MAX_PAYLOAD_BYTES	2048

@@ -132,6 +132,8 @@ extern DcShared *dc_shared;
 extern Size dc_shmem_size(void);
 extern void dc_shmem_init(void);
 
+extern void dc_mark_cluster_role_ready(void);
+
 /* node slots */
 extern int	dc_node_slot_claim(const char *name, const char *roles);
 extern void dc_node_slot_release(int node);

@@ -732,6 +732,45 @@ AS 'MODULE_PATHNAME', 'dc_transfer' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION dc_transfer(text, text, text, text, numeric) IS
     'move amount from one entity''s balance to another''s: deduct, add, refund if the add is rejected';
 
+-- Commands sent with dc_send_command_at_commit (at_commit.c): written in
+-- their caller's transaction, sent on by this server's saga worker after
+-- it committed, and kept with their outcome for at_commit_retention.
+CREATE TABLE durable_cluster.pending_commands (
+    id           bigint PRIMARY KEY,
+    mall_id      text NOT NULL,
+    user_id      text NOT NULL,
+    command      text NOT NULL,
+    payload      jsonb NOT NULL,
+    command_id   text NOT NULL,
+    role_name    text NOT NULL,          -- who sent it: it is sent on as them
+    submitted_at timestamptz NOT NULL DEFAULT now(),
+    status       text NOT NULL DEFAULT 'pending'
+                 CHECK (status IN ('pending', 'done', 'failed')),
+    reply        jsonb,                  -- done: the node's reply
+    sqlstate     text,                   -- failed: the error
+    message      text,
+    done_at      timestamptz,
+    UNIQUE (mall_id, user_id, command_id)
+);
+CREATE SEQUENCE durable_cluster.pending_commands_id_seq OWNED BY durable_cluster.pending_commands.id;
+CREATE INDEX pending_commands_pending ON durable_cluster.pending_commands (id)
+    WHERE status = 'pending';
+CREATE INDEX pending_commands_done ON durable_cluster.pending_commands (done_at)
+    WHERE status <> 'pending';
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.pending_commands', '');
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.pending_commands_id_seq', '');
+
+CREATE FUNCTION dc_send_command_at_commit(mall_id text, user_id text, command text,
+                                          payload jsonb DEFAULT '{}') RETURNS text
+AS 'MODULE_PATHNAME', 'dc_send_command_at_commit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION dc_send_command_at_commit(text, text, text, jsonb) IS
+    'a command applied once after the calling transaction commits, never if it rolls back; returns its command_id';
+
+CREATE FUNCTION dc_command_outcome(mall_id text, user_id text, command_id text) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'dc_command_outcome' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION dc_command_outcome(text, text, text) IS
+    'status (pending, done, failed), reply or error of a command sent with dc_send_command_at_commit';
+
 CREATE VIEW dc_sagas AS
 SELECT saga_id, from_mall, from_user, to_mall, to_user, amount, step, status,
        created_at, updated_at
@@ -748,6 +787,8 @@ REVOKE ALL ON FUNCTION dc_send_command(text, text, text, jsonb),
                        dc_tell(text, text, text, jsonb),
                        dc_get_state(text, text),
                        dc_transfer(text, text, text, text, numeric),
+                       dc_send_command_at_commit(text, text, text, jsonb),
+                       dc_command_outcome(text, text, text),
                        dc_cluster_status() FROM PUBLIC;
 
 GRANT USAGE ON SCHEMA durable_cluster TO dc_cluster;
@@ -756,6 +797,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE
       durable_cluster.command_log, durable_cluster.sagas TO dc_cluster;
 GRANT SELECT, UPDATE ON durable_cluster.settings TO dc_cluster;
 GRANT SELECT ON durable_cluster.commands, durable_cluster.tenant_grants TO dc_cluster;
+GRANT SELECT, UPDATE, DELETE ON durable_cluster.pending_commands TO dc_cluster;
 GRANT USAGE, SELECT ON SEQUENCE durable_cluster.command_log_seq, durable_cluster.saga_seq
    TO dc_cluster;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA durable_cluster TO dc_cluster;
@@ -766,6 +808,8 @@ GRANT EXECUTE ON FUNCTION dc_send_command(text, text, text, jsonb),
                           dc_tell(text, text, text, jsonb),
                           dc_get_state(text, text),
                           dc_transfer(text, text, text, text, numeric),
+                          dc_send_command_at_commit(text, text, text, jsonb),
+                          dc_command_outcome(text, text, text),
                           dc_cluster_status() TO dc_client;
 -- what the views call runs with their reader's privileges
 GRANT EXECUTE ON FUNCTION durable_cluster.shard_ranges(text),

@@ -23,6 +23,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/guc.h"
 
 #include "durable_cluster.h"
@@ -41,6 +42,7 @@ int			dc_failure_timeout_ms = 5000;
 int			dc_command_timeout_ms = 1000;
 int			dc_passivate_idle_after_ms = 30 * 60 * 1000;
 int			dc_max_entities_per_node = 100000;
+int			dc_at_commit_retention_ms = 24 * 60 * 60 * 1000;
 
 bool		dc_preloaded = false;
 
@@ -191,6 +193,15 @@ define_settings(void)
 							100000, 1, INT_MAX,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("durable_cluster.at_commit_retention",
+							"How long the outcome of a command sent with dc_send_command_at_commit is kept.",
+							"dc_command_outcome() answers for it until then; the saga worker removes it afterwards.",
+							&dc_at_commit_retention_ms,
+							24 * 60 * 60 * 1000, 1000, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("durable_cluster");
@@ -354,6 +365,14 @@ dc_check_usable(void)
 							dc_database, here ? here : "?"));
 		database_checked = true;
 	}
+
+	/*
+	 * On a server without nodes nobody else tells the saga worker that
+	 * dc_cluster exists (CREATE EXTENSION made it); a command sent at
+	 * commit here needs that worker.
+	 */
+	if (!dc_shared->cluster_role_ready && OidIsValid(get_role_oid(DC_CLUSTER_ROLE, true)))
+		dc_mark_cluster_role_ready();
 }
 
 /*

@@ -287,13 +287,22 @@ parse_command_id(const char *command, Jsonb *payload, char *out)
 				errmsg("\"command_id\" of command \"%s\" is %d bytes long; the limit is %d bytes",
 					   command, v->val.string.len, DC_MAX_ID_BYTES));
 	dc_check_text(v->val.string.val, v->val.string.len, "command_id");
-	/* a client could otherwise answer a transfer's step in advance */
+	/*
+	 * A client could otherwise answer a transfer's step, or a command sent
+	 * at commit, in advance.
+	 */
 	if (v->val.string.len >= strlen(DC_SAGA_ID_PREFIX) &&
 		memcmp(v->val.string.val, DC_SAGA_ID_PREFIX, strlen(DC_SAGA_ID_PREFIX)) == 0)
 		ereport(ERROR,
 				errcode(ERRCODE_RESERVED_NAME),
 				errmsg("command ids starting with \"%s\" are reserved for the steps of dc_transfer",
 					   DC_SAGA_ID_PREFIX));
+	if (v->val.string.len >= strlen(DC_AT_COMMIT_ID_PREFIX) &&
+		memcmp(v->val.string.val, DC_AT_COMMIT_ID_PREFIX, strlen(DC_AT_COMMIT_ID_PREFIX)) == 0)
+		ereport(ERROR,
+				errcode(ERRCODE_RESERVED_NAME),
+				errmsg("command ids starting with \"%s\" are reserved for commands sent with dc_send_command_at_commit",
+					   DC_AT_COMMIT_ID_PREFIX));
 	memcpy(out, v->val.string.val, v->val.string.len);
 	out[v->val.string.len] = '\0';
 }

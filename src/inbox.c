@@ -392,6 +392,23 @@ give_up(int slot)
 }
 
 /*
+ * dc_cluster exists on this server: the saga worker, which waits for
+ * that before it logs in as it, may go on.
+ */
+void
+dc_mark_cluster_role_ready(void)
+{
+	Latch	   *saga_latch;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	dc_shared->cluster_role_ready = true;
+	saga_latch = dc_shared->saga_latch;
+	SpinLockRelease(&dc_shared->mutex);
+	if (saga_latch)
+		SetLatch(saga_latch);
+}
+
+/*
  * The caller gives up on its slot.  Returns the state it was in: QUEUED means
  * the command will not be applied, TAKEN means its outcome is unknown.
  */

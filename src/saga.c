@@ -51,6 +51,7 @@
 #include "utils/snapmgr.h"
 
 #include "api.h"
+#include "at_commit.h"
 #include "durable_cluster.h"
 #include "entity.h"
 #include "forward.h"
@@ -604,7 +605,9 @@ dc_saga_worker_main(Datum main_arg)
 	 * worker's queries name everything they use.  Until a node of this
 	 * server has seen that role in the catalog, it may not exist yet
 	 * (CREATE EXTENSION makes it): wait, rather than fail and be
-	 * restarted.  The node sets our latch then.
+	 * restarted.  A node sets our latch then, or, on a server without
+	 * nodes, the first backend that calls a function of the API
+	 * (dc_check_usable).
 	 */
 	while (!dc_shared->cluster_role_ready)
 	{
@@ -638,6 +641,7 @@ dc_saga_worker_main(Datum main_arg)
 		PG_TRY();
 		{
 			recover_sagas(round_context);
+			dc_at_commit_round(round_context);
 		}
 		PG_CATCH();
 		{

@@ -150,16 +150,9 @@ cluster_role_exists(void)
 void
 dc_store_note_cluster_role(void)
 {
-	Latch	   *saga_latch;
-
 	if (dc_shared->cluster_role_ready || !cluster_role_exists())
 		return;
-	SpinLockAcquire(&dc_shared->mutex);
-	dc_shared->cluster_role_ready = true;
-	saga_latch = dc_shared->saga_latch;
-	SpinLockRelease(&dc_shared->mutex);
-	if (saga_latch)
-		SetLatch(saga_latch);
+	dc_mark_cluster_role_ready();
 }
 
 /*

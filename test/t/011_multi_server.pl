@@ -102,6 +102,17 @@ SELECT step || ' ' || status || ' ' || amount FROM dc_sagas WHERE from_user = 'u
 is($c->safe_psql('postgres', q{
 SELECT (dc_get_state('everywhere', 'u2') -> 'state' ->> 'balance') || ' ' || (dc_get_state('everywhere', 'u3') -> 'state' ->> 'balance')}),
 	'1.50 4.50', 'and the amount moved once');
+# a command sent at commit on a node server: recorded and sent on there,
+# applied by whichever server's node owns the entity
+is($b->safe_psql('postgres', q{
+BEGIN;
+SELECT dc_send_command_at_commit('everywhere', 'u4', 'add_balance', '{"amount": "2.25", "command_id": "b-commit"}');
+COMMIT;}), 'b-commit', 'a command sent at commit through b');
+ok(DurableClusterLoad::poll_until($b,
+		q{SELECT dc_command_outcome('everywhere', 'u4', 'b-commit') ->> 'status'}, expected => 'done'),
+	'b sent it on');
+is($store->safe_psql('postgres', q{SELECT dc_get_state('everywhere', 'u4') #>> '{state,balance}'}),
+	'5.25', 'and it was applied once');
 
 # 2. writers through all three servers
 my %load_opts = (clients => 2, entities => 40, retry => 1, pause_ms => 2);

@@ -58,6 +58,8 @@ BEGIN
             WHEN 'send' THEN PERFORM dc_send_command(a[1], a[2], a[3], a[4]::jsonb);
             WHEN 'tell' THEN PERFORM dc_tell(a[1], a[2], a[3], a[4]::jsonb);
             WHEN 'get_state' THEN PERFORM dc_get_state(a[1], a[2]);
+            WHEN 'at_commit' THEN PERFORM dc_send_command_at_commit(a[1], a[2], a[3], a[4]::jsonb);
+            WHEN 'outcome' THEN PERFORM dc_command_outcome(a[1], a[2], a[3]);
             WHEN 'transfer' THEN PERFORM dc_transfer(a[1], a[2], a[3], a[4], a[5]::numeric);
             WHEN 'shard_id' THEN PERFORM dc_shard_id(a[1], a[2], a[3]::int);
             WHEN 'hashcode' THEN PERFORM dc_java_hashcode(a[1]);
@@ -180,9 +182,14 @@ for my $i (1 .. $calls)
 		@args = (an_id(), '{}', a_command(), a_command(), a_payload());
 		$args[0] = pick('5', '-1', undef, 'x') if $fn eq 'set_shards';
 	}
-	elsif ($f < 0.45)
+	elsif ($f < 0.40)
 	{
 		$fn = 'send';
+		@args = (an_id(), an_id(), a_command(), a_payload());
+	}
+	elsif ($f < 0.45)
+	{
+		$fn = 'at_commit';
 		@args = (an_id(), an_id(), a_command(), a_payload());
 	}
 	elsif ($f < 0.60)
@@ -190,10 +197,15 @@ for my $i (1 .. $calls)
 		$fn = 'tell';
 		@args = (an_id(), an_id(), a_command(), a_payload());
 	}
-	elsif ($f < 0.72)
+	elsif ($f < 0.69)
 	{
 		$fn = 'get_state';
 		@args = (an_id(), an_id());
+	}
+	elsif ($f < 0.72)
+	{
+		$fn = 'outcome';
+		@args = (an_id(), an_id(), an_id());
 	}
 	elsif ($f < 0.88)
 	{
@@ -244,13 +256,13 @@ SELECT count(*) FROM fuzz_results
    AND outcome <> '42501'}),
 	'0', 'administration and internal functions were refused to the client (42501)');
 cmp_ok($node->safe_psql('postgres', q{
-SELECT count(*) FROM fuzz_results WHERE outcome = 'ok' AND fn IN ('send', 'tell', 'transfer')}),
+SELECT count(*) FROM fuzz_results WHERE outcome = 'ok' AND fn IN ('send', 'tell', 'transfer', 'at_commit')}),
 	'>', 50, 'some fuzzed commands were valid and accepted');
 
 is($node->safe_psql('postgres', q{
 SELECT count(*) FROM durable_cluster.entity_state e
  WHERE NOT EXISTS (SELECT FROM fuzz_results r
-                    WHERE r.outcome = 'ok' AND r.fn IN ('send', 'tell', 'transfer')
+                    WHERE r.outcome = 'ok' AND r.fn IN ('send', 'tell', 'transfer', 'at_commit')
                       AND ((r.mall = e.mall_id AND r.usr = e.user_id)
                            OR (r.mall2 = e.mall_id AND r.usr2 = e.user_id)))}),
 	'0', 'every stored entity was named by an accepted call: rejected calls changed nothing');
@@ -259,6 +271,11 @@ SELECT count(*) FROM durable_cluster.entity_state
  WHERE (state ->> 'balance')::numeric < 0 OR revision < 1}),
 	'0', 'no balance is negative, no revision below 1');
 
+# the commands sent at commit were all taken up: none is left pending
+ok(DurableClusterLoad::poll_until($node, q{
+SELECT count(*) FROM durable_cluster.pending_commands WHERE status = 'pending'},
+		expected => '0', timeout => 60),
+	'every accepted command sent at commit was sent on');
 is($node->safe_psql('postgres', $pids_query), $pids_before,
 	'the nodes are the same processes as before');
 ok(DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query(2), timeout => 30),
