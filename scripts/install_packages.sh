@@ -37,7 +37,13 @@ packages=(
 	nftables
 	iptables
 	libnetfilter-queue-dev
+	# the client examples (examples/): PgJDBC and psycopg2 from Debian
+	libpostgresql-jdbc-java
+	python3-psycopg2
 )
+# Node.js and a JDK only when there is none: a machine may have its own
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+command -v java >/dev/null 2>&1 || packages+=(default-jdk-headless)
 
 missing=()
 for p in "${packages[@]}"; do

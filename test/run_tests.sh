@@ -8,8 +8,9 @@
 # runs the whole suite -- the
 # pg_regress tests (sql/*.sql against expected/*.out) and the TAP tests
 # (test/t/*.pl) -- through "make installcheck" against a throw-away server
-# made by Debian's pg_virtualenv with durable_cluster preloaded.  Last, it
-# checks docker/docker-compose.yml with "docker-compose config" (no Docker
+# made by Debian's pg_virtualenv with durable_cluster preloaded, and then the
+# client examples (examples/run.sh: Node.js, Java, Python) against that
+# server.  Last, it checks docker/docker-compose.yml with "docker-compose config" (no Docker
 # engine needed; the TAP test 011 runs that topology without containers).
 #
 # Why it is shaped like this:
@@ -163,6 +164,19 @@ inside_virtualenv()
 		done
 	fi
 
+	# ---- client examples ----
+	# Node.js, Java and Python programs run the tutorial through their
+	# drivers against this server, as an application role over TCP, so a
+	# driver-level regression fails the suite (examples/run.sh).
+	say "running the client examples (examples/run.sh)"
+	rc=0
+	bash examples/run.sh 2>&1 | tee examples.out || rc=$?
+	echo "$rc" > examples.rc
+	if [ "$rc" -ne 0 ]; then
+		say "client examples FAILED (exit status $rc)"
+		show_server_log "$server_log"
+	fi
+
 	# The verdict is in the .rc files; a non-zero exit here would only make
 	# pg_virtualenv print its own copy of the server log tail.
 	return 0
@@ -311,6 +325,7 @@ tar -C "$srcdir" -cf - \
 	--exclude=./results \
 	--exclude=./tmp_check \
 	--exclude=./log \
+	--exclude=./examples/node/node_modules \
 	--exclude=./regression.diffs \
 	--exclude=./regression.out \
 	. | tar -C "$workdir" -xf -
@@ -354,6 +369,7 @@ docker-compose -f "$srcdir/docker/docker-compose.yml" config -q || compose_rc=$?
 
 regress_rc=$(cat "$workdir/pg_regress.rc" 2>/dev/null || echo missing)
 tap_rc=$(cat "$workdir/tap.rc" 2>/dev/null || echo missing)
+examples_rc=$(cat "$workdir/examples.rc" 2>/dev/null || echo missing)
 
 # The closing words of each tool, if it got that far.
 regress_line=$(grep -E '^ *(All [0-9]+ tests passed|[0-9]+ of [0-9]+ tests failed)' "$workdir/pg_regress.out" 2>/dev/null | tail -n 1 | sed -e 's/^ *//' -e 's/ *$//') || true
@@ -376,6 +392,11 @@ else
 	say "TAP:        FAIL (exit status $tap_rc) ${tap_result_line:+($tap_result_line)}"
 fi
 
+if [ "$examples_rc" = 0 ]; then
+	say "examples:   PASS (Node.js, Java, Python)"
+else
+	say "examples:   FAIL (exit status $examples_rc) $(grep -E '^examples: FAILED' "$workdir/examples.out" 2>/dev/null)"
+fi
 if [ "$compose_rc" = 0 ]; then
 	say "compose:    PASS (docker-compose config)"
 else
@@ -385,7 +406,8 @@ fi
 if [ "${DC_KEEP_TMP:-}" = 1 ]; then
 	say "kept $workdir (results/, tmp_check/log/) as asked by DC_KEEP_TMP=1"
 fi
-if [ "$rc" -eq 0 ] && [ "$regress_rc" = 0 ] && [ "$tap_rc" = 0 ] && [ "$compose_rc" = 0 ]; then
+if [ "$rc" -eq 0 ] && [ "$regress_rc" = 0 ] && [ "$tap_rc" = 0 ] && [ "$examples_rc" = 0 ] \
+	&& [ "$compose_rc" = 0 ]; then
 	echo "Result: PASS"
 	exit 0
 fi
