@@ -265,6 +265,16 @@ parse_amount(const char *command, Jsonb *payload)
 	return cents;
 }
 
+/* command id prefixes of the extension's own commands, and whose they are */
+static const struct
+{
+	const char *prefix;
+	const char *owner;
+}			reserved_ids[] = {
+	{DC_SAGA_ID_PREFIX, "the steps of dc_transfer"},
+	{DC_AT_COMMIT_ID_PREFIX, "commands sent with dc_send_command_at_commit"},
+};
+
 /* The optional "command_id" of any command: a string of 1 to 255 bytes. */
 static void
 parse_command_id(const char *command, Jsonb *payload, char *out)
@@ -291,18 +301,16 @@ parse_command_id(const char *command, Jsonb *payload, char *out)
 	 * A client could otherwise answer a transfer's step, or a command sent
 	 * at commit, in advance.
 	 */
-	if (v->val.string.len >= strlen(DC_SAGA_ID_PREFIX) &&
-		memcmp(v->val.string.val, DC_SAGA_ID_PREFIX, strlen(DC_SAGA_ID_PREFIX)) == 0)
-		ereport(ERROR,
-				errcode(ERRCODE_RESERVED_NAME),
-				errmsg("command ids starting with \"%s\" are reserved for the steps of dc_transfer",
-					   DC_SAGA_ID_PREFIX));
-	if (v->val.string.len >= strlen(DC_AT_COMMIT_ID_PREFIX) &&
-		memcmp(v->val.string.val, DC_AT_COMMIT_ID_PREFIX, strlen(DC_AT_COMMIT_ID_PREFIX)) == 0)
-		ereport(ERROR,
-				errcode(ERRCODE_RESERVED_NAME),
-				errmsg("command ids starting with \"%s\" are reserved for commands sent with dc_send_command_at_commit",
-					   DC_AT_COMMIT_ID_PREFIX));
+	for (int i = 0; i < lengthof(reserved_ids); i++)
+	{
+		size_t		len = strlen(reserved_ids[i].prefix);
+
+		if (v->val.string.len >= len && memcmp(v->val.string.val, reserved_ids[i].prefix, len) == 0)
+			ereport(ERROR,
+					errcode(ERRCODE_RESERVED_NAME),
+					errmsg("command ids starting with \"%s\" are reserved for %s",
+						   reserved_ids[i].prefix, reserved_ids[i].owner));
+	}
 	memcpy(out, v->val.string.val, v->val.string.len);
 	out[v->val.string.len] = '\0';
 }

@@ -4,7 +4,8 @@
 #     and the saga worker: a WARNING at start that says how many are
 #     needed, the saga worker still runs (it is registered first), and
 #     dc_cluster_status() names the nodes that do not.  More nodes than
-#     max_nodes: the server refuses to start, with a hint.
+#     max_nodes: the server refuses to start, with a hint.  An ask_timeout
+#     that cannot ride through a failover: a WARNING at start and reload.
 #
 
 use strict;
@@ -40,6 +41,36 @@ my $missing = $node->safe_psql('postgres', q{SELECT dc_cluster_status() -> 'miss
 like($missing, qr/"node-4"/, "dc_cluster_status() lists the nodes that do not run: $missing");
 unlike($missing, qr/sagas/, 'the saga worker runs: it is registered first');
 $node->stop;
+
+# an ask_timeout that cannot ride through a failover: a WARNING at start
+# and again at a reload that keeps it so
+my $short = PostgreSQL::Test::Cluster->new('short_ask');
+$short->init;
+$short->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'durable_cluster'
+durable_cluster.nodes = 1
+durable_cluster.ask_timeout = '3s'
+});
+$short->start;
+$log = slurp_file($short->logfile);
+like($log, qr/WARNING:  durable_cluster.ask_timeout \(3000 ms\) is not longer than a failover \(failure_timeout \+ 2 \* heartbeat_interval = 7000 ms\)/,
+	'an ask_timeout shorter than a failover: a WARNING at start');
+like($log, qr/HINT:  Set durable_cluster.ask_timeout above 7000 ms/, 'with what to set');
+$short->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
+my $offset = -s $short->logfile;
+$short->append_conf('postgresql.conf', "durable_cluster.failure_timeout = '10s'\n");
+$short->reload;
+ok(DurableClusterLoad::poll_until($short, q{SELECT 1}, expected => '1'), 'reloaded');
+my $deadline = time + 30;
+until (slurp_file($short->logfile, $offset) =~ /is not longer than a failover \(failure_timeout \+ 2 \* heartbeat_interval = 12000 ms\)/
+	  || time > $deadline)
+{
+	sleep 1;
+}
+like(slurp_file($short->logfile, $offset),
+	qr/is not longer than a failover \(failure_timeout \+ 2 \* heartbeat_interval = 12000 ms\)/,
+	'and again after a reload, by the saga worker');
+$short->stop;
 
 my $bad = PostgreSQL::Test::Cluster->new('too_many_nodes');
 $bad->init;

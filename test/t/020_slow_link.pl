@@ -127,16 +127,8 @@ my $incarnations = q{
 SELECT string_agg(name || ':' || incarnation, ',' ORDER BY name) FROM dc_members};
 my $before = $store->safe_psql('postgres', $incarnations);
 
-sub run_for
-{
-	my ($seconds) = @_;
-	my $since = $store->safe_psql('postgres', 'SELECT clock_timestamp()');
-	return DurableClusterLoad::poll_until($store, qq{
-SELECT clock_timestamp() > '$since'::timestamptz + interval '$seconds seconds'},
-		timeout => 2 * $seconds);
-}
 
-ok(run_for(15), 'idle for 15 s');
+ok(DurableClusterLoad::run_for($store, 15), 'idle for 15 s');
 is($store->safe_psql('postgres', $incarnations), $before,
 	'idle: no member was declared down (incarnations unchanged)');
 
@@ -145,7 +137,7 @@ my $load = DurableClusterLoad->start($b, name => 'slow', clients => 2, entities 
 ok(DurableClusterLoad::poll_until($store, q{
 SELECT coalesce(sum(revision), 0) >= 40 FROM durable_cluster.entity_state
  WHERE mall_id = 'mall_slow'}, timeout => 60), 'writers through the slow server are under way');
-ok(run_for(15), 'under load for 15 s');
+ok(DurableClusterLoad::run_for($store, 15), 'under load for 15 s');
 $load->stop;
 is($store->safe_psql('postgres', $incarnations), $before,
 	'under load: no member was declared down (incarnations unchanged)');

@@ -120,15 +120,6 @@ is(scalar @b_members, 2, "b's two nodes are members (@b_members)");
 my $incarnations = q{
 SELECT string_agg(name || ':' || incarnation, ',' ORDER BY name) FROM dc_members};
 
-# seconds of the store's clock, so that waits do not depend on ours
-sub run_for
-{
-	my ($seconds) = @_;
-	my $since = $store->safe_psql('postgres', 'SELECT clock_timestamp()');
-	return DurableClusterLoad::poll_until($store, qq{
-SELECT clock_timestamp() > '$since'::timestamptz + interval '$seconds seconds'},
-		timeout => 3 * $seconds);
-}
 
 my @loads = (
 	DurableClusterLoad->start($server_a, name => 'net_a', clients => 2, entities => 40,
@@ -145,7 +136,7 @@ my $delay_ms = $failure_timeout * 1000 / 4;
 my $before = $store->safe_psql('postgres', $incarnations);
 my @stored_before = map { $_->stored_commands } @loads;
 lab("fault b delay $delay_ms");
-ok(run_for(20), "b's link $delay_ms ms slower each way for 20 s");
+ok(DurableClusterLoad::run_for($store, 20), "b's link $delay_ms ms slower each way for 20 s");
 is($store->safe_psql('postgres', $incarnations), $before,
 	'slow link: no member was declared down (incarnations unchanged)');
 for my $i (0 .. $#loads)
@@ -177,7 +168,7 @@ sub recovered
 
 # ---- loss ----
 lab('fault b loss 30');
-ok(run_for(10), "30 % of b's packets lost for 10 s");
+ok(DurableClusterLoad::run_for($store, 10), "30 % of b's packets lost for 10 s");
 lab('heal b');
 my $loss_recovery = recovered('30 % loss');
 

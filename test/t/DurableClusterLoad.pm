@@ -700,6 +700,17 @@ sub poll_until
 	return wantarray ? (0, time - $start, $out) : 0;
 }
 
+# Let $seconds pass on $node's clock (so that waits do not depend on
+# ours); true once they have.
+sub run_for
+{
+	my ($node, $seconds) = @_;
+	my $since = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
+	return scalar poll_until($node, qq{
+SELECT clock_timestamp() > '$since'::timestamptz + interval '$seconds seconds'},
+		timeout => 3 * $seconds);
+}
+
 # SQL that is true when $n members are up, all shards are owned by up
 # members and shard counts of up members differ by at most one.
 sub balanced_query
