@@ -50,7 +50,7 @@ bench_server_start()
 	rm -rf "$BENCH_DIR"
 	mkdir -p "$BENCH_DIR"
 	[ "$(id -u)" -ne 0 ] || chown postgres "$BENCH_DIR"
-	bench_initdb_start "$BENCH_DIR" "$BENCH_PORT" "max_connections = 100
+	bench_initdb_start "$BENCH_DIR" "$BENCH_PORT" "max_connections = ${BENCH_MAX_CONNECTIONS:-100}
 shared_buffers = 512MB"
 	trap bench_server_stop EXIT
 	sql "CREATE EXTENSION durable_cluster"

@@ -1,43 +1,66 @@
 #!/usr/bin/env bash
 #
 # bench/throughput.sh
-#     durable_cluster against plain SQL, in one run on one throw-away server.
+#     durable_cluster against what an application would write instead, in
+#     one run on one throw-away server (synchronous_commit = on, the
+#     extension preloaded with its default 3 nodes, the same settings for
+#     every case).
 #
-# The server has synchronous_commit = on and the extension preloaded with
-# its default 3 nodes; the same settings serve every case.  It loads
-# $ENTITIES (default 100,000) entities, stored both in the extension's
-# durable_cluster.entity_state and in a plain table bench_state of the same
-# shape, then runs pgbench (-M prepared, $CLIENTS clients, default 16,
-# $DURATION seconds, default 20) for each case, keys drawn uniformly:
+# Contenders, for add_balance on $ENTITIES (default 100,000) entities,
+# keys drawn uniformly by pgbench (-M prepared):
 #
-#   1  write baseline: INSERT ... ON CONFLICT DO UPDATE doing what login does
-#   2  dc_send_command(m, u, 'login')
-#   3  read baseline: primary-key SELECT of the state
-#   4  dc_get_state(m, u)
-#   5  dc_send_command(m, u, 'get_state')
-#   6  cases 1 and 2 with one client
-#   7  cold: $COLD_ENTITIES (default 1,000,000) entities, cases 1 and 2
+#   ext     SELECT dc_send_command(m, u, 'add_balance', '{"amount": "1.00"}')
+#   alt     SELECT bench_add_balance(m, u, 1.00): the PL/pgSQL function of
+#           bench/alternative.sql -- SELECT ... FOR UPDATE, validation,
+#           UPDATE with revision + 1, the new state as jsonb, insert when
+#           absent: the same semantics as the command
+#   upsert  a blind INSERT ... ON CONFLICT DO UPDATE of the balance
 #
-# and prints one markdown table (tps, average and p99 latency, the ratio
-# extension / baseline of each pair), also written with the machine's
-# description to bench/results/latest.md.  It also reports the node
-# workers' memory per cached entity: their private resident memory before
-# and after every entity was read once through get_state.
+# Cases:
+#   scaling   each contender at 1, 4, 16, 64 and 128 clients
+#   hot       ext and alt, 16 clients on 10 entities and on 1 entity
+#   tell      dc_tell at 16 clients: commands applied per second, counted
+#             from the nodes' stats (dc_node_stats), not calls returned
+#   bulk      the 100-row UPDATE ... FROM ceiling on the plain table (rows
+#             per second, 1 and 4 clients; each client updates keys of its
+#             own, so that none waits for another's row locks); there is no
+#             bulk command call yet to compare with it (issue 13)
+#   reads     primary-key SELECT, dc_get_state, the get_state command
+#   cold      ext and alt over $COLD_ENTITIES (default 1,000,000) entities
 #
-# Environment: DURATION, CLIENTS, ENTITIES, COLD_ENTITIES, DC_BENCH_DIR
-# (default /tmp/durable_cluster_tput), DC_BENCH_PORT (default 5497),
-# PG_CONFIG.
+# Every case runs $ROUNDS times (default 2), the contenders of a
+# comparison alternating, and the median (for 2 rounds: the mean) is
+# reported.  Writes bench/results/latest.md (the tables, the ratios
+# against the targets, node memory per cached entity) and
+# bench/results/scaling.png (gnuplot: throughput against clients).
+#
+# Environment: DURATION (seconds per run, default 10), ROUNDS, ENTITIES,
+# COLD_ENTITIES, DC_BENCH_DIR (default /tmp/durable_cluster_tput),
+# DC_BENCH_PORT (default 5497), PG_CONFIG.
 
 set -euo pipefail
 
-DURATION=${DURATION:-20}
-CLIENTS=${CLIENTS:-16}
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-2}
 ENTITIES=${ENTITIES:-100000}
 COLD_ENTITIES=${COLD_ENTITIES:-1000000}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+if ! command -v gnuplot >/dev/null 2>&1; then
+	if [ "$(id -u)" -eq 0 ]; then
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gnuplot-nox >/dev/null
+	else
+		echo "bench: gnuplot is missing (apt-get install gnuplot-nox); no plot will be drawn" >&2
+	fi
+fi
+
+BENCH_MAX_CONNECTIONS=200
 bench_server_start "${DC_BENCH_DIR:-/tmp/durable_cluster_tput}" "${DC_BENCH_PORT:-5497}"
 DIR=$BENCH_DIR
+started=$(date +%s)
+
+"$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$DIR" -p "$BENCH_PORT" -U postgres -d postgres \
+	-f "$top/bench/alternative.sql"
 
 # Entities u1..uN of mall m, stored in both tables with the same initial
 # document and revision 1, each in its right shard.
@@ -48,7 +71,7 @@ load_entities()
 INSERT INTO durable_cluster.entity_state (mall_id, user_id, shard_id, state, revision, updated_at)
 SELECT 'm', 'u' || g, dc_shard_id('m', 'u' || g),
        jsonb_build_object('mall_id', 'm', 'user_id', 'u' || g, 'logged_in', false,
-                          'login_count', 0, 'nickname', NULL, 'balance', 0.00,
+                          'login_count', 0, 'nickname', NULL, 'balance', '0.00',
                           'last_event_time', NULL), 1, now()
   FROM generate_series($from, $to) g;
 INSERT INTO bench_state SELECT mall_id, user_id, state, revision, updated_at
@@ -57,52 +80,97 @@ INSERT INTO bench_state SELECT mall_id, user_id, state, revision, updated_at
 	sql "VACUUM ANALYZE durable_cluster.entity_state, bench_state"
 	sql "CHECKPOINT"
 }
-
-sql "CREATE TABLE bench_state (mall_id text, user_id text, state jsonb NOT NULL,
-                               revision bigint NOT NULL, updated_at timestamptz NOT NULL,
-                               PRIMARY KEY (mall_id, user_id))"
 load_entities 1 "$ENTITIES"
 
-write_script()
+# script NAME KEYS QUERY: a pgbench script over keys 1..KEYS
+script()
 {
-	local name=$1 keys=$2 query=$3
-	printf '\\set k random(1, %s)\n%s\n' "$keys" "$query" > "$DIR/$name.sql"
+	printf '\\set k random(1, %s)\n%s\n' "$2" "$3" > "$DIR/$1.sql"
 }
-
-# the same state change as login: logged_in, login_count + 1, event time, revision + 1
-baseline_login="INSERT INTO bench_state AS b (mall_id, user_id, state, revision, updated_at)
-VALUES ('m', 'u' || :k, jsonb_build_object('mall_id', 'm', 'user_id', 'u' || :k, 'logged_in', true, 'login_count', 1, 'nickname', NULL, 'balance', 0.00, 'last_event_time', now()), 1, now())
+ext_query="SELECT dc_send_command('m', 'u' || :k, 'add_balance', '{\"amount\": \"1.00\"}');"
+alt_query="SELECT bench_add_balance('m', 'u' || :k, 1.00);"
+upsert_query="INSERT INTO bench_state AS b (mall_id, user_id, state, revision, updated_at)
+VALUES ('m', 'u' || :k, jsonb_build_object('mall_id', 'm', 'user_id', 'u' || :k, 'balance', '1.00'), 1, now())
 ON CONFLICT (mall_id, user_id) DO UPDATE
-   SET state = b.state || jsonb_build_object('logged_in', true, 'login_count', (b.state ->> 'login_count')::bigint + 1, 'last_event_time', now()),
+   SET state = b.state || jsonb_build_object('balance', to_char((b.state ->> 'balance')::numeric + 1.00, 'FM9999999999999990.00'), 'last_event_time', now()),
        revision = b.revision + 1, updated_at = now();"
+script ext "$ENTITIES" "$ext_query"
+script alt "$ENTITIES" "$alt_query"
+script upsert "$ENTITIES" "$upsert_query"
+script ext_hot10 10 "$ext_query"
+script alt_hot10 10 "$alt_query"
+script ext_hot1 1 "$ext_query"
+script alt_hot1 1 "$alt_query"
+script tell "$ENTITIES" "SELECT dc_tell('m', 'u' || :k, 'add_balance', '{\"amount\": \"1.00\"}');"
+script pk "$ENTITIES" "SELECT state FROM bench_state WHERE mall_id = 'm' AND user_id = 'u' || :k;"
+script get "$ENTITIES" "SELECT dc_get_state('m', 'u' || :k);"
+script get_cmd "$ENTITIES" "SELECT dc_send_command('m', 'u' || :k, 'get_state');"
+printf '%s\n' "UPDATE bench_state b
+   SET state = b.state || jsonb_build_object('balance', to_char((b.state ->> 'balance')::numeric + 1.00, 'FM9999999999999990.00')),
+       revision = b.revision + 1, updated_at = now()
+  FROM (SELECT 'u' || (1 + :client_id + 4 * floor(random() * ($ENTITIES / 4)))::int AS u
+          FROM generate_series(1, 100)) v
+ WHERE b.mall_id = 'm' AND b.user_id = v.u;" > "$DIR/ceiling.sql"
 
-results=()
+declare -A tps lat p99 applied
 
-# run CASE LABEL SCRIPT CLIENTS: pgbench, then tps, average and p99 latency (ms)
-run()
+# pgb NAME SCRIPT CLIENTS: one pgbench run; appends its tps, average and
+# p99 latency (ms) to the samples of NAME
+pgb()
 {
-	local label=$1 script=$2 clients=$3
-	local out p99
+	local name=$1 file=$2 clients=$3 out t a p
 	rm -f "$DIR"/pgb_log*
 	out=$(cd "$DIR" && "$bindir/pgbench" -h "$DIR" -p "$BENCH_PORT" -U postgres -n -M prepared \
 		-c "$clients" -j "$(( clients < 4 ? clients : 4 ))" -T "$DURATION" \
-		-l --log-prefix=pgb_log -f "$DIR/$script.sql" postgres 2>&1)
+		-l --log-prefix=pgb_log -f "$DIR/$file.sql" postgres 2>&1)
 	if echo "$out" | grep -q 'aborted\|failed transactions: [1-9]'; then
 		echo "$out" >&2
-		echo "case $label had errors" >&2
+		echo "bench: $name had errors" >&2
 		exit 1
 	fi
-	p99=$(cat "$DIR"/pgb_log* | awk '{ print $3 }' | sort -n |
+	t=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+	a=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
+	p=$(cat "$DIR"/pgb_log* | awk '{ print $3 }' | sort -n |
 		awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f", v[i] / 1000 }')
-	results+=("$label|$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')|$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')|$p99")
-	echo "  ${results[-1]}" >&2
+	tps[$name]="${tps[$name]:-} $t"
+	lat[$name]="${lat[$name]:-} $a"
+	p99[$name]="${p99[$name]:-} $p"
+	printf '  %-22s %3d clients  %9.0f tps  %7.3f ms avg  %7.2f ms p99\n' "$name" "$clients" "$t" "$a" "$p" >&2
 }
 
-write_script c1 "$ENTITIES" "$baseline_login"
-write_script c2 "$ENTITIES" "SELECT dc_send_command('m', 'u' || :k, 'login');"
-write_script c3 "$ENTITIES" "SELECT state FROM bench_state WHERE mall_id = 'm' AND user_id = 'u' || :k;"
-write_script c4 "$ENTITIES" "SELECT dc_get_state('m', 'u' || :k);"
-write_script c5 "$ENTITIES" "SELECT dc_send_command('m', 'u' || :k, 'get_state');"
+# commands the nodes applied so far
+node_commands() { sql "SELECT coalesce(sum(commands), 0) FROM dc_node_stats"; }
+
+# tell_run: dc_tell at 16 clients; commands applied per second, from the
+# nodes' stats, until every told command is applied
+tell_run()
+{
+	local before after last t0 t1
+	before=$(node_commands)
+	t0=$(date +%s.%N)
+	pgb tell tell 16
+	# the calls have returned; wait until the nodes have applied them all
+	last=-1
+	after=$(node_commands)
+	while [ "$after" != "$last" ]; do
+		last=$after
+		sleep 0.2
+		after=$(node_commands)
+	done
+	t1=$(date +%s.%N)
+	applied[tell]="${applied[tell]:-} $(echo "($after - $before) / ($t1 - $t0 - 0.2)" | bc -l)"
+}
+
+# median of the samples (the mean of the middle two for an even count)
+median()
+{
+	tr ' ' '\n' <<< "$1" | grep -v '^$' | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+m() { median "${tps[$1]:-}"; }
+ml() { median "${lat[$1]:-}"; }
+mp() { median "${p99[$1]:-}"; }
+ratio() { printf '%.2f' "$(echo "scale=4; $1 / $2" | bc -l)"; }
 
 # node memory: private resident memory of the node workers, before and
 # after every entity has been read once through its node
@@ -120,60 +188,122 @@ sql "SELECT count(*) FROM generate_series(1, $ENTITIES) g, LATERAL dc_send_comma
 rss_after=$(node_rss_kb)
 state_bytes=$(sql "SELECT round(avg(pg_column_size(state))) FROM durable_cluster.entity_state")
 
-echo "running $DURATION s per case, $CLIENTS clients" >&2
-run "1 write baseline (upsert)" c1 "$CLIENTS"
-run "2 dc_send_command login" c2 "$CLIENTS"
-run "3 read baseline (pk select)" c3 "$CLIENTS"
-run "4 dc_get_state" c4 "$CLIENTS"
-run "5 dc_send_command get_state" c5 "$CLIENTS"
-run "6a write baseline, 1 client" c1 1
-run "6b dc_send_command login, 1 client" c2 1
+clients_list=(1 4 16 64 128)
+echo "bench: $ROUNDS rounds, $DURATION s per run" >&2
+for round in $(seq 1 "$ROUNDS"); do
+	echo "round $round" >&2
+	for c in "${clients_list[@]}"; do
+		pgb "ext_$c" ext "$c"
+		pgb "alt_$c" alt "$c"
+		pgb "upsert_$c" upsert "$c"
+	done
+	for h in 10 1; do
+		pgb "ext_hot$h" "ext_hot$h" 16
+		pgb "alt_hot$h" "alt_hot$h" 16
+	done
+	tell_run
+	for c in 1 4; do
+		pgb "ceiling_$c" ceiling "$c"
+	done
+	pgb pk pk 16
+	pgb get get 16
+	pgb get_cmd get_cmd 16
+done
 
-echo "loading $COLD_ENTITIES entities for the cold cases" >&2
+echo "bench: loading $COLD_ENTITIES entities for the cold case" >&2
 load_entities "$(( ENTITIES + 1 ))" "$COLD_ENTITIES"
-write_script c1 "$COLD_ENTITIES" "$baseline_login"
-write_script c2 "$COLD_ENTITIES" "SELECT dc_send_command('m', 'u' || :k, 'login');"
-run "7a cold write baseline" c1 "$CLIENTS"
-run "7b cold dc_send_command login" c2 "$CLIENTS"
+script ext_cold "$COLD_ENTITIES" "$ext_query"
+script alt_cold "$COLD_ENTITIES" "$alt_query"
+for round in $(seq 1 "$ROUNDS"); do
+	pgb ext_cold ext_cold 16
+	pgb alt_cold alt_cold 16
+done
 
-field() { echo "${results[$1]}" | cut -d'|' -f"$2"; }
-ratio() { printf '%.2f' "$(echo "scale=4; $1 / $2" | bc)"; }
-tps_ratio() { ratio "$(field "$1" 2)" "$(field "$2" 2)"; }
-row() { printf '| %s | %.0f | %s | %s |' "$(field "$1" 1)" "$(field "$1" 2)" "$(field "$1" 3)" "$(field "$1" 4)"; }
+# ---- report ----
+mkdir -p "$top/bench/results"
+dat="$top/bench/results/scaling.dat"
+{
+	echo "# clients ext alt upsert (tps, median of $ROUNDS)"
+	for c in "${clients_list[@]}"; do
+		echo "$c $(m "ext_$c") $(m "alt_$c") $(m "upsert_$c")"
+	done
+} > "$dat"
+if command -v gnuplot >/dev/null 2>&1; then
+	gnuplot <<PLOT
+set terminal pngcairo size 800,500
+set output '$top/bench/results/scaling.png'
+set title 'add_balance on $ENTITIES entities, synchronous_commit = on ($(nproc) cores)'
+set xlabel 'clients'
+set ylabel 'commands per second'
+set logscale x 2
+set key left top
+set grid
+plot '$dat' using 1:2 with linespoints title 'durable\_cluster (dc\_send\_command)', \
+     '$dat' using 1:3 with linespoints title 'PL/pgSQL read-validate-write function', \
+     '$dat' using 1:4 with linespoints title 'blind UPSERT'
+PLOT
+fi
 
+tell_applied=$(median "${applied[tell]}")
 per_entity=$(( (rss_after - rss_before) * 1024 / ENTITIES ))
+line() { printf '| %s | %.0f | %.3f | %.2f |\n' "$1" "$(m "$2")" "$(ml "$2")" "$(mp "$2")"; }
+verdict() { if [ "$(echo "$1 $2 $3" | awk '{ print ($2 == ">=" ? $1 >= $3 : $1 <= $3) }')" = 1 ]; then echo met; else echo "**not met**"; fi; }
+target() { printf '| %s | %s | %s %s | %s |\n' "$1" "$2" "$3" "$4" "$(verdict "$2" "$3" "$4")"; }
+
 report=$(cat <<REPORT
 | case | tps | avg latency (ms) | p99 latency (ms) |
 |---|---|---|---|
-$(row 0)
-$(row 1)
-$(row 2)
-$(row 3)
-$(row 4)
-$(row 5)
-$(row 6)
-$(row 7)
-$(row 8)
+$(for c in "${clients_list[@]}"; do line "extension, $c clients" "ext_$c"; line "alternative (PL/pgSQL), $c clients" "alt_$c"; line "blind upsert, $c clients" "upsert_$c"; done)
+$(line "extension, 16 clients on 10 entities" ext_hot10)
+$(line "alternative, 16 clients on 10 entities" alt_hot10)
+$(line "extension, 16 clients on 1 entity" ext_hot1)
+$(line "alternative, 16 clients on 1 entity" alt_hot1)
+$(line "dc_tell calls returned, 16 clients" tell)
+$(line "100-row UPDATE ceiling, 1 client (transactions)" ceiling_1)
+$(line "100-row UPDATE ceiling, 4 clients (transactions)" ceiling_4)
+$(line "primary-key SELECT, 16 clients" pk)
+$(line "dc_get_state, 16 clients" get)
+$(line "get_state command, 16 clients" get_cmd)
+$(line "cold ($COLD_ENTITIES entities): extension, 16 clients" ext_cold)
+$(line "cold ($COLD_ENTITIES entities): alternative, 16 clients" alt_cold)
 
-| ratio (extension / baseline) | value | target |
-|---|---|---|
-| case 2 / case 1 (writes, tps, $CLIENTS clients) | $(tps_ratio 1 0) | ≥ 2.0 |
-| case 4 / case 3 (dc_get_state / select, tps) | $(tps_ratio 3 2) | ≥ 0.9 |
-| case 5 / case 3 (get_state command / select, tps) | $(tps_ratio 4 2) | ≥ 0.6 |
-| case 6: average latency of 6b / 6a (1 client, lower is better) | $(ratio "$(field 6 3)" "$(field 5 3)") | ≤ 1.5 |
-| case 7b / 7a (cold writes, tps) | $(tps_ratio 8 7) | ≥ 1.5 |
+dc_tell at 16 clients: $(printf '%.0f' "$tell_applied") commands applied per second (counted
+from dc_node_stats until the nodes had applied every told command).
+100-row UPDATE ceiling: $(printf '%.0f' "$(echo "$(m ceiling_1) * 100" | bc -l)") rows per second with 1 client,
+$(printf '%.0f' "$(echo "$(m ceiling_4) * 100" | bc -l)") with 4. No bulk command call exists yet to measure against it.
+
+| target (issue 13) | measured | wanted | verdict |
+|---|---|---|---|
+$(target "uniform, 16 clients: extension / alternative" "$(ratio "$(m ext_16)" "$(m alt_16)")" ">=" 1.5)
+$(target "uniform, 16 clients: extension / blind upsert" "$(ratio "$(m ext_16)" "$(m upsert_16)")" ">=" 1.0)
+$(target "uniform, 64 clients: extension / alternative" "$(ratio "$(m ext_64)" "$(m alt_64)")" ">=" 2.0)
+$(target "uniform, 128 clients: extension / alternative" "$(ratio "$(m ext_128)" "$(m alt_128)")" ">=" 2.0)
+$(target "hot, 10 entities: extension / alternative" "$(ratio "$(m ext_hot10)" "$(m alt_hot10)")" ">=" 3.0)
+$(target "hot, 1 entity: extension / alternative" "$(ratio "$(m ext_hot1)" "$(m alt_hot1)")" ">=" 10.0)
+$(target "1 client: extension latency / alternative latency" "$(ratio "$(ml ext_1)" "$(ml alt_1)")" "<=" 1.15)
+$(target "16 clients: dc_tell applied / dc_send_command" "$(ratio "$tell_applied" "$(m ext_16)")" ">=" 1.5)
+$(target "cold: extension / alternative" "$(ratio "$(m ext_cold)" "$(m alt_cold)")" ">=" 1.2)
+$(target "reads: dc_get_state / primary-key SELECT" "$(ratio "$(m get)" "$(m pk)")" ">=" 1.0)
+$(target "reads: get_state command / primary-key SELECT" "$(ratio "$(m get_cmd)" "$(m pk)")" ">=" 0.8)
+$(target "node memory per cached entity (bytes)" "$per_entity" "<=" 1024)
 
 Node memory: $(( rss_before / 1024 )) MiB private resident in the 3 nodes before, $(( rss_after / 1024 )) MiB
 after caching $ENTITIES entities: $per_entity bytes per cached entity, whose stored state
 averages $state_bytes bytes.
 
-Settings: synchronous_commit = on, shared_buffers = 512MB, 3 nodes, $CLIENTS clients,
-$DURATION s per case, pgbench -M prepared, keys uniform over $ENTITIES entities
-($COLD_ENTITIES for case 7).
+Settings: synchronous_commit = on, shared_buffers = 512MB, max_connections = $BENCH_MAX_CONNECTIONS,
+3 nodes, pgbench -M prepared, $DURATION s per run, $ROUNDS rounds (median), keys uniform over
+$ENTITIES entities ($COLD_ENTITIES for the cold case). The whole run took
+$(( ( $(date +%s) - started ) / 60 )) min.
 Machine: $(bench_machine).
 REPORT
 )
 echo
 echo "$report"
-mkdir -p "$top/bench/results"
-{ echo "# Throughput ($(date -u +%Y-%m-%d))"; echo; echo "$report"; } > "$top/bench/results/latest.md"
+{
+	echo "# Throughput ($(date -u +%Y-%m-%d))"
+	echo
+	echo "![throughput against clients](scaling.png)"
+	echo
+	echo "$report"
+} > "$top/bench/results/latest.md"
