@@ -95,6 +95,8 @@ extern DcOutcome dc_command_apply(const DcCommand *cmd, DcEntityState *state,
 extern Jsonb *dc_entity_to_jsonb(const char *mall_id, const char *user_id,
 								 const DcEntityState *state);
 extern void dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state);
+extern Jsonb *dc_entity_canonical(Jsonb *doc, const char *mall_id, const char *user_id,
+								  int64 revision);
 extern void dc_entity_check_doc(Jsonb *doc, Jsonb *before, const char *command);
 extern bool dc_command_is_builtin(const char *name);
 extern void dc_check_text(const char *s, int len, const char *what);

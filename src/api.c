@@ -394,17 +394,37 @@ dc_tell(PG_FUNCTION_ARGS)
 }
 
 /*
- * The owner of a shard by the shards table, as snapshot sees it; NULL if
- * none.
+ * The owner of a shard: a node of this server by the shared map (no
+ * second table read), else by the shards table as the active snapshot
+ * sees it; NULL if none.
  */
 static char *
 shard_owner(int shard)
 {
 	Oid			pkey;
-	Relation	rel = dc_open_shards(AccessShareLock, &pkey);
-	Relation	index = index_open(pkey, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
+	Relation	rel;
+	Relation	index;
+	TupleTableSlot *slot;
 	char	   *owner = NULL;
+	int			local = DC_OWNER_NONE;
+	char		name[NAMEDATALEN];
+
+	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+	if (shard < dc_shared->number_of_shards)
+		local = dc_shared->owner[shard];
+	LWLockRelease(dc_shared->map_lock);
+	if (local >= 0)
+	{
+		SpinLockAcquire(&dc_shared->mutex);
+		memcpy(name, dc_shared->nodes[local].name, NAMEDATALEN);
+		SpinLockRelease(&dc_shared->mutex);
+		name[NAMEDATALEN - 1] = '\0';
+		return pstrdup(name);
+	}
+
+	rel = dc_open_shards(AccessShareLock, &pkey);
+	index = index_open(pkey, AccessShareLock);
+	slot = table_slot_create(rel, NULL);
 
 	if (dc_find_by_key(rel, index, (Datum[]) {Int32GetDatum(shard)}, 1, slot))
 	{
@@ -444,6 +464,8 @@ dc_get_state(PG_FUNCTION_ARGS)
 	Relation	index;
 	TupleTableSlot *slot;
 	DcEntityState state;
+	Jsonb	   *doc;
+	int64		revision;
 	int			shard;
 	char	   *owner;
 
@@ -479,14 +501,16 @@ dc_get_state(PG_FUNCTION_ARGS)
 		bool		isnull;
 
 		/* in the form a node replies with, whatever the stored form */
-		dc_entity_from_jsonb(DatumGetJsonbP(slot_getattr(slot, ENTITY_STATE, &isnull)),
-							 DatumGetInt64(slot_getattr(slot, ENTITY_REVISION, &isnull)),
-							 &state);
+		revision = DatumGetInt64(slot_getattr(slot, ENTITY_REVISION, &isnull));
+		doc = dc_entity_canonical(DatumGetJsonbPCopy(slot_getattr(slot, ENTITY_STATE, &isnull)),
+								  mall, user, revision);
 		shard = DatumGetInt32(slot_getattr(slot, ENTITY_SHARD_ID, &isnull));
 	}
 	else
 	{
 		dc_entity_init(&state);
+		doc = dc_entity_to_jsonb(mall, user, &state);
+		revision = 0;
 		shard = dc_entity_shard(mall, user, dc_read_number_of_shards());
 	}
 	ExecDropSingleTupleTableSlot(slot);
@@ -495,8 +519,7 @@ dc_get_state(PG_FUNCTION_ARGS)
 	owner = shard_owner(shard);
 	PopActiveSnapshot();
 
-	PG_RETURN_JSONB_P(dc_build_reply(true, "state", dc_entity_to_jsonb(mall, user, &state),
-									 state.revision, shard, owner));
+	PG_RETURN_JSONB_P(dc_build_reply(true, "state", doc, revision, shard, owner));
 }
 
 /*

@@ -637,6 +637,24 @@ dc_entity_from_jsonb(Jsonb *doc, int64 revision, DcEntityState *state)
 	}
 }
 
+/*
+ * A stored document in the form a node replies with: as it is when it is
+ * (a node of this version wrote it: the balance a string), else read and
+ * rendered again (a balance stored as a number, say).
+ */
+Jsonb *
+dc_entity_canonical(Jsonb *doc, const char *mall_id, const char *user_id, int64 revision)
+{
+	JsonbValue *balance = payload_key(doc, "balance");
+	DcEntityState state;
+
+	if (balance != NULL && balance->type == jbvString &&
+		JsonContainerSize(&doc->root) >= lengthof(state_keys))
+		return doc;
+	dc_entity_from_jsonb(doc, revision, &state);
+	return dc_entity_to_jsonb(mall_id, user_id, &state);
+}
+
 static JsonbValue *
 state_key(Jsonb *doc, const char *command, const char *key, enum jbvType type,
 		  bool nullable)

@@ -8,7 +8,8 @@
 #         commit and then commit or roll back (every third one): once
 #         nothing is pending, every entity's balance and revision are
 #         exactly those of the committed commands, and every rolled-back
-#         command has no outcome.
+#         command has no outcome;
+#       - outcomes are removed after at_commit_retention (3 s here).
 #
 
 use strict;
@@ -26,6 +27,7 @@ use DurableClusterLoad;
 my $node = DurableClusterLoad::new_server('at_commit', 3, qq{
 durable_cluster.heartbeat_interval = '200ms'
 durable_cluster.failure_timeout = '2s'
+durable_cluster.at_commit_retention = '3s'
 # the postmaster must reinitialise after the saga worker is killed
 restart_after_crash = on
 });
@@ -117,6 +119,9 @@ my $leaked = $node->safe_psql('postgres', join(' UNION ALL ',
 		map { "SELECT 1 WHERE dc_command_outcome('mixed', '$_->[0]', '$_->[1]') IS NOT NULL" }
 		  @rolled_back[0 .. 19]));
 is($leaked, '', 'rolled-back commands have no outcome');
+ok(DurableClusterLoad::poll_until($node, q{
+SELECT count(*) FROM durable_cluster.pending_commands}, expected => '0', timeout => 60),
+	'after at_commit_retention the outcomes are removed');
 
 $node->stop;
 done_testing();

@@ -184,7 +184,9 @@ INSERT INTO $control_table VALUES ('$self->{name}', false)
 			$sql .= $send->($self->{retry} ? $id : undef) . "\\if :ERROR\n" . $failed
 			  . ($self->{retry}
 				  ? "SELECT :'SQLSTATE' = '40003' AS dcload_unknown \\gset\n"
-				  . "\\if :dcload_unknown\n" . $retry . "\\else\n" . $fresh_retry . "\\endif\n"
+				  # (that fails too when the connection is gone: no retry then)
+				  . "\\if :ERROR\n\\elif :dcload_unknown\n" . $retry . "\\else\n" . $fresh_retry
+				  . "\\endif\n"
 				  : '')
 			  . "\\endif\n";
 			$sql .= $check if ($i + 1) % $self->{stop_every} == 0;
