@@ -46,9 +46,10 @@ static PGconn *store_conn = NULL;
 /* waits for store_conn's socket or the latch; made once per connection */
 static WaitEventSet *store_wait = NULL;
 
-/* statements prepared on store_conn, by the address of their text */
+/* statements prepared on store_conn: the address of their text, with or without the heartbeat */
 #define MAX_PREPARED	16
 static const char *prepared[MAX_PREPARED];
+static bool prepared_refresh[MAX_PREPARED]; /* prepared with the heartbeat's parameters */
 static int	n_prepared = 0;
 
 static char *store_conninfo = NULL;
@@ -507,7 +508,7 @@ run(const char *sql, int nparams, const char *const *values, int timeout_ms, boo
 			heartbeat_sent = now;
 	}
 
-	for (i = 0; i < n_prepared && prepared[i] != sql; i++)
+	for (i = 0; i < n_prepared && (prepared[i] != sql || prepared_refresh[i] != refresh); i++)
 		;
 	snprintf(name, sizeof(name), "dc_%d", i);
 	if (i == n_prepared)
@@ -542,7 +543,10 @@ run(const char *sql, int nparams, const char *const *values, int timeout_ms, boo
 		{
 			/* prepared there even if the Execute failed, unless disconnected */
 			if (store_conn == conn && n_prepared == i && pipeline_prepare_ok)
+			{
+				prepared_refresh[n_prepared] = refresh;
 				prepared[n_prepared++] = sql;
+			}
 		}
 		PG_END_TRY();
 		return res;
@@ -630,14 +634,42 @@ exec_plain_value(const char *sql, int nparams, const char *const *values)
 Oid
 dc_store_extension_oid(void)
 {
-	char	   *oid;
+	char	   *volatile oid = NULL;
+
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool gone = false;
 
 	/* no role yet: CREATE EXTENSION has not run, wait without a word */
 	if (store_conn == NULL && dc_store_is_here() && !cluster_role_exists())
 		return InvalidOid;
-	/* plain: the heartbeat names the extension's table, which may be gone */
-	oid = exec_plain_value("SELECT oid FROM pg_catalog.pg_extension "
-								 " WHERE extname = 'durable_cluster'", 0, NULL);
+
+	/*
+	 * With the heartbeat: this is the tick's first statement, and a round
+	 * trip without one between two that carry it would put them two round
+	 * trips apart.  The heartbeat names the extension's table; when that is
+	 * gone (DROP EXTENSION), ask again without it.
+	 */
+	PG_TRY();
+	{
+		oid = exec_value("SELECT oid FROM pg_catalog.pg_extension "
+						 " WHERE extname = 'durable_cluster'", 0, NULL);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_UNDEFINED_TABLE &&
+			edata->sqlerrcode != ERRCODE_INVALID_SCHEMA_NAME)
+			PG_RE_THROW();
+		FlushErrorState();
+		gone = true;
+	}
+	PG_END_TRY();
+	if (gone)
+		oid = exec_plain_value("SELECT oid FROM pg_catalog.pg_extension "
+							   " WHERE extname = 'durable_cluster'", 0, NULL);
 
 	return oid ? (Oid) strtoul(oid, NULL, 10) : InvalidOid;
 }

@@ -23,7 +23,7 @@ use IO::Socket::INET;
 use IO::Socket::UNIX;
 use POSIX ();
 use Socket qw(SOCK_STREAM);
-use Time::HiRes qw(time);
+use Time::HiRes qw(time usleep);
 
 use FindBin;
 use lib $FindBin::RealBin;
@@ -127,8 +127,31 @@ my $incarnations = q{
 SELECT string_agg(name || ':' || incarnation, ',' ORDER BY name) FROM dc_members};
 my $before = $store->safe_psql('postgres', $incarnations);
 
+# For $seconds, the oldest heartbeat of the slow server's members, sampled
+# every 100 ms: the largest age seen.  Each round trip is failure_timeout /
+# 2 slower, and every statement a node sends carries its heartbeat, so
+# consecutive heartbeats are at most one round trip plus
+# min(heartbeat_interval, failure_timeout / 4) apart: well under
+# failure_timeout, which is where a member would be declared down.
+sub largest_heartbeat_age
+{
+	my ($seconds) = @_;
+	my $largest = 0;
+	my $end = time + $seconds;
+	while (time < $end)
+	{
+		my $age = $store->safe_psql('postgres', q{
+SELECT extract(epoch FROM max(clock_timestamp() - last_heartbeat)) FROM dc_members
+ WHERE status = 'up' AND address <> durable_cluster.self_address()});
+		$largest = $age if $age ne '' && $age > $largest;
+		usleep(100_000);
+	}
+	return $largest;
+}
+my $bound = 0.75 * $failure_timeout;
 
-ok(DurableClusterLoad::run_for($store, 15), 'idle for 15 s');
+my $idle_age = largest_heartbeat_age(15);
+cmp_ok($idle_age, '<', $bound, "idle for 15 s: heartbeats at most ${idle_age} s old");
 is($store->safe_psql('postgres', $incarnations), $before,
 	'idle: no member was declared down (incarnations unchanged)');
 
@@ -137,7 +160,8 @@ my $load = DurableClusterLoad->start($b, name => 'slow', clients => 2, entities 
 ok(DurableClusterLoad::poll_until($store, q{
 SELECT coalesce(sum(revision), 0) >= 40 FROM durable_cluster.entity_state
  WHERE mall_id = 'mall_slow'}, timeout => 60), 'writers through the slow server are under way');
-ok(DurableClusterLoad::run_for($store, 15), 'under load for 15 s');
+my $load_age = largest_heartbeat_age(15);
+cmp_ok($load_age, '<', $bound, "under load for 15 s: heartbeats at most ${load_age} s old");
 $load->stop;
 is($store->safe_psql('postgres', $incarnations), $before,
 	'under load: no member was declared down (incarnations unchanged)');
