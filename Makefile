@@ -4,7 +4,7 @@
 #   make demo                throw-away server with 3 nodes and the tutorial (scripts/demo.sh)
 #   make test                whole suite: pg_regress + TAP, as root or as a normal user
 #                            (test/run_tests.sh)
-#   make bench               throughput against plain SQL (bench/throughput.sh), then
+#   make bench               throughput against what an application would write instead (bench/throughput.sh), then
 #                            failover and hand-off times (bench/failover.sh), then the
 #                            cost of forwarding to another server (bench/forward.sh)
 #   make soak                memory of every long-lived process under a mixed load,
@@ -45,7 +45,7 @@ demo:
 test:
 	bash test/run_tests.sh
 
-# throughput against plain SQL, then failover and hand-off times
+# throughput against the alternatives, then failover and hand-off times
 bench:
 	bash bench/throughput.sh
 	bash bench/failover.sh

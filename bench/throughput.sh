@@ -230,15 +230,15 @@ dat="$top/bench/results/scaling.dat"
 } > "$dat"
 if command -v gnuplot >/dev/null 2>&1; then
 	gnuplot <<PLOT
-set terminal pngcairo size 800,500
+set terminal pngcairo size 800,500 noenhanced
 set output '$top/bench/results/scaling.png'
 set title 'add_balance on $ENTITIES entities, synchronous_commit = on ($(nproc) cores)'
 set xlabel 'clients'
 set ylabel 'commands per second'
 set logscale x 2
-set key left top
+set key bottom right
 set grid
-plot '$dat' using 1:2 with linespoints title 'durable\_cluster (dc\_send\_command)', \
+plot '$dat' using 1:2 with linespoints title 'durable_cluster (dc_send_command)', \
      '$dat' using 1:3 with linespoints title 'PL/pgSQL read-validate-write function', \
      '$dat' using 1:4 with linespoints title 'blind UPSERT'
 PLOT
@@ -253,7 +253,7 @@ target() { printf '| %s | %s | %s %s | %s |\n' "$1" "$2" "$3" "$4" "$(verdict "$
 report=$(cat <<REPORT
 | case | tps | avg latency (ms) | p99 latency (ms) |
 |---|---|---|---|
-$(for c in "${clients_list[@]}"; do line "extension, $c clients" "ext_$c"; line "alternative (PL/pgSQL), $c clients" "alt_$c"; line "blind upsert, $c clients" "upsert_$c"; done)
+$(for c in "${clients_list[@]}"; do n="$c clients"; [ "$c" != 1 ] || n="1 client"; line "extension, $n" "ext_$c"; line "alternative (PL/pgSQL), $n" "alt_$c"; line "blind upsert, $n" "upsert_$c"; done)
 $(line "extension, 16 clients on 10 entities" ext_hot10)
 $(line "alternative, 16 clients on 10 entities" alt_hot10)
 $(line "extension, 16 clients on 1 entity" ext_hot1)

@@ -118,7 +118,7 @@ while (!$gave_up && time < $deadline)
 	}
 	usleep(50_000) unless $gave_up;
 }
-ok($gave_up, "callers of $paused's batch gave up on it");
+ok($gave_up, "callers of ${paused}'s batch gave up on it");
 kill('CONT', $member->{pid});
 ($ok) = DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query(3),
 	timeout => 60);
