@@ -2,7 +2,7 @@
 #
 #   make && make install     build and install into the PostgreSQL found by pg_config
 #   make demo                throw-away server with 3 nodes and the tutorial (scripts/demo.sh)
-#   make test                whole suite: pg_regress + TAP, as root or as a normal user
+#   make test                whole suite: pg_regress, TAP, client examples; as root or not
 #                            (test/run_tests.sh)
 #   make bench               throughput against what an application would write instead (bench/throughput.sh), then
 #                            failover and hand-off times (bench/failover.sh), then the
