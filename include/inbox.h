@@ -134,6 +134,11 @@ extern void dc_shmem_init(void);
 
 extern void dc_mark_cluster_role_ready(void);
 
+/* what dc_wake_at_commit wakes */
+#define DC_WAKE_NODES			0x01	/* every node runs its tick at once */
+#define DC_WAKE_SAGA_WORKER		0x02	/* the saga worker runs its round at once */
+extern void dc_wake_at_commit(int what);
+
 /* node slots */
 extern int	dc_node_slot_claim(const char *name, const char *roles);
 extern void dc_node_slot_release(int node);

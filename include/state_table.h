@@ -43,6 +43,7 @@ extern Relation dc_open_entity_state(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_command_log(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_commands(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_tenant_grants(LOCKMODE lockmode, Oid *pkey);
+extern Relation dc_open_pending_commands(LOCKMODE lockmode, Oid *pkey);
 extern int	dc_read_number_of_shards(void);
 extern bool dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 						   TupleTableSlot *slot);

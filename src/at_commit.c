@@ -43,9 +43,6 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
-#include "nodes/value.h"
-#include "storage/latch.h"
-#include "storage/spin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -63,6 +60,7 @@
 #include "jsonb_build.h"
 #include "state_table.h"
 #include "tenant.h"
+#include "user_command.h"
 
 PG_FUNCTION_INFO_V1(dc_send_command_at_commit);
 PG_FUNCTION_INFO_V1(dc_command_outcome);
@@ -70,100 +68,43 @@ PG_FUNCTION_INFO_V1(dc_command_outcome);
 /* pending commands the worker sends on per round */
 #define PENDING_PER_ROUND	200
 
-/* this transaction recorded a command: wake the worker at commit */
-static bool wake_worker_at_commit = false;
-
-static void
-wake_at_commit(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_worker_at_commit && dc_shared != NULL)
-			{
-				Latch	   *latch;
-
-				SpinLockAcquire(&dc_shared->mutex);
-				latch = dc_shared->saga_latch;
-				SpinLockRelease(&dc_shared->mutex);
-				if (latch)
-					SetLatch(latch);
-			}
-			wake_worker_at_commit = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			wake_worker_at_commit = false;
-			break;
-		default:
-			break;
-	}
-}
-
-static void
-schedule_wake_up(void)
-{
-	static bool registered = false;
-
-	if (!registered)
-	{
-		RegisterXactCallback(wake_at_commit, NULL);
-		registered = true;
-	}
-	wake_worker_at_commit = true;
-}
-
 /*
  * Run an SPI statement as the owner of durable_cluster.pending_commands,
  * which clients can neither read nor write: the caller's checks are done
- * by then.  Returns the first column of the first row it returned, as
- * text in the caller's memory context, or NULL.
+ * by then.  With the fixed search_path, not the caller's, whose functions
+ * and operators would otherwise run as the owner.  Returns the first
+ * column of the first row it returned, as text in the caller's memory
+ * context, or NULL.
  */
 static char *
 as_table_owner(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	Oid			nsp = get_namespace_oid("durable_cluster", false);
-	Oid			relid = get_relname_relid("pending_commands", nsp);
+	Oid			pkey;
 	Oid			save_user;
 	int			save_sec;
-	Relation	rel;
-	Oid			owner;
+	int			nestlevel;
+	Relation	rel = dc_open_pending_commands(AccessShareLock, &pkey);
+	Oid			owner = rel->rd_rel->relowner;
 	char	   *result = NULL;
 
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				errmsg("durable_cluster.pending_commands does not exist: the extension is not installed"));
-	rel = table_open(relid, AccessShareLock);
-	owner = rel->rd_rel->relowner;
 	table_close(rel, NoLock);
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	PG_TRY();
+	/* (an error ends the caller's transaction, which undoes both) */
+	nestlevel = dc_enter_as(owner, &save_user, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0) < 0)
+		elog(ERROR, "could not run: %s", sql);
+	if (SPI_processed > 0 && SPI_tuptable != NULL)
 	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0) < 0)
-			elog(ERROR, "could not run: %s", sql);
-		if (SPI_processed > 0 && SPI_tuptable != NULL)
-		{
-			char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 
-			if (v != NULL)
-				result = MemoryContextStrdup(cxt, v);
-		}
-		SPI_finish();
+		if (v != NULL)
+			result = MemoryContextStrdup(cxt, v);
 	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_user, save_sec);
-	}
-	PG_END_TRY();
+	SPI_finish();
+	dc_leave_as(nestlevel, save_user, save_sec);
 	return result;
 }
 
@@ -218,7 +159,7 @@ dc_send_command_at_commit(PG_FUNCTION_ARGS)
 				errmsg("command_id \"%s\" was already sent at commit for (%s, %s)",
 					   cmd->command_id, mall_id, user_id),
 				errhint("Give every command its own command_id; dc_command_outcome() tells what became of the first."));
-	schedule_wake_up();
+	dc_wake_at_commit(DC_WAKE_SAGA_WORKER);
 	PG_RETURN_TEXT_P(cstring_to_text(command_id));
 }
 
@@ -272,8 +213,9 @@ typedef struct PendingCommand
 /*
  * Errors after which the command may still go through later: nobody owns
  * its shard yet, the store or a server cannot be reached, the outcome is
- * unknown (sent again, the command log answers), the worker itself was
- * interrupted.  Anything else is the command's own failure.
+ * unknown (sent again, the command log answers), a session on the way was
+ * shut down (57P).  Anything else is the command's own failure, 57014 too:
+ * a handler cancelled at command_timeout would be again.
  */
 static bool
 may_go_through_later(int sqlstate)
@@ -282,7 +224,23 @@ may_go_through_later(int sqlstate)
 
 	return strncmp(code, "08", 2) == 0 || strncmp(code, "40", 2) == 0 ||
 		strncmp(code, "53", 2) == 0 || strncmp(code, "55", 2) == 0 ||
-		strncmp(code, "57", 2) == 0;
+		strncmp(code, "57P", 3) == 0;
+}
+
+/* Does an earlier command of p's entity wait, one of held? */
+static bool
+held_back(List *held, const PendingCommand *p)
+{
+	ListCell   *lc;
+
+	foreach(lc, held)
+	{
+		const PendingCommand *h = lfirst(lc);
+
+		if (strcmp(h->mall_id, p->mall_id) == 0 && strcmp(h->user_id, p->user_id) == 0)
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -401,26 +359,39 @@ pending_commands(MemoryContext cxt, PendingCommand **out)
 }
 
 /*
- * One round of the worker: send on the pending commands in the order
+ * One round of the worker: remove what is done and older than
+ * at_commit_retention (by the partial index on done_at: cheap when there
+ * is nothing to remove), then send on the pending commands in the order
  * they were recorded, each in a transaction of its own; an entity whose
- * command must wait holds back its later ones.  Then remove what is done
- * and older than at_commit_retention.
+ * command must wait holds back its later ones.
  */
 void
 dc_at_commit_round(MemoryContext cxt)
 {
 	PendingCommand *pending;
-	int			n;
-	List	   *held_back = NIL;
+	int			n = 0;
+	List	   *held = NIL;
 
 	MemoryContextReset(cxt);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	n = OidIsValid(get_extension_oid("durable_cluster", true)) &&
-		OidIsValid(get_relname_relid("pending_commands",
-									 get_namespace_oid("durable_cluster", false)))
-		? pending_commands(cxt, &pending) : 0;
+	if (OidIsValid(get_extension_oid("durable_cluster", true)))
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args(
+				"DELETE FROM durable_cluster.pending_commands"
+				" WHERE id IN (SELECT id FROM durable_cluster.pending_commands"
+				"               WHERE status <> 'pending'"
+				"                 AND done_at < now() - $1 * interval '1 millisecond'"
+				"               LIMIT 1000)",
+				1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(dc_at_commit_retention_ms)},
+				NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not remove old commands sent at commit");
+		SPI_finish();
+		n = pending_commands(cxt, &pending);
+	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
@@ -428,10 +399,9 @@ dc_at_commit_round(MemoryContext cxt)
 	for (int i = 0; i < n; i++)
 	{
 		PendingCommand *p = &pending[i];
-		char	   *entity = psprintf("%s-%s", p->mall_id, p->user_id);
 		bool		sent;
 
-		if (list_member(held_back, makeString(entity)))
+		if (held_back(held, p))
 			continue;
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
@@ -441,31 +411,6 @@ dc_at_commit_round(MemoryContext cxt)
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(cxt);
 		if (!sent)
-			held_back = lappend(held_back, makeString(entity));
-	}
-
-	/* by the partial index on done_at: cheap when there is nothing to do */
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		if (OidIsValid(get_extension_oid("durable_cluster", true)))
-		{
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
-			if (SPI_execute_with_args(
-					"DELETE FROM durable_cluster.pending_commands"
-					" WHERE id IN (SELECT id FROM durable_cluster.pending_commands"
-					"               WHERE status <> 'pending'"
-					"                 AND done_at < now() - $1 * interval '1 millisecond'"
-					"               LIMIT 1000)",
-					1, (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(dc_at_commit_retention_ms)},
-					NULL, false, 0) != SPI_OK_DELETE)
-				elog(ERROR, "could not remove old commands sent at commit");
-			SPI_finish();
-		}
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		MemoryContextSwitchTo(cxt);
+			held = lappend(held, p);
 	}
 }

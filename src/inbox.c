@@ -36,6 +36,7 @@
 
 #include <signal.h>
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
@@ -391,6 +392,19 @@ give_up(int slot)
 	return st;
 }
 
+/* Set the saga worker's latch, if it runs. */
+static void
+wake_saga_worker(void)
+{
+	Latch	   *saga_latch;
+
+	SpinLockAcquire(&dc_shared->mutex);
+	saga_latch = dc_shared->saga_latch;
+	SpinLockRelease(&dc_shared->mutex);
+	if (saga_latch)
+		SetLatch(saga_latch);
+}
+
 /*
  * dc_cluster exists on this server: the saga worker, which waits for
  * that before it logs in as it, may go on.
@@ -398,14 +412,53 @@ give_up(int slot)
 void
 dc_mark_cluster_role_ready(void)
 {
-	Latch	   *saga_latch;
-
 	SpinLockAcquire(&dc_shared->mutex);
 	dc_shared->cluster_role_ready = true;
-	saga_latch = dc_shared->saga_latch;
 	SpinLockRelease(&dc_shared->mutex);
-	if (saga_latch)
-		SetLatch(saga_latch);
+	wake_saga_worker();
+}
+
+/* what the current transaction asked to wake at its commit (DC_WAKE_*) */
+static int wake_at_commit_pending = 0;
+
+static void
+wake_at_commit_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_at_commit_pending & DC_WAKE_NODES)
+				dc_request_ticks();
+			if (wake_at_commit_pending & DC_WAKE_SAGA_WORKER)
+				wake_saga_worker();
+			wake_at_commit_pending = 0;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_at_commit_pending = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * Wake what (DC_WAKE_*) when the current transaction commits, and not
+ * if it does not: what it wrote is what they are to see.
+ */
+void
+dc_wake_at_commit(int what)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		RegisterXactCallback(wake_at_commit_callback, NULL);
+		registered = true;
+	}
+	wake_at_commit_pending |= what;
 }
 
 /*

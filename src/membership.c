@@ -14,7 +14,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -196,29 +195,6 @@ dc_remove_node(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-static bool wake_pending = false;
-
-static void
-wake_at_commit_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending)
-				dc_request_ticks();
-			wake_pending = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			wake_pending = false;
-			break;
-		default:
-			break;
-	}
-}
-
 /*
  * durable_cluster.wake_nodes_at_commit(): when the calling transaction
  * commits, every node runs its tick (heartbeat, reconcile, shard map) at
@@ -227,15 +203,7 @@ wake_at_commit_callback(XactEvent event, void *arg)
 Datum
 dc_wake_nodes_at_commit(PG_FUNCTION_ARGS)
 {
-	static bool registered = false;
-
-	if (dc_shared == NULL)
-		PG_RETURN_VOID();
-	if (!registered)
-	{
-		RegisterXactCallback(wake_at_commit_callback, NULL);
-		registered = true;
-	}
-	wake_pending = true;
+	if (dc_shared != NULL)
+		dc_wake_at_commit(DC_WAKE_NODES);
 	PG_RETURN_VOID();
 }

@@ -94,12 +94,6 @@ dc_saga_step(DcCommandKind kind, bool applied)
 	return NULL;				/* keep compiler quiet */
 }
 
-static char *
-jsonb_string(const JsonbValue *v)
-{
-	return pnstrdup(v->val.string.val, v->val.string.len);
-}
-
 /*
  * dc_transfer's amount argument, checked as the amount of a deduct:
  * its cents.
@@ -199,7 +193,8 @@ dc_saga_step_parse(const char *name, Jsonb *payload, Jsonb *record,
 	s.to_mall = record_string(record, "to_mall");
 	s.to_user = record_string(record, "to_user");
 	v = getKeyJsonValueFromContainer(&record->root, "amount", 6, NULL);
-	if (v == NULL || v->type != jbvString || !dc_money_parse(jsonb_string(v), &s.amount_cents))
+	if (v == NULL || v->type != jbvString ||
+		!dc_money_parse(pnstrdup(v->val.string.val, v->val.string.len), &s.amount_cents))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("forwarded saga record has no \"amount\""));

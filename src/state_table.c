@@ -99,6 +99,15 @@ dc_open_tenant_grants(LOCKMODE lockmode, Oid *pkey)
 	return open_table("tenant_grants", columns, TENANT_NATTS, lockmode, pkey);
 }
 
+Relation
+dc_open_pending_commands(LOCKMODE lockmode, Oid *pkey)
+{
+	static const char *const columns[] =
+	{"id", "mall_id", "user_id", "command", "payload", "command_id", "role_name"};
+
+	return open_table("pending_commands", columns, lengthof(columns), lockmode, pkey);
+}
+
 /*
  * settings.number_of_shards, read without privilege checks (it is no
  * secret, and dc_shard_id is for clients too).

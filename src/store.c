@@ -635,7 +635,6 @@ Oid
 dc_store_extension_oid(void)
 {
 	char	   *volatile oid = NULL;
-
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool gone = false;
 

@@ -153,10 +153,13 @@ name_argument(FunctionCallInfo fcinfo)
 
 /*
  * Enter a security-restricted operation as role, with the fixed
- * search_path; returns the GUC nest level for leave_as().
+ * search_path; returns the GUC nest level for dc_leave_as().  Used to run
+ * a handler as its owner, and statements on the extension's tables as
+ * their owner once the caller passed the checks (the caller's search_path
+ * must not apply: its functions and operators would run as the owner).
  */
-static int
-enter_as(Oid role, Oid *save_user, int *save_sec)
+int
+dc_enter_as(Oid role, Oid *save_user, int *save_sec)
 {
 	int			nestlevel;
 
@@ -170,8 +173,8 @@ enter_as(Oid role, Oid *save_user, int *save_sec)
 }
 
 /* Leave it: undo every setting changed since, and become the caller again. */
-static void
-leave_as(int nestlevel, Oid save_user, int save_sec)
+void
+dc_leave_as(int nestlevel, Oid save_user, int save_sec)
 {
 	AtEOXact_GUC(false, nestlevel);
 	SetUserIdAndSecContext(save_user, save_sec);
@@ -195,14 +198,14 @@ write_registry(const char *sql, int nargs, Oid *types, Datum *values)
 	uint64		processed;
 
 	table_close(rel, AccessShareLock);
-	nestlevel = enter_as(table_owner, &save_user, &save_sec);
+	nestlevel = dc_enter_as(table_owner, &save_user, &save_sec);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
 		elog(ERROR, "could not write durable_cluster.commands");
 	processed = SPI_processed;
 	SPI_finish();
-	leave_as(nestlevel, save_user, save_sec);
+	dc_leave_as(nestlevel, save_user, save_sec);
 	return processed;
 }
 
@@ -341,7 +344,7 @@ call_handler(const char *name, Jsonb *state, Jsonb *payload)
 				errmsg("the handler %s of command \"%s\" is now owned by %s, whose privileges the role that registered it does not have",
 					   format_procedure(handler), name, GetUserNameFromId(owner, false)));
 
-	nestlevel = enter_as(owner, &save_user, &save_sec);
+	nestlevel = dc_enter_as(owner, &save_user, &save_sec);
 	fmgr_info(handler, &flinfo);
 	InitFunctionCallInfoData(*call, &flinfo, 2, InvalidOid, NULL, NULL);
 	call->args[0].value = JsonbPGetDatum(state);
@@ -358,7 +361,7 @@ call_handler(const char *name, Jsonb *state, Jsonb *payload)
 				errhint("A handler returns the new state; to reject a command, raise an error."));
 	new_state = DatumGetJsonbP(result);
 	dc_entity_check_doc(new_state, state, name);
-	leave_as(nestlevel, save_user, save_sec);
+	dc_leave_as(nestlevel, save_user, save_sec);
 	return new_state;
 }
 
