@@ -38,6 +38,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IO::Select;
 use IO::Socket::UNIX;
 use Socket qw(SOCK_STREAM);
 use Time::HiRes qw(time usleep);
@@ -62,11 +63,15 @@ durable_cluster.ask_timeout = '10s'
 my $lab = IO::Socket::UNIX->new(Peer => $socket_path, Type => SOCK_STREAM)
   or BAIL_OUT("cannot reach the network lab at $socket_path: $!");
 
+# one command to the lab, its answer within 3 minutes (starting a server
+# is the slowest), or the test dies
 sub lab
 {
 	my ($command) = @_;
 	print $lab "$command\n";
 	$lab->flush;
+	die "lab: '$command': no answer within 180 s\n"
+	  unless IO::Select->new($lab)->can_read(180);
 	my $answer = <$lab> // 'error: no answer';
 	chomp $answer;
 	die "lab: '$command': $answer\n" unless $answer =~ /^ok\b/;
