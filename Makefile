@@ -18,7 +18,9 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 DATA = $(wildcard sql/durable_cluster--*.sql)
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/include -I$(libpq_srcdir)
+# the version of the SQL objects the library serves: the control file's
+DC_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" durable_cluster.control)
+PG_CPPFLAGS = -I$(srcdir)/include -I$(libpq_srcdir) -DDC_VERSION='"$(DC_VERSION)"'
 SHLIB_LINK = $(libpq)
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/durable_cluster--%,$(wildcard sql/*.sql))))
@@ -36,7 +38,7 @@ CONTRIB_TESTDB = postgres
 
 # PGXS tracks no header dependencies: rebuild everything when a header
 # changes (shared-memory structs must agree between files)
-$(OBJS): $(wildcard include/*.h)
+$(OBJS): $(wildcard include/*.h) durable_cluster.control
 
 .PHONY: demo test bench soak
 demo:

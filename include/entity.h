@@ -4,15 +4,18 @@
  *	  The user entity's state and the built-in commands, as plain functions
  *	  from (state, command) to (new state, result).
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DC_ENTITY_H
 #define DC_ENTITY_H
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "utils/jsonb.h"
 
-#include "durable_cluster.h"
+#include "settings.h"
 
 /* 64 characters of at most 4 bytes each, plus the terminator */
 #define DC_MAX_NICKNAME_CHARS	64
@@ -82,8 +85,13 @@ typedef enum DcOutcome
 
 extern void dc_entity_init(DcEntityState *state);
 
-/* Validate a command name and payload; ereport(ERROR) on bad input. */
+/*
+ * Validate a command's payload; ereport(ERROR) on bad input.  A name that
+ * is not built in is taken for a registered command (whether one is, is
+ * user_command.c's to say: dc_parse_client_command).
+ */
 extern void dc_command_parse(const char *name, Jsonb *payload, DcCommand *cmd);
+extern const char *dc_builtin_command_list(void);
 
 /*
  * Apply a command to *state in place.  *label is the reply's "result" for a
@@ -100,6 +108,17 @@ extern Jsonb *dc_entity_canonical(Jsonb *doc, const char *mall_id, const char *u
 extern void dc_entity_check_doc(Jsonb *doc, Jsonb *before, const char *command);
 extern bool dc_command_is_builtin(const char *name);
 extern void dc_check_text(const char *s, int len, const char *what);
+
+/*
+ * An entity id: not empty, at most DC_MAX_ID_BYTES, no control or
+ * bidirectional formatting characters; as a C string.  The second takes it
+ * from argument argno of an SQL function, which must not be NULL.
+ */
+extern char *dc_id_check(const char *id, int len, const char *what);
+extern char *dc_id_argument(FunctionCallInfo fcinfo, int argno, const char *what);
+
+/* 22004 unless every argument of SQL function what but optional (-1: none) is given */
+extern void dc_require_arguments(FunctionCallInfo fcinfo, const char *what, int optional);
 /* a balance's text ("100.50", "100.5", "1e2"): its cents, if it is one */
 extern bool dc_money_parse(const char *text, int64 *cents);
 

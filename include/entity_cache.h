@@ -4,6 +4,8 @@
  *	  A node's in-memory entities: committed states by (mall_id, user_id),
  *	  least recently used first, and their passivation.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DC_ENTITY_CACHE_H

@@ -4,18 +4,21 @@
  *	  Shared memory of durable_cluster: the shard map, the node table and
  *	  the request slots through which callers hand commands to nodes.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DC_INBOX_H
 #define DC_INBOX_H
 
 #include "postgres_ext.h"
+#include "port/atomics.h"
 #include "datatype/timestamp.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
 
-#include "durable_cluster.h"
+#include "settings.h"
 #include "entity.h"
 
 /* room for a reply document or an error message */
@@ -81,20 +84,9 @@ typedef struct DcRequestSlot
 	char		reply[DC_REPLY_BYTES];
 } DcRequestSlot;
 
-typedef struct DcNodeSlot
+/* A node's statistics (dc_node_stats); counters are zeroed by dc_stats_reset() */
+typedef struct DcNodeStats
 {
-	/* protected by DcShared->mutex */
-	bool		in_use;			/* assigned to a node worker (static or added) */
-	char		name[NAMEDATALEN];
-	char		roles[DC_ROLES_BYTES];	/* text[] literal */
-	bool		leave_requested;	/* dc_remove_node: leave and do not come back */
-	bool		tick_requested; /* membership or shard map changed */
-	pid_t		pid;			/* 0 when the node is not running */
-	Latch	   *latch;
-	int			inbox_head;
-	int			inbox_tail;
-
-	/* statistics (dc_node_stats); counters are zeroed by dc_stats_reset() */
 	int64		entities_in_memory;
 	int64		memory_bytes;	/* the node's memory contexts, all of them */
 	int64		commands;		/* commands applied (not routed elsewhere) */
@@ -102,15 +94,37 @@ typedef struct DcNodeSlot
 	int64		passivations;
 	TimestampTz last_batch_at;	/* 0 = none yet */
 	TimestampTz stats_reset;
+} DcNodeStats;
+
+typedef struct DcNodeSlot
+{
+	/* who the node is: protected by DcShared->node_lock */
+	bool		in_use;			/* assigned to a node worker (static or added) */
+	char		name[NAMEDATALEN];
+	char		roles[DC_ROLES_BYTES];	/* text[] literal */
+	bool		leave_requested;	/* dc_remove_node: leave and do not come back */
+
+	/* its process: written under DcShared->mutex; pid read without it too */
+	pg_atomic_uint32 pid;		/* 0 when the node is not running */
+	Latch	   *latch;
+
+	/* protected by DcShared->mutex */
+	bool		tick_requested; /* membership or shard map changed */
+	int			inbox_head;
+	int			inbox_tail;
+	DcNodeStats stats;
 } DcNodeSlot;
 
+/* the locks: see inbox.c */
 typedef struct DcShared
 {
-	slock_t		mutex;			/* request slots, inboxes, node table */
+	slock_t		mutex;			/* request slots, inboxes, nodes' processes */
+	LWLock	   *node_lock;		/* nodes' identities */
 	bool		cluster_role_ready; /* dc_cluster exists on this server */
 	pid_t		saga_pid;		/* the saga worker, 0 when it does not run */
 	Latch	   *saga_latch;		/* and its latch, NULL then */
 	int			free_head;
+	int			nfree;			/* slots on the free list */
 	int			nslots;
 	DcNodeSlot	nodes[DC_MAX_NODES];
 
@@ -123,6 +137,8 @@ typedef struct DcShared
 	int64		epoch[DC_MAX_SHARDS];
 	int			nremote;
 	char		remote[DC_MAX_REMOTE_SERVERS][DC_ADDRESS_BYTES];	/* host:port */
+	/* the store's extension version this server's nodes refuse, "" = none */
+	char		refused_version[NAMEDATALEN];
 
 	DcRequestSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } DcShared;
@@ -134,26 +150,40 @@ extern void dc_shmem_init(void);
 
 extern void dc_mark_cluster_role_ready(void);
 
+/* Raise an error unless the library was preloaded and serves this database. */
+extern void dc_check_usable(void);
+
 /* what dc_wake_at_commit wakes */
 #define DC_WAKE_NODES			0x01	/* every node runs its tick at once */
 #define DC_WAKE_SAGA_WORKER		0x02	/* the saga worker runs its round at once */
 extern void dc_wake_at_commit(int what);
 
+/* the shard map */
+extern int	dc_map_number_of_shards(void);
+extern int	dc_map_owner(int shard, int nshards, char *address);
+extern void dc_map_forget(Oid extension);
+extern void dc_map_refuse(const char *version);
+extern bool dc_map_refused(char *version);
+
 /* node slots */
 extern int	dc_node_slot_claim(const char *name, const char *roles);
 extern void dc_node_slot_release(int node);
 extern int	dc_node_find(const char *name);
+extern void dc_node_slot_name(int node, char *name);
+extern void dc_node_slot_identity(int node, char *name, char *roles);
+extern bool dc_node_running(int node);
+extern int	dc_node_names(char (*names)[NAMEDATALEN], bool running);
+extern bool dc_node_stats_copy(int node, char *name, DcNodeStats *stats);
+extern void dc_stats_reset_all(TimestampTz now);
 extern int	dc_node_request_leave(const char *name);
-extern void dc_request_ticks(void);
 extern bool dc_node_take_tick_request(int node);
 extern bool dc_node_leave_requested(int node);
 extern void dc_node_report(int node, int64 entities, int64 memory, int commands,
 						   int passivations,
 						   TimestampTz batch_at);
-extern void dc_stats_zero(DcNodeSlot *node, TimestampTz now);
 
 /* caller side */
-extern int	dc_slot_acquire(void);
+extern int	dc_slot_acquire(bool extra);
 extern void dc_slot_enqueue(int slot, int node);
 extern DcSlotState dc_slot_state(int slot);
 extern bool dc_slot_accepted(int slot);

@@ -4,6 +4,8 @@
  *	  Transfers between two entities (saga.c): what a node records of a
  *	  transfer's step, and the saga worker.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DC_SAGA_H

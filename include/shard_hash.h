@@ -3,6 +3,8 @@
  * shard_hash.h
  *	  Entity to shard mapping, identical to Pekko's HashCodeMessageExtractor.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DC_SHARD_HASH_H

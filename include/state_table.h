@@ -5,6 +5,8 @@
  *	  planning or executor start-up: used by durable_cluster.write_batch(),
  *	  dc_get_state() and the lookup of registered commands.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DC_STATE_TABLE_H

@@ -9,6 +9,8 @@
  * in dc_store_begin_batch / dc_store_end_batch.  Errors are raised as
  * ERROR with the store's SQLSTATE.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DC_STORE_H
@@ -47,13 +49,12 @@ typedef struct DcCommandLog
 
 extern void dc_store_init(const char *node_name);
 extern void dc_store_set_member(const char *name, int64 incarnation);
-extern void dc_store_disconnect(void);
 
 extern bool dc_store_announced(void);
 extern void dc_store_note_cluster_role(void);
 extern void dc_store_wait_idle(long timeout_ms);
 extern int	dc_store_other_sessions(void);
-extern Oid	dc_store_extension_oid(void);
+extern Oid	dc_store_extension(char **version);
 extern int64 dc_store_join(const char *name, int node_index, const char *address,
 						   const char *roles);
 extern bool dc_store_heartbeat(const char *name, int64 incarnation);
@@ -71,10 +72,21 @@ typedef struct DcSagaStep
 
 extern void dc_store_load_batch(DcEntityLoad *loads, int nloads,
 								DcCommandLog *lookups, int nlookups);
-extern int	dc_store_write_batch(const char *name, const int *shards, const int64 *epochs,
-								 int nshards, const DcEntityWrite *writes, int nwrites,
-								 const DcCommandLog *logs, int nlogs,
-								 const DcSagaStep *sagas, int nsagas, int *fenced);
+/* What a batch writes, and the shards it holds the fence of. */
+typedef struct DcBatchWrite
+{
+	int		   *shards;			/* every shard the batch touched */
+	int64	   *epochs;			/* at the epoch the node holds */
+	int			nshards;
+	DcEntityWrite *writes;		/* changed entities */
+	int			nwrites;
+	DcCommandLog *logs;			/* replies of commands with a command_id */
+	int			nlogs;
+	DcSagaStep *sagas;			/* transfer steps applied */
+	int			nsagas;
+} DcBatchWrite;
+
+extern int	dc_store_write_batch(const char *name, const DcBatchWrite *batch, int *fenced);
 
 extern void dc_store_begin_batch(void);
 extern void dc_store_end_batch(bool commit);

@@ -3,6 +3,8 @@
  * tenant.h
  *	  Roles restricted to some malls (tenant.c).
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DC_TENANT_H

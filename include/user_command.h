@@ -4,13 +4,19 @@
  *	  Commands registered with dc_register_command(): their registry and
  *	  how their handlers run in the store.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #ifndef DC_USER_COMMAND_H
 #define DC_USER_COMMAND_H
 
-/* Is name registered?  Read without checking the caller's privileges. */
-extern bool dc_user_command_exists(const char *name);
+#include "utils/jsonb.h"
+
+#include "entity.h"
+
+/* A built-in or registered command, validated; 22023 for an unknown name. */
+extern void dc_parse_client_command(const char *name, Jsonb *payload, DcCommand *cmd);
 
 /* a security-restricted operation as role, with search_path pg_catalog, pg_temp */
 extern int	dc_enter_as(Oid role, Oid *save_user, int *save_sec);

@@ -22,6 +22,7 @@ SELECT node, count(*) AS shards, min(shard_id) AS first, max(shard_id) AS last,
   FROM dc_shards GROUP BY node ORDER BY node;
 
 -- the nodes and the saga worker as PostgreSQL shows them
-SELECT backend_type FROM pg_stat_activity
- WHERE backend_type LIKE 'durable_cluster%' ORDER BY backend_type;
+-- (one type for every node; its application_name is its member name)
+SELECT backend_type, application_name FROM pg_stat_activity
+ WHERE backend_type LIKE 'durable_cluster%' ORDER BY 1, 2;
 

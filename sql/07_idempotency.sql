@@ -58,15 +58,17 @@ SELECT dc_send_command('idem', 'u3', 'login', jsonb_build_object('command_id', r
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 SELECT (dc_get_state('idem', 'u3') ->> 'revision') = '0' AS never_stored;
 
--- the window: an entity's newest 1000 command ids are kept; older ones are
--- pruned on one logged command in 64, at random (with 640 past the window,
--- the chance that none prunes is below 1 in 20000)
+-- the cap: an entity keeps its newest command_log_per_entity (100 by
+-- default) entries, after every batch; a retry of an older one is applied
+-- as a new command (docs/sql-api.md, "Retries")
 SELECT count(*) FILTER (WHERE (r ->> 'ok')::boolean) AS applied
   FROM (SELECT dc_send_command('idem', 'w', 'add_balance',
                                jsonb_build_object('amount', 1, 'command_id', 'w' || g)) AS r
-          FROM generate_series(1, 1640) g) s;
--- w641 is the 1000th newest: still answered from the log
-SELECT dc_send_command('idem', 'w', 'add_balance', '{"amount": 1, "command_id": "w641"}') -> 'revision' AS revision;
-SELECT dc_get_state('idem', 'w') -> 'revision' AS revision;
-SELECT count(*) >= 1000 AS window_kept, count(*) < 1640 AS pruned
+          FROM generate_series(1, 150) g) s;
+SELECT count(*) AS kept, min(seq) = max(seq) - 99 AS newest
   FROM durable_cluster.command_log WHERE mall_id = 'idem' AND user_id = 'w';
+-- w51 is the 100th newest: still answered from the log
+SELECT dc_send_command('idem', 'w', 'add_balance', '{"amount": 1, "command_id": "w51"}') -> 'revision' AS revision;
+SELECT dc_get_state('idem', 'w') -> 'revision' AS revision;
+-- w50 is past the cap: applied again
+SELECT dc_send_command('idem', 'w', 'add_balance', '{"amount": 1, "command_id": "w50"}') -> 'revision' AS revision;

@@ -28,6 +28,7 @@ SELECT p.oid::regprocedure AS unpinned
  ORDER BY 1::text;
 
 -- ---- nothing that changes state or reads entities is PUBLIC's ----
+-- (what is: the shard functions, and dc_version(), which shows versions)
 SELECT p.oid::regprocedure AS executable_by_public
   FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid AND d.classid = 'pg_proc'::regclass
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'durable_cluster')

@@ -1,15 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * api.c
- *	  SQL-callable functions: dc_send_command, dc_tell, dc_get_state, dc_shard_id,
- *	  dc_java_hashcode and durable_cluster.self_address.
+ *	  SQL-callable functions: dc_send_command, dc_tell, dc_send_commands,
+ *	  dc_get_state, dc_shard_id, dc_java_hashcode, and the cluster's own
+ *	  durable_cluster.self_address and durable_cluster.forward (a command
+ *	  another server hands on, forward.c).
  *
- * dc_send_command runs in the caller's backend: it validates the input,
- * finds the shard's owner in the shared-memory map, queues the command in
- * the owner's inbox and sleeps until the reply arrives or ask_timeout
- * passes.  The command runs in the node's transaction, not the caller's.
- * dc_tell does the same but returns as soon as the owner has taken the
- * command as its own.
+ * The command functions validate their input here, in the caller's
+ * backend, and hand the commands to ask.c, which sends them to their
+ * owners and waits: dc_send_command for the reply, dc_tell until the
+ * owner has taken the command as its own, dc_send_commands for the replies
+ * of many.
+ *
+ * Copyright (c) 2026, the durable_cluster developers
  *
  *-------------------------------------------------------------------------
  */
@@ -22,6 +25,7 @@
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
@@ -31,12 +35,14 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "api.h"
-#include "durable_cluster.h"
+#include "ask.h"
+#include "settings.h"
+#include "remote.h"
 #include "entity.h"
 #include "forward.h"
 #include "inbox.h"
 #include "jsonb_build.h"
+#include "saga.h"
 #include "shard_hash.h"
 #include "state_table.h"
 #include "tenant.h"
@@ -44,306 +50,12 @@
 
 PG_FUNCTION_INFO_V1(dc_send_command);
 PG_FUNCTION_INFO_V1(dc_tell);
+PG_FUNCTION_INFO_V1(dc_send_commands);
 PG_FUNCTION_INFO_V1(dc_get_state);
 PG_FUNCTION_INFO_V1(dc_shard_id);
 PG_FUNCTION_INFO_V1(dc_java_hashcode_sql);
 PG_FUNCTION_INFO_V1(dc_self_address_sql);
-
-/* how long to wait before routing again when no owner is known */
-#define ROUTE_RETRY_MS	10
-
-/* how often a waiting caller checks whether its shard moved */
-#define REROUTE_CHECK_MS	50
-
-/*
- * Fetch an entity id argument: not NULL, not empty, at most 255 bytes, no
- * control or bidirectional formatting characters.
- */
-char *
-dc_id_argument(FunctionCallInfo fcinfo, int argno, const char *what)
-{
-	text	   *t;
-	int			len;
-
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				errmsg("%s must not be NULL", what));
-	t = PG_GETARG_TEXT_PP(argno);
-	len = VARSIZE_ANY_EXHDR(t);
-	if (len == 0)
-		ereport(ERROR,
-				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("%s must not be empty", what));
-	if (len > DC_MAX_ID_BYTES)
-		ereport(ERROR,
-				errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-				errmsg("%s is %d bytes long; the limit is %d bytes",
-					   what, len, DC_MAX_ID_BYTES));
-	dc_check_text(VARDATA_ANY(t), len, what);
-	return text_to_cstring(t);
-}
-
-/*
- * Owner of a shard per the shared-memory map (inbox.h): a node slot of
- * this server, DC_OWNER_NONE, or a remote server, whose address is then
- * copied to address.
- */
-static int
-route(const char *mall_id, const char *user_id, int *shard, int *nshards, char *address)
-{
-	int			owner = DC_OWNER_NONE;
-
-	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
-	*nshards = dc_shared->number_of_shards;
-	LWLockRelease(dc_shared->map_lock);
-	if (*nshards == 0)
-		return -1;
-
-	*shard = dc_entity_shard(mall_id, user_id, *nshards);
-
-	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
-	if (dc_shared->number_of_shards == *nshards)
-		owner = dc_shared->owner[*shard];
-	if (owner < DC_OWNER_NONE)
-		strlcpy(address, dc_shared->remote[DC_REMOTE_INDEX(owner)], DC_ADDRESS_BYTES);
-	LWLockRelease(dc_shared->map_lock);
-
-	/* a node that is not running cannot take the command now */
-	if (owner >= 0 && dc_shared->nodes[owner].pid == 0)
-		owner = DC_OWNER_NONE;
-	return owner;
-}
-
-static long
-ms_until(TimestampTz deadline)
-{
-	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-}
-
-static void
-sleep_ms(long ms)
-{
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 Max(ms, 1), PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
-/*
- * Hand a validated command to the owner of its shard and wait for the reply.
- * The slot is given up on any error, including a cancel while waiting, so
- * nothing is left behind in shared memory.
- */
-Jsonb *
-dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd, bool tell)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   dc_ask_timeout_ms);
-	volatile int slot = -1;
-	Jsonb	   *result = NULL;
-	bool		told = false;
-	MemoryContext cxt = CurrentMemoryContext;
-
-	/* the handler runs for a node, which would wait for itself */
-	if (dc_in_command_handler)
-		ereport(ERROR,
-				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				errmsg("a command handler cannot send commands"),
-				errhint("A handler only returns its entity's new state."));
-
-	PG_TRY();
-	{
-		while (result == NULL && !told)
-		{
-			DcRequestSlot *s;
-			int			shard = -1;
-			int			nshards;
-			int			owner;
-			char		address[DC_ADDRESS_BYTES];
-			bool		rerouted = false;
-
-			if (slot < 0 && (slot = dc_slot_acquire()) < 0)
-			{
-				if (ms_until(deadline) <= 0)
-					ereport(ERROR,
-							errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-							errmsg("no free durable_cluster request slot within ask_timeout"));
-				sleep_ms(ROUTE_RETRY_MS);
-				continue;
-			}
-
-			owner = route(mall_id, user_id, &shard, &nshards, address);
-			if (owner < DC_OWNER_NONE)
-			{
-				bool		moved;
-
-				/* a node of another server owns it: that server queues it */
-				dc_slot_release(slot);
-				slot = -1;
-				if (dc_serving_forward)
-				{
-					/* forwarded here: never further (no return inside PG_TRY) */
-					result = dc_moved_reply();
-					continue;
-				}
-				result = dc_forward(address, NULL, mall_id, user_id, cmd, tell, deadline, &moved);
-				told = tell && !moved;
-				if (moved && ms_until(deadline) <= 0)
-					ereport(ERROR,
-							errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-							errmsg("no node of another server took the command within ask_timeout (%d ms); it was not applied",
-								   dc_ask_timeout_ms),
-							errdetail("Shard %d was last owned by a node of %s, which could not be reached or no longer owned it.",
-									  shard, address),
-							errhint("A failover takes up to durable_cluster.failure_timeout plus one heartbeat_interval; an ask_timeout longer than that rides through it."));
-				if (moved)
-					sleep_ms(ROUTE_RETRY_MS);
-				continue;
-			}
-			if (owner < 0)
-			{
-				if (ms_until(deadline) <= 0)
-				{
-					if (nshards == 0)
-						ereport(ERROR,
-								errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-								errmsg("no durable_cluster node is serving: the shard map is not loaded"),
-								errhint("Check that durable_cluster.nodes > 0 and that the nodes run (SELECT * FROM dc_members)."));
-					ereport(ERROR,
-							errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-							errmsg("no live durable_cluster node owns shard %d", shard),
-							errdetail("Waited durable_cluster.ask_timeout (%d ms).", dc_ask_timeout_ms),
-							errhint("Check the nodes with SELECT * FROM dc_members."));
-				}
-				sleep_ms(ROUTE_RETRY_MS);
-				continue;
-			}
-
-			s = &dc_shared->slots[slot];
-			s->shard = shard;
-			s->number_of_shards = nshards;
-			strlcpy(s->mall_id, mall_id, sizeof(s->mall_id));
-			strlcpy(s->user_id, user_id, sizeof(s->user_id));
-			s->command = *cmd;
-			s->tell = tell;
-			dc_slot_enqueue(slot, owner);
-
-			while (dc_slot_state(slot) != DC_SLOT_DONE &&
-				   !(tell && dc_slot_accepted(slot)))
-			{
-				long		left = ms_until(deadline);
-
-				if (left <= 0)
-				{
-					char		name[NAMEDATALEN];
-					DcSlotState was = dc_slot_abandon(slot);
-
-					slot = -1;
-					dc_node_name(owner, name, sizeof(name));
-					if (was == DC_SLOT_QUEUED)
-						ereport(ERROR,
-								errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-								errmsg("no node took the command within ask_timeout (%d ms); it was not applied",
-									   dc_ask_timeout_ms),
-								errdetail("It was waiting in the inbox of %s, owner of shard %d.",
-										  name, shard),
-								errhint("A failover takes up to durable_cluster.failure_timeout plus one heartbeat_interval; an ask_timeout longer than that rides through it."));
-					ereport(ERROR,
-							errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
-							errmsg("no reply from %s within ask_timeout (%d ms); the command may or may not have been applied",
-								   name, dc_ask_timeout_ms),
-							errhint(DC_RETRY_HINT));
-				}
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 Min(left, REROUTE_CHECK_MS), PG_WAIT_EXTENSION);
-				ResetLatch(MyLatch);
-				CHECK_FOR_INTERRUPTS();
-
-				/*
-				 * If the shard moved while the command still waits in the old
-				 * owner's inbox (that node may be paused or gone), take it
-				 * back and send it to the new owner.
-				 */
-				if (route(mall_id, user_id, &shard, &nshards, address) != owner &&
-					dc_slot_reclaim(slot))
-				{
-					rerouted = true;
-					break;
-				}
-			}
-			if (rerouted)
-				continue;
-			if (tell && dc_slot_detach(slot))
-			{
-				/* the owner has it, and frees the slot when it is done */
-				slot = -1;
-				told = true;
-				continue;
-			}
-
-			switch (s->reply_kind)
-			{
-				case DC_REPLY_OK:
-					result = palloc(s->reply_len);
-					memcpy(result, s->reply, s->reply_len);
-					break;
-				case DC_REPLY_ERROR:
-					{
-						char	   *msg = pnstrdup(s->reply, s->reply_len);
-						int			sqlstate = s->reply_sqlstate;
-
-						dc_slot_release(slot);
-						slot = -1;
-						ereport(ERROR, errcode(sqlstate), errmsg("%s", msg));
-					}
-					break;
-				case DC_REPLY_MOVED:
-					/* the shard changed hands: route again with the new map */
-					dc_slot_release(slot);
-					slot = -1;
-					sleep_ms(1);
-					break;
-			}
-		}
-		if (slot >= 0)
-			dc_slot_release(slot);
-		slot = -1;
-	}
-	PG_CATCH();
-	{
-		DcSlotState was = slot >= 0 ? dc_slot_abandon(slot) : DC_SLOT_FREE;
-
-		/*
-		 * Cancelled (statement_timeout, a client's cancel request,
-		 * pg_cancel_backend) after a node took the command: it may well be
-		 * applied and committed, so plain 57014 would tell the caller
-		 * "not done" wrongly.  Before that, it left the inbox unapplied
-		 * above, and 57014 is the truth.
-		 */
-		if (was == DC_SLOT_TAKEN || was == DC_SLOT_DONE)
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			{
-				FlushErrorState();
-				ereport(ERROR,
-						errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
-						errmsg("%s after a node had taken the command; it may or may not have been applied",
-							   edata->message),
-						errhint(DC_RETRY_HINT));
-			}
-			FreeErrorData(edata);
-		}
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-
-	return result;
-}
+PG_FUNCTION_INFO_V1(dc_forward_sql);
 
 /* The arguments of dc_send_command and dc_tell, validated. */
 static void
@@ -356,13 +68,13 @@ command_arguments(FunctionCallInfo fcinfo, char **mall_id, char **user_id, DcCom
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("command must not be NULL"),
-				errhint("Known commands are: login, logout, get_state, update_profile, add_balance, deduct_balance, refund_balance."));
+				errhint("Known commands are: %s, and those in dc_commands.", dc_builtin_command_list()));
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("payload must not be NULL"),
 				errhint("Pass '{}' for a command without arguments."));
-	dc_command_parse(text_to_cstring(PG_GETARG_TEXT_PP(2)), PG_GETARG_JSONB_P(3), cmd);
+	dc_parse_client_command(text_to_cstring(PG_GETARG_TEXT_PP(2)), PG_GETARG_JSONB_P(3), cmd);
 	dc_tenant_check(NULL, *mall_id, cmd->name);
 }
 
@@ -374,7 +86,7 @@ dc_send_command(PG_FUNCTION_ARGS)
 	DcCommand	cmd;
 
 	command_arguments(fcinfo, &mall_id, &user_id, &cmd);
-	PG_RETURN_JSONB_P(dc_ask(mall_id, user_id, &cmd, false));
+	PG_RETURN_JSONB_P(dc_ask(mall_id, user_id, &cmd, NULL));
 }
 
 /*
@@ -387,10 +99,175 @@ dc_tell(PG_FUNCTION_ARGS)
 	char	   *mall_id;
 	char	   *user_id;
 	DcCommand	cmd;
+	DcAskOptions options = {dc_ask_timeout_ms, true, true};
 
 	command_arguments(fcinfo, &mall_id, &user_id, &cmd);
-	(void) dc_ask(mall_id, user_id, &cmd, true);
+	(void) dc_ask(mall_id, user_id, &cmd, &options);
 	PG_RETURN_VOID();
+}
+
+/* how a call of dc_send_commands looks */
+#define BULK_HINT "Pass a JSON array of objects such as {\"mall_id\": \"mall001\", \"user_id\": \"user001\", \"command\": \"add_balance\", \"payload\": {\"amount\": \"5.00\"}}; payload may be left out."
+
+/* Which element of dc_send_commands' array an error is about. */
+static void
+bulk_error_context(void *arg)
+{
+	int			n = *(int *) arg;
+
+	if (n > 0)
+		errcontext("command %d of the array passed to dc_send_commands", n);
+}
+
+/* A string member of a command object, checked as an id or a name. */
+static char *
+bulk_string(JsonbContainer *obj, const char *key, bool is_id)
+{
+	JsonbValue	buf;
+	JsonbValue *v = getKeyJsonValueFromContainer(obj, key, strlen(key), &buf);
+
+	if (v == NULL || v->type == jbvNull)
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("%s is missing", key),
+				errhint(BULK_HINT));
+	if (v->type != jbvString)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("%s must be a JSON string", key),
+				errhint(BULK_HINT));
+	if (is_id)
+		return dc_id_check(v->val.string.val, v->val.string.len, key);
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/*
+ * One element of dc_send_commands' array, validated as dc_send_command
+ * validates its arguments.  allowed lists the "mall\x01command" pairs the
+ * tenant check already let through in this call.
+ */
+static void
+bulk_command(JsonbValue *elem, DcAsk *a, DcCommand *cmd, List **allowed)
+{
+	JsonbContainer *obj;
+	JsonbValue	buf;
+	JsonbValue *payload;
+	int			known = 3;
+	char	   *pair;
+	ListCell   *lc;
+	bool		checked = false;
+
+	if (elem->type != jbvBinary || !JsonContainerIsObject(elem->val.binary.data))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("a command must be a JSON object"),
+				errhint(BULK_HINT));
+	obj = elem->val.binary.data;
+	a->mall_id = bulk_string(obj, "mall_id", true);
+	a->user_id = bulk_string(obj, "user_id", true);
+	payload = getKeyJsonValueFromContainer(obj, "payload", 7, &buf);
+	if (payload != NULL)
+		known++;
+	if (JsonContainerSize(obj) != known)
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("a command object holds mall_id, user_id, command and payload, and nothing else"),
+				errhint(BULK_HINT));
+	dc_parse_client_command(bulk_string(obj, "command", false),
+					 payload ? JsonbValueToJsonb(payload) :
+					 DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"))),
+					 cmd);
+	a->cmd = cmd;
+
+	pair = psprintf("%s\x01%s", a->mall_id, cmd->name);
+	foreach(lc, *allowed)
+		checked = checked || strcmp(lfirst(lc), pair) == 0;
+	if (!checked)
+	{
+		dc_tenant_check(NULL, a->mall_id, cmd->name);
+		*allowed = lappend(*allowed, pair);
+	}
+}
+
+/*
+ * dc_send_commands(commands jsonb) RETURNS TABLE (n integer, reply jsonb,
+ *                                                  sqlstate text, message text)
+ *
+ * Many commands in one call.  Every one is validated before any is sent:
+ * bad input fails the call and sends nothing.  Then they go to their
+ * owners as dc_ask_many sends them, and each row is the outcome of the
+ * command at that position: its reply, each after its own commit, or its
+ * error (a failed command does not fail the others).
+ */
+Datum
+dc_send_commands(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	DcAskOptions options = {dc_ask_timeout_ms, false, true};
+	ErrorContextCallback errcallback;
+	Jsonb	   *commands;
+	DcAsk	   *asks;
+	DcCommand  *cmds;
+	List	   *allowed = NIL;
+	int			current = 0;
+	int			n;
+
+	dc_check_usable();
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				errmsg("commands must not be NULL"),
+				errhint(BULK_HINT));
+	commands = PG_GETARG_JSONB_P(0);
+	if (!JB_ROOT_IS_ARRAY(commands) || JB_ROOT_IS_SCALAR(commands))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("commands must be a JSON array"),
+				errhint(BULK_HINT));
+	n = JB_ROOT_COUNT(commands);
+	if (n > DC_MAX_BULK_COMMANDS)
+		ereport(ERROR,
+				errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				errmsg("%d commands in one call; the limit is %d", n, DC_MAX_BULK_COMMANDS),
+				errhint("Send them in several calls."));
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (n == 0)
+		return (Datum) 0;
+	asks = palloc0(sizeof(DcAsk) * n);
+	cmds = palloc(sizeof(DcCommand) * n);
+
+	errcallback.callback = bulk_error_context;
+	errcallback.arg = &current;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+	for (current = 1; current <= n; current++)
+		bulk_command(getIthJsonbValueFromContainer(&commands->root, current - 1),
+					 &asks[current - 1], &cmds[current - 1], &allowed);
+	error_context_stack = errcallback.previous;
+
+	dc_ask_many(asks, n, &options);
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		values[0] = Int32GetDatum(i + 1);
+		if (asks[i].sqlstate == 0)
+		{
+			values[1] = JsonbPGetDatum(asks[i].reply);
+			nulls[2] = nulls[3] = true;
+		}
+		else
+		{
+			nulls[1] = true;
+			values[2] = CStringGetTextDatum(unpack_sql_state(asks[i].sqlstate));
+			values[3] = CStringGetTextDatum(asks[i].message);
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }
 
 /*
@@ -406,19 +283,13 @@ shard_owner(int shard)
 	Relation	index;
 	TupleTableSlot *slot;
 	char	   *owner = NULL;
-	int			local = DC_OWNER_NONE;
+	char		address[DC_ADDRESS_BYTES];
+	int			local = dc_map_owner(shard, dc_map_number_of_shards(), address);
 	char		name[NAMEDATALEN];
 
-	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
-	if (shard < dc_shared->number_of_shards)
-		local = dc_shared->owner[shard];
-	LWLockRelease(dc_shared->map_lock);
 	if (local >= 0)
 	{
-		SpinLockAcquire(&dc_shared->mutex);
-		memcpy(name, dc_shared->nodes[local].name, NAMEDATALEN);
-		SpinLockRelease(&dc_shared->mutex);
-		name[NAMEDATALEN - 1] = '\0';
+		dc_node_slot_name(local, name);
 		return pstrdup(name);
 	}
 
@@ -535,11 +406,7 @@ stored_number_of_shards(void)
 	if (dc_store_is_here())
 		return dc_read_number_of_shards();
 	if (dc_shared != NULL)
-	{
-		LWLockAcquire(dc_shared->map_lock, LW_SHARED);
-		n = dc_shared->number_of_shards;
-		LWLockRelease(dc_shared->map_lock);
-	}
+		n = dc_map_number_of_shards();
 	if (n == 0)
 		ereport(ERROR,
 				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -579,4 +446,63 @@ Datum
 dc_self_address_sql(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TEXT_P(cstring_to_text(dc_self_address()));
+}
+
+/*
+ * durable_cluster.forward(format integer, role_name text, mall_id text,
+ *                         user_id text, command text, payload jsonb,
+ *                         saga_record jsonb, tell boolean,
+ *                         timeout_ms integer) RETURNS jsonb
+ * A command another server of the cluster forwards, as its client sent it
+ * (saga_record: the transfer whose step it is, else NULL), in format
+ * DC_FORWARD_FORMAT.  Served by this server's nodes only.  Everything is
+ * checked again here as if it came from SQL, the malls of role_name too:
+ * a server trusts no bytes of another.  Returns the reply, NULL for a tell
+ * that was taken, or {"moved": true} if none of this server's nodes owns
+ * the shard.
+ */
+Datum
+dc_forward_sql(PG_FUNCTION_ARGS)
+{
+	DcCommand  *cmd = palloc(sizeof(DcCommand));
+	char	   *role;
+	char	   *mall_id;
+	char	   *user_id;
+	char	   *name;
+	DcAskOptions options;
+	Jsonb	   *reply;
+
+	dc_require_arguments(fcinfo, "durable_cluster.forward", 6);
+	dc_check_usable();
+	if (PG_GETARG_INT32(0) != DC_FORWARD_FORMAT)
+		ereport(ERROR,
+				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				errmsg("a command was forwarded in format %d; this server reads format %d",
+					   PG_GETARG_INT32(0), DC_FORWARD_FORMAT),
+				errhint("The servers of one cluster must run versions of durable_cluster that forward in the same format."));
+	role = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	mall_id = dc_id_argument(fcinfo, 2, "mall_id");
+	user_id = dc_id_argument(fcinfo, 3, "user_id");
+	name = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (PG_ARGISNULL(6))
+	{
+		dc_parse_client_command(name, PG_GETARG_JSONB_P(5), cmd);
+		dc_tenant_check(role, mall_id, cmd->name);
+	}
+	else
+	{
+		dc_saga_step_parse(name, PG_GETARG_JSONB_P(5), PG_GETARG_JSONB_P(6),
+						   mall_id, user_id, cmd);
+		/* as dc_transfer checks it: a refund goes with its deduct */
+		dc_tenant_check(role, mall_id,
+						cmd->kind == DC_CMD_ADD_BALANCE ? "add_balance" : "deduct_balance");
+	}
+
+	options.timeout_ms = Max(PG_GETARG_INT32(8), 1);
+	options.tell = PG_GETARG_BOOL(7);
+	options.may_forward = false;
+	reply = dc_ask(mall_id, user_id, cmd, &options);
+	if (reply == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(reply);
 }

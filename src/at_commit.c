@@ -29,6 +29,8 @@
  * done are kept for durable_cluster.at_commit_retention, then removed by
  * the worker.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -52,9 +54,9 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "api.h"
+#include "ask.h"
 #include "at_commit.h"
-#include "durable_cluster.h"
+#include "settings.h"
 #include "entity.h"
 #include "inbox.h"
 #include "jsonb_build.h"
@@ -133,7 +135,7 @@ dc_send_command_at_commit(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("%s must not be NULL", PG_ARGISNULL(2) ? "command" : "payload"));
 	payload = PG_GETARG_JSONB_P(3);
-	dc_command_parse(text_to_cstring(PG_GETARG_TEXT_PP(2)), payload, cmd);
+	dc_parse_client_command(text_to_cstring(PG_GETARG_TEXT_PP(2)), payload, cmd);
 	dc_tenant_check(NULL, mall_id, cmd->name);
 
 	/* the given command_id, or "commit-" and the row's id */
@@ -270,14 +272,14 @@ send_pending(PendingCommand *p, MemoryContext cxt)
 					errcode(ERRCODE_UNDEFINED_OBJECT),
 					errmsg("role \"%s\", which sent the command, no longer exists", p->role_name));
 		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		dc_command_parse(p->command,
+		dc_parse_client_command(p->command,
 						 DatumGetJsonbP(DirectFunctionCall2(jsonb_delete,
 															JsonbPGetDatum(p->payload),
 															CStringGetTextDatum("command_id"))),
 						 cmd);
 		strlcpy(cmd->command_id, p->command_id, sizeof(cmd->command_id));
 		dc_tenant_check(NULL, p->mall_id, cmd->name);
-		reply = dc_ask(p->mall_id, p->user_id, cmd, false);
+		reply = dc_ask(p->mall_id, p->user_id, cmd, NULL);
 		SetUserIdAndSecContext(save_user, save_sec);
 		MemoryContextSwitchTo(cxt);
 		reply = (Jsonb *) datumCopy(JsonbPGetDatum(reply), false, -1);

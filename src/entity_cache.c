@@ -12,6 +12,8 @@
  * already; the next command loads it again.  The node passivates only
  * between batches, never while a batch holds entries.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -20,7 +22,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "durable_cluster.h"
+#include "settings.h"
 #include "entity_cache.h"
 
 static HTAB *entity_cache;

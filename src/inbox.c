@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * inbox.c
- *	  Request slots and node inboxes in shared memory.
+ *	  The shared memory of durable_cluster: the shard map, the node table,
+ *	  and the request slots and node inboxes through which callers hand
+ *	  commands to nodes.
  *
  * A caller takes a free slot, fills in the command, and appends the slot to
  * the owner node's inbox (a FIFO list threaded through the slots), then
@@ -22,13 +24,34 @@
  * node frees it when it replies.  A caller whose request's shard moved
  * while it waited in an inbox takes it out the same way and routes it
  * again.  A backend that ends while it holds a slot (pg_terminate_backend,
- * a FATAL error, which leaves no PG_CATCH to run) gives it up the same
- * way, from a before_shmem_exit callback; and should a slot's caller be
+ * a FATAL error, which leaves no PG_CATCH to run) gives its slots up the
+ * same way, from a before_shmem_exit callback; and should a slot's caller be
  * gone without that (nothing known does that, short of a crash that resets
  * shared memory anyway), a caller that finds no free slot reclaims it.
  *
- * The spinlock covers only list and state updates: request and reply bodies
- * are copied while the slot is private to one side.
+ * Locks.  Three guard all of it, each held only briefly, and never one
+ * while taking another but node_lock then mutex (claiming a node slot):
+ *
+ *	 mutex (spinlock)	the request slots' states and links (free list,
+ *						inboxes), the nodes' processes (latch; pid is
+ *						written under it), tick requests and statistics,
+ *						the saga worker's latch.  Held for a few
+ *						instructions: no loop over slots or nodes, no
+ *						string formatting, no allocation.  Request and
+ *						reply bodies are copied outside it, while the slot
+ *						is private to one side (FILLING for the caller,
+ *						TAKEN for the node).
+ *	 node_lock (LWLock)	who the nodes are: in_use, name, roles,
+ *						leave_requested.  Scans of the node table and name
+ *						formatting happen under it.
+ *	 map_lock (LWLock)	the shard map (owners, epochs, remote servers).
+ *
+ * Read without a lock: a node's pid (an atomic, so routing can tell
+ * whether a node runs without taking a lock per command), and a slot's
+ * caller_pid or state when looking for candidates, each checked again
+ * under the mutex before anything is changed.
+ *
+ * Copyright (c) 2026, the durable_cluster developers
  *
  *-------------------------------------------------------------------------
  */
@@ -37,9 +60,11 @@
 #include <signal.h>
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/elog.h"
 #include "utils/timestamp.h"
 
@@ -47,16 +72,19 @@
 
 DcShared   *dc_shared = NULL;
 
-/* the slot this backend holds as a caller, given up if the backend exits */
-static int	held_slot = -1;
-
 static void inbox_unlink(int slot);
 static DcSlotState give_up(int slot);
+static void stats_zero(DcNodeStats *stats, TimestampTz now);
+static void request_ticks(void);
+static void map_unload(void);
 
 static int
 slot_count(void)
 {
-	/* every backend may have an abandoned slot pending plus a live one */
+	/*
+	 * Every backend may have an abandoned slot pending plus a live one; the
+	 * bulk calls' extra slots come out of the same half (dc_slot_acquire).
+	 */
 	return 2 * MaxBackends + 16;
 }
 
@@ -87,6 +115,7 @@ dc_shmem_init(void)
 			dc_shared->slots[i].next = (i + 1 < n) ? i + 1 : -1;
 		}
 		dc_shared->free_head = 0;
+		dc_shared->nfree = n;
 		dc_shared->cluster_role_ready = false;
 		dc_shared->saga_pid = 0;
 		dc_shared->saga_latch = NULL;
@@ -100,16 +129,16 @@ dc_shmem_init(void)
 			strlcpy(node->roles, "{dc-default}", sizeof(node->roles));
 			node->leave_requested = false;
 			node->tick_requested = false;
-			dc_stats_zero(node, GetCurrentTimestamp());
-			dc_shared->nodes[i].pid = 0;
+			stats_zero(&node->stats, GetCurrentTimestamp());
+			pg_atomic_init_u32(&node->pid, 0);
 			dc_shared->nodes[i].latch = NULL;
 			dc_shared->nodes[i].inbox_head = -1;
 			dc_shared->nodes[i].inbox_tail = -1;
 		}
-		dc_shared->map_lock = &(GetNamedLWLockTranche("durable_cluster"))->lock;
-		dc_shared->map_extension = InvalidOid;
-		dc_shared->map_version = -1;
-		dc_shared->number_of_shards = 0;
+		dc_shared->map_lock = &(GetNamedLWLockTranche("durable_cluster"))[0].lock;
+		dc_shared->node_lock = &(GetNamedLWLockTranche("durable_cluster"))[1].lock;
+		map_unload();
+		dc_shared->refused_version[0] = '\0';
 		for (int i = 0; i < DC_MAX_SHARDS; i++)
 		{
 			dc_shared->owner[i] = -1;
@@ -130,21 +159,35 @@ push_free(int slot)
 	s->caller_pid = 0;
 	s->next = dc_shared->free_head;
 	dc_shared->free_head = slot;
+	dc_shared->nfree++;
+}
+
+/*
+ * Give up the slots a backend holds as a caller when it exits, however it
+ * exits: those of pid that it has not detached (a tell that returned
+ * leaves its slot to the node).  The pid is read without the lock and
+ * checked again under it.
+ */
+static void
+give_up_slots_of(pid_t pid)
+{
+	for (int i = 0; i < dc_shared->nslots; i++)
+	{
+		DcRequestSlot *s = &dc_shared->slots[i];
+
+		if (s->caller_pid != pid)
+			continue;
+		SpinLockAcquire(&dc_shared->mutex);
+		if (s->caller_pid == pid && !s->detached)
+			(void) give_up(i);
+		SpinLockRelease(&dc_shared->mutex);
+	}
 }
 
 static void
-abandon_held_slot(int code, Datum arg)
+give_up_own_slots(int code, Datum arg)
 {
-	if (held_slot >= 0)
-		(void) dc_slot_abandon(held_slot);
-}
-
-/* The caller no longer holds slot (released, or handed to a node). */
-static void
-forget_held_slot(int slot)
-{
-	if (held_slot == slot)
-		held_slot = -1;
+	give_up_slots_of(MyProcPid);
 }
 
 /*
@@ -158,40 +201,48 @@ reclaim_dead_callers(void)
 {
 	for (int i = 0; i < dc_shared->nslots; i++)
 	{
-		DcRequestSlot *s = &dc_shared->slots[i];
-		pid_t		pid = s->caller_pid;
+		pid_t		pid = dc_shared->slots[i].caller_pid;
 
 		if (pid == 0 || pid == MyProcPid || kill(pid, 0) == 0 || errno != ESRCH)
 			continue;
-		SpinLockAcquire(&dc_shared->mutex);
-		if (s->caller_pid == pid && !s->detached)
-			(void) give_up(i);
-		SpinLockRelease(&dc_shared->mutex);
+		give_up_slots_of(pid);
 	}
 }
 
-/* Returns a slot in FILLING state owned by the caller, or -1 if none is free. */
+/*
+ * Returns a slot in FILLING state owned by the caller, or -1 if none is
+ * free.
+ *
+ * There are two slots for every backend, so that each may hold one while
+ * the other half serves tells that returned and bulk calls.  An extra slot
+ * (a bulk call's second and later commands in flight) is given only while
+ * more than one per backend stays free: however many bulk calls run, a
+ * caller sending one command finds a slot.
+ */
 int
-dc_slot_acquire(void)
+dc_slot_acquire(bool extra)
 {
 	static bool callback_registered = false;
 	int			slot;
 
 	if (!callback_registered)
 	{
-		before_shmem_exit(abandon_held_slot, (Datum) 0);
+		before_shmem_exit(give_up_own_slots, (Datum) 0);
 		callback_registered = true;
 	}
-	if (dc_shared->free_head < 0)
+	if (dc_shared->free_head < 0 && !extra)
 		reclaim_dead_callers();
 
 	SpinLockAcquire(&dc_shared->mutex);
 	slot = dc_shared->free_head;
+	if (extra && dc_shared->nfree <= MaxBackends + 8)
+		slot = -1;
 	if (slot >= 0)
 	{
 		DcRequestSlot *s = &dc_shared->slots[slot];
 
 		dc_shared->free_head = s->next;
+		dc_shared->nfree--;
 		s->state = DC_SLOT_FILLING;
 		s->abandoned = false;
 		s->accepted = false;
@@ -204,17 +255,22 @@ dc_slot_acquire(void)
 		s->caller_pid = MyProcPid;
 	}
 	SpinLockRelease(&dc_shared->mutex);
-	if (slot >= 0)
-		held_slot = slot;
 	return slot;
 }
 
-/* Queue a slot at the end of a node's inbox; caller must hold the mutex. */
+/*
+ * Queue a slot at the end of a node's inbox; caller must hold the mutex.
+ * Returns the latch to set, or NULL when the inbox already held requests:
+ * whoever queued the first of them sets it, and the node takes all of
+ * them at once.  (A latch set per request costs a caller sending many a
+ * signal to the node for each.)
+ */
 static Latch *
 inbox_append(int slot, int node)
 {
 	DcRequestSlot *s = &dc_shared->slots[slot];
 	DcNodeSlot *n = &dc_shared->nodes[node];
+	bool		was_empty = (n->inbox_head < 0);
 
 	s->state = DC_SLOT_QUEUED;
 	s->node = node;
@@ -225,7 +281,7 @@ inbox_append(int slot, int node)
 	else
 		n->inbox_head = slot;
 	n->inbox_tail = slot;
-	return n->latch;
+	return was_empty ? n->latch : NULL;
 }
 
 /* Take a QUEUED slot out of its node's inbox; caller must hold the mutex. */
@@ -319,8 +375,6 @@ dc_slot_detach(int slot)
 	if (detached)
 		s->detached = true;
 	SpinLockRelease(&dc_shared->mutex);
-	if (detached)
-		forget_held_slot(slot);
 	return detached;
 }
 
@@ -369,7 +423,6 @@ dc_slot_release(int slot)
 	SpinLockAcquire(&dc_shared->mutex);
 	push_free(slot);
 	SpinLockRelease(&dc_shared->mutex);
-	forget_held_slot(slot);
 }
 
 /*
@@ -429,7 +482,7 @@ wake_at_commit_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_at_commit_pending & DC_WAKE_NODES)
-				dc_request_ticks();
+				request_ticks();
 			if (wake_at_commit_pending & DC_WAKE_SAGA_WORKER)
 				wake_saga_worker();
 			wake_at_commit_pending = 0;
@@ -473,7 +526,6 @@ dc_slot_abandon(int slot)
 	SpinLockAcquire(&dc_shared->mutex);
 	st = give_up(slot);
 	SpinLockRelease(&dc_shared->mutex);
-	forget_held_slot(slot);
 	return st;
 }
 
@@ -521,16 +573,28 @@ dc_node_attach(int node)
 		"the node restarted while working on this command; it may or may not have been applied";
 
 	SpinLockAcquire(&dc_shared->mutex);
-	n->pid = MyProcPid;
+	pg_atomic_write_u32(&n->pid, MyProcPid);
 	n->latch = MyLatch;
+	SpinLockRelease(&dc_shared->mutex);
+
+	/*
+	 * Only this node's process makes a slot TAKEN for it, and none ran, so
+	 * those found taken for it stay so: read without the lock, each checked
+	 * again under it.
+	 */
 	for (int i = 0; i < dc_shared->nslots; i++)
 	{
 		DcRequestSlot *s = &dc_shared->slots[i];
+		bool		orphan;
 
-		if (s->state == DC_SLOT_TAKEN && s->node == node)
+		if (s->state != DC_SLOT_TAKEN || s->node != node)
+			continue;
+		SpinLockAcquire(&dc_shared->mutex);
+		orphan = (s->state == DC_SLOT_TAKEN && s->node == node);
+		SpinLockRelease(&dc_shared->mutex);
+		if (orphan)
 			orphans[norphans++] = i;
 	}
-	SpinLockRelease(&dc_shared->mutex);
 
 	before_shmem_exit(node_detach_callback, Int32GetDatum(node));
 
@@ -546,9 +610,9 @@ dc_node_detach(int node)
 	DcNodeSlot *n = &dc_shared->nodes[node];
 
 	SpinLockAcquire(&dc_shared->mutex);
-	if (n->pid == MyProcPid)
+	if (pg_atomic_read_u32(&n->pid) == (uint32) MyProcPid)
 	{
-		n->pid = 0;
+		pg_atomic_write_u32(&n->pid, 0);
 		n->latch = NULL;
 	}
 	SpinLockRelease(&dc_shared->mutex);
@@ -614,20 +678,23 @@ dc_slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size l
  * Ask every node to run its tick now (membership or shard map changed) and
  * wake it.
  */
-void
-dc_request_ticks(void)
+static void
+request_ticks(void)
 {
 	Latch	   *latches[DC_MAX_NODES];
 	int			n = 0;
 
-	SpinLockAcquire(&dc_shared->mutex);
 	for (int i = 0; i < DC_MAX_NODES; i++)
 	{
+		Latch	   *latch;
+
+		SpinLockAcquire(&dc_shared->mutex);
 		dc_shared->nodes[i].tick_requested = true;
-		if (dc_shared->nodes[i].latch)
-			latches[n++] = dc_shared->nodes[i].latch;
+		latch = dc_shared->nodes[i].latch;
+		SpinLockRelease(&dc_shared->mutex);
+		if (latch)
+			latches[n++] = latch;
 	}
-	SpinLockRelease(&dc_shared->mutex);
 
 	for (int i = 0; i < n; i++)
 		SetLatch(latches[i]);
@@ -650,13 +717,13 @@ dc_node_leave_requested(int node)
 {
 	bool		requested;
 
-	SpinLockAcquire(&dc_shared->mutex);
+	LWLockAcquire(dc_shared->node_lock, LW_SHARED);
 	requested = dc_shared->nodes[node].leave_requested;
-	SpinLockRelease(&dc_shared->mutex);
+	LWLockRelease(dc_shared->node_lock);
 	return requested;
 }
 
-/* caller must hold the mutex */
+/* caller must hold node_lock */
 static int
 find_node(const char *name)
 {
@@ -666,14 +733,73 @@ find_node(const char *name)
 	return -1;
 }
 
+/* The name of the node in slot node (NAMEDATALEN bytes). */
+void
+dc_node_slot_name(int node, char *name)
+{
+	LWLockAcquire(dc_shared->node_lock, LW_SHARED);
+	strlcpy(name, dc_shared->nodes[node].name, NAMEDATALEN);
+	LWLockRelease(dc_shared->node_lock);
+}
+
+/* Its name and roles (DC_ROLES_BYTES), for the node starting in it. */
+void
+dc_node_slot_identity(int node, char *name, char *roles)
+{
+	LWLockAcquire(dc_shared->node_lock, LW_SHARED);
+	strlcpy(name, dc_shared->nodes[node].name, NAMEDATALEN);
+	strlcpy(roles, dc_shared->nodes[node].roles, DC_ROLES_BYTES);
+	LWLockRelease(dc_shared->node_lock);
+}
+
+/* Does a process run the node in slot node? */
+bool
+dc_node_running(int node)
+{
+	return pg_atomic_read_u32(&dc_shared->nodes[node].pid) != 0;
+}
+
+/*
+ * The names of the node slots in use whose node runs (running) or does not
+ * (!running); returns how many.
+ */
+int
+dc_node_names(char (*names)[NAMEDATALEN], bool running)
+{
+	int			n = 0;
+
+	LWLockAcquire(dc_shared->node_lock, LW_SHARED);
+	for (int i = 0; i < DC_MAX_NODES; i++)
+		if (dc_shared->nodes[i].in_use && dc_node_running(i) == running)
+			strlcpy(names[n++], dc_shared->nodes[i].name, NAMEDATALEN);
+	LWLockRelease(dc_shared->node_lock);
+	return n;
+}
+
+/* The name and statistics of the node in slot node; false if the slot is not in use. */
+bool
+dc_node_stats_copy(int node, char *name, DcNodeStats *stats)
+{
+	bool		in_use;
+
+	LWLockAcquire(dc_shared->node_lock, LW_SHARED);
+	in_use = dc_shared->nodes[node].in_use;
+	strlcpy(name, dc_shared->nodes[node].name, NAMEDATALEN);
+	LWLockRelease(dc_shared->node_lock);
+	SpinLockAcquire(&dc_shared->mutex);
+	*stats = dc_shared->nodes[node].stats;
+	SpinLockRelease(&dc_shared->mutex);
+	return in_use;
+}
+
 int
 dc_node_find(const char *name)
 {
 	int			node;
 
-	SpinLockAcquire(&dc_shared->mutex);
+	LWLockAcquire(dc_shared->node_lock, LW_SHARED);
 	node = find_node(name);
-	SpinLockRelease(&dc_shared->mutex);
+	LWLockRelease(dc_shared->node_lock);
 	return node;
 }
 
@@ -688,7 +814,7 @@ dc_node_slot_claim(const char *name, const char *roles)
 	int			slot = -1;
 	TimestampTz now = GetCurrentTimestamp();
 
-	SpinLockAcquire(&dc_shared->mutex);
+	LWLockAcquire(dc_shared->node_lock, LW_EXCLUSIVE);
 	if (name && find_node(name) >= 0)
 		slot = -2;
 	else
@@ -698,7 +824,7 @@ dc_node_slot_claim(const char *name, const char *roles)
 			DcNodeSlot *node = &dc_shared->nodes[i];
 			char		default_name[NAMEDATALEN];
 
-			if (node->in_use || node->pid != 0)
+			if (node->in_use || dc_node_running(i))
 				continue;
 			dc_node_name(i, default_name, sizeof(default_name));
 			if (name == NULL && find_node(default_name) >= 0)
@@ -707,27 +833,29 @@ dc_node_slot_claim(const char *name, const char *roles)
 			strlcpy(node->name, name ? name : default_name, sizeof(node->name));
 			strlcpy(node->roles, roles, sizeof(node->roles));
 			node->leave_requested = false;
-			node->tick_requested = false;
 			/*
 			 * Requests left in the inbox of the node that had the slot
 			 * stay: the new node answers them "moved" (their shards are
 			 * not its own yet), so their callers route them again.
 			 */
-			dc_stats_zero(node, now);
+			SpinLockAcquire(&dc_shared->mutex);
+			node->tick_requested = false;
+			stats_zero(&node->stats, now);
+			SpinLockRelease(&dc_shared->mutex);
 			slot = i;
 		}
 	}
-	SpinLockRelease(&dc_shared->mutex);
+	LWLockRelease(dc_shared->node_lock);
 	return slot;
 }
 
 void
 dc_node_slot_release(int node)
 {
-	SpinLockAcquire(&dc_shared->mutex);
+	LWLockAcquire(dc_shared->node_lock, LW_EXCLUSIVE);
 	dc_shared->nodes[node].in_use = false;
 	dc_shared->nodes[node].leave_requested = false;
-	SpinLockRelease(&dc_shared->mutex);
+	LWLockRelease(dc_shared->node_lock);
 }
 
 /* Ask a running node to leave for good; returns its slot or -1. */
@@ -737,16 +865,19 @@ dc_node_request_leave(const char *name)
 	int			node;
 	Latch	   *latch = NULL;
 
-	SpinLockAcquire(&dc_shared->mutex);
+	LWLockAcquire(dc_shared->node_lock, LW_EXCLUSIVE);
 	node = find_node(name);
-	if (node >= 0 && dc_shared->nodes[node].pid != 0)
-	{
+	if (node >= 0 && dc_node_running(node))
 		dc_shared->nodes[node].leave_requested = true;
-		latch = dc_shared->nodes[node].latch;
-	}
 	else
 		node = -1;
-	SpinLockRelease(&dc_shared->mutex);
+	LWLockRelease(dc_shared->node_lock);
+	if (node >= 0)
+	{
+		SpinLockAcquire(&dc_shared->mutex);
+		latch = dc_shared->nodes[node].latch;
+		SpinLockRelease(&dc_shared->mutex);
+	}
 
 	if (latch)
 		SetLatch(latch);
@@ -757,14 +888,26 @@ dc_node_request_leave(const char *name)
  * Zero a node's counters (caller holds the mutex, or the node slot is not
  * shared yet).  The gauge entities_in_memory is the node's to set.
  */
-void
-dc_stats_zero(DcNodeSlot *node, TimestampTz now)
+static void
+stats_zero(DcNodeStats *stats, TimestampTz now)
 {
-	node->commands = 0;
-	node->batches = 0;
-	node->passivations = 0;
-	node->last_batch_at = 0;
-	node->stats_reset = now;
+	stats->commands = 0;
+	stats->batches = 0;
+	stats->passivations = 0;
+	stats->last_batch_at = 0;
+	stats->stats_reset = now;
+}
+
+/* dc_stats_reset(): every node's counters, one node at a time */
+void
+dc_stats_reset_all(TimestampTz now)
+{
+	for (int i = 0; i < DC_MAX_NODES; i++)
+	{
+		SpinLockAcquire(&dc_shared->mutex);
+		stats_zero(&dc_shared->nodes[i].stats, now);
+		SpinLockRelease(&dc_shared->mutex);
+	}
 }
 
 /*
@@ -779,14 +922,140 @@ dc_node_report(int node, int64 entities, int64 memory, int commands, int passiva
 	DcNodeSlot *n = &dc_shared->nodes[node];
 
 	SpinLockAcquire(&dc_shared->mutex);
-	n->entities_in_memory = entities;
-	n->memory_bytes = memory;
-	n->passivations += passivations;
+	n->stats.entities_in_memory = entities;
+	n->stats.memory_bytes = memory;
+	n->stats.passivations += passivations;
 	if (commands > 0)
 	{
-		n->commands += commands;
-		n->batches++;
-		n->last_batch_at = batch_at;
+		n->stats.commands += commands;
+		n->stats.batches++;
+		n->stats.last_batch_at = batch_at;
 	}
 	SpinLockRelease(&dc_shared->mutex);
+}
+
+/* The number of shards of the shard map; 0 while none is loaded. */
+int
+dc_map_number_of_shards(void)
+{
+	int			n;
+
+	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+	n = dc_shared->number_of_shards;
+	LWLockRelease(dc_shared->map_lock);
+	return n;
+}
+
+/*
+ * The owner of shard by the shard map, if the map still has nshards shards
+ * (the shard was computed for that many): a node slot of this server
+ * (>= 0), DC_OWNER_NONE, or a node of another server, whose host:port is
+ * then copied to address (DC_ADDRESS_BYTES).
+ */
+int
+dc_map_owner(int shard, int nshards, char *address)
+{
+	int			owner = DC_OWNER_NONE;
+
+	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+	if (dc_shared->number_of_shards == nshards && shard >= 0 && shard < nshards)
+		owner = dc_shared->owner[shard];
+	if (owner < DC_OWNER_NONE)
+		strlcpy(address, dc_shared->remote[DC_REMOTE_INDEX(owner)], DC_ADDRESS_BYTES);
+	LWLockRelease(dc_shared->map_lock);
+	return owner;
+}
+
+/* No shard map loaded: the caller holds map_lock, or sets shared memory up. */
+static void
+map_unload(void)
+{
+	dc_shared->map_extension = InvalidOid;
+	dc_shared->map_version = -1;
+	dc_shared->number_of_shards = 0;
+}
+
+/*
+ * Unload the shard map unless it was loaded from extension: a node that
+ * forgets everything (the extension went away or came back) leaves callers
+ * no map of an extension that is gone.
+ */
+void
+dc_map_forget(Oid extension)
+{
+	LWLockAcquire(dc_shared->map_lock, LW_EXCLUSIVE);
+	if (dc_shared->map_extension != extension)
+		map_unload();
+	LWLockRelease(dc_shared->map_lock);
+}
+
+/*
+ * This server's nodes refuse to serve the store's extension of version
+ * (its SQL objects and this library disagree): the shard map is unloaded,
+ * so that callers here are told at once instead of being routed to nodes
+ * that left.  NULL: they serve again.
+ */
+void
+dc_map_refuse(const char *version)
+{
+	LWLockAcquire(dc_shared->map_lock, LW_EXCLUSIVE);
+	if (version)
+	{
+		strlcpy(dc_shared->refused_version, version, NAMEDATALEN);
+		map_unload();
+	}
+	else
+		dc_shared->refused_version[0] = '\0';
+	LWLockRelease(dc_shared->map_lock);
+}
+
+/* Do this server's nodes refuse the store's extension?  Its version then (NAMEDATALEN). */
+bool
+dc_map_refused(char *version)
+{
+	bool		refused;
+
+	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+	refused = dc_shared->refused_version[0] != '\0';
+	strlcpy(version, dc_shared->refused_version, NAMEDATALEN);
+	LWLockRelease(dc_shared->map_lock);
+	return refused;
+}
+
+/*
+ * Raise an error unless the library was preloaded (so that shared memory
+ * is there) and serves this database.
+ */
+void
+dc_check_usable(void)
+{
+	static bool database_checked = false;
+
+	if (!dc_preloaded || dc_shared == NULL)
+		ereport(ERROR,
+				errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				errmsg("durable_cluster must be loaded via shared_preload_libraries"),
+				errhint("Add durable_cluster to shared_preload_libraries in postgresql.conf and restart the server."));
+
+	if (!database_checked)
+	{
+		char	   *here = get_database_name(MyDatabaseId);
+
+		if (here == NULL || strcmp(here, dc_database) != 0)
+			ereport(ERROR,
+					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					errmsg("durable_cluster nodes serve database \"%s\", not \"%s\"",
+						   dc_database, here ? here : "?"),
+					errhint("Connect to \"%s\", or set durable_cluster.database = '%s' and restart the server.",
+							dc_database, here ? here : "?"));
+		database_checked = true;
+	}
+
+	/*
+	 * On a server without nodes nobody else tells the saga worker that
+	 * dc_cluster exists (CREATE EXTENSION made it); a command sent at
+	 * commit here needs that worker.
+	 */
+	if (!dc_shared->cluster_role_ready && OidIsValid(get_role_oid(DC_CLUSTER_ROLE, true)))
+		dc_mark_cluster_role_ready();
 }

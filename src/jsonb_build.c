@@ -4,15 +4,20 @@
  *	  Small helpers to build jsonb documents with pushJsonbValue, shared by
  *	  the entity documents (entity.c) and the store's parameters (store.c).
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+
 #include "jsonb_build.h"
 
 /* a key, before a value or a nested array or object */
-void
-dc_push_key(JsonbParseState **ps, const char *key)
+static void
+push_key(JsonbParseState **ps, const char *key)
 {
 	JsonbValue	k;
 
@@ -26,7 +31,7 @@ static void
 push(JsonbParseState **ps, const char *key, JsonbValue *v)
 {
 	if (key)
-		dc_push_key(ps, key);
+		push_key(ps, key);
 	pushJsonbValue(ps, key ? WJB_VALUE : WJB_ELEM, v);
 }
 
@@ -47,8 +52,8 @@ dc_push_string(JsonbParseState **ps, const char *key, const char *value)
 	push(ps, key, &v);
 }
 
-void
-dc_push_numeric(JsonbParseState **ps, const char *key, Numeric value)
+static void
+push_numeric(JsonbParseState **ps, const char *key, Numeric value)
 {
 	JsonbValue	v;
 
@@ -63,8 +68,8 @@ dc_push_numeric(JsonbParseState **ps, const char *key, Numeric value)
  * turn a JSON number of 16 digits into a neighbouring value, and 100.50
  * into 100.5.  A string reaches every client as written.
  */
-char *
-dc_money_text(int64 cents)
+static char *
+money_text(int64 cents)
 {
 	uint64		abs_cents = cents < 0 ? -(uint64) cents : (uint64) cents;
 
@@ -75,13 +80,13 @@ dc_money_text(int64 cents)
 void
 dc_push_money(JsonbParseState **ps, const char *key, int64 cents)
 {
-	dc_push_string(ps, key, dc_money_text(cents));
+	dc_push_string(ps, key, money_text(cents));
 }
 
 void
 dc_push_int(JsonbParseState **ps, const char *key, int64 value)
 {
-	dc_push_numeric(ps, key, int64_to_numeric(value));
+	push_numeric(ps, key, int64_to_numeric(value));
 }
 
 void
@@ -118,4 +123,62 @@ char *
 dc_jsonb_text(JsonbValue *root)
 {
 	return dc_jsonb_doc_text(JsonbValueToJsonb(root));
+}
+
+/*
+ * Are a and b the same document?  As jsonb's = for equality, without its
+ * ordering: strings compare byte by byte (what any deterministic collation
+ * says of equality), so no locale is needed, which a node, connected to no
+ * database, does not have from PostgreSQL 18 on.  Object keys come in the
+ * same order in both, as jsonb keeps them sorted by length and bytes.
+ */
+bool
+dc_jsonb_equal(Jsonb *a, Jsonb *b)
+{
+	JsonbIterator *ia = JsonbIteratorInit(&a->root);
+	JsonbIterator *ib = JsonbIteratorInit(&b->root);
+
+	for (;;)
+	{
+		JsonbValue	va;
+		JsonbValue	vb;
+		JsonbIteratorToken ta = JsonbIteratorNext(&ia, &va, false);
+		JsonbIteratorToken tb = JsonbIteratorNext(&ib, &vb, false);
+
+		if (ta != tb)
+			return false;
+		switch (ta)
+		{
+			case WJB_DONE:
+				return true;
+			case WJB_BEGIN_ARRAY:
+				if (va.val.array.nElems != vb.val.array.nElems ||
+					va.val.array.rawScalar != vb.val.array.rawScalar)
+					return false;
+				break;
+			case WJB_BEGIN_OBJECT:
+				if (va.val.object.nPairs != vb.val.object.nPairs)
+					return false;
+				break;
+			case WJB_KEY:
+			case WJB_VALUE:
+			case WJB_ELEM:
+				if (va.type != vb.type)
+					return false;
+				if (va.type == jbvString &&
+					(va.val.string.len != vb.val.string.len ||
+					 memcmp(va.val.string.val, vb.val.string.val, va.val.string.len) != 0))
+					return false;
+				if (va.type == jbvNumeric &&
+					!DatumGetBool(DirectFunctionCall2(numeric_eq,
+													  NumericGetDatum(va.val.numeric),
+													  NumericGetDatum(vb.val.numeric))))
+					return false;
+				if (va.type == jbvBool && va.val.boolean != vb.val.boolean)
+					return false;
+				break;
+			default:
+				break;
+		}
+	}
 }

@@ -10,6 +10,8 @@
  * tables, in their own transactions, so the caller's transaction holds no
  * lock the nodes would wait for.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -25,7 +27,8 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
-#include "durable_cluster.h"
+#include "settings.h"
+#include "node.h"
 #include "entity.h"
 #include "inbox.h"
 
@@ -144,9 +147,7 @@ dc_add_node(PG_FUNCTION_ARGS)
 				errhint("See the server log."));
 	}
 
-	SpinLockAcquire(&dc_shared->mutex);
-	strlcpy(started, dc_shared->nodes[slot].name, sizeof(started));
-	SpinLockRelease(&dc_shared->mutex);
+	dc_node_slot_name(slot, started);
 	PG_RETURN_TEXT_P(cstring_to_text(started));
 }
 

@@ -4,20 +4,16 @@
  *	  The node: a background worker that owns shards, keeps the entities of
  *	  those shards in memory and applies their commands.
  *
- * Node life cycle (mirrored in the README):
- *
- *	 waiting --CREATE EXTENSION--> up --dc_remove_node, SIGTERM, shutdown-->
- *	   ^                           |  \          leaving --> left --> exit
- *	   +------DROP EXTENSION-------+   +--heartbeat finds us down--> up again
- *	                                        (new incarnation, cache dropped)
+ * Its life cycle (waiting, up, leaving, left; down and up again as a new
+ * incarnation) is drawn in docs/design.md, "Node life cycle".
  *
  * The main loop alternates two kinds of work, both reaching the store only
  * through store.c (libpq, one statement per call):
  *
  * - a tick every heartbeat_interval, or at once when a change was announced
  *	 or a batch found a shard fenced: join or heartbeat, then reconcile
- *	 membership and shard map (any node may; an advisory lock lets one run
- *	 at a time) and copy the map into shared memory when it changed;
+ *	 membership and shard map (any node may; durable_cluster.lock_map lets
+ *	 one run at a time) and copy the map into shared memory when it changed;
  * - batches: everything waiting in the inbox is taken at once, the entities
  *	 missing from the cache are loaded in one statement, the commands are
  *	 applied in arrival order, in memory, one entity at a time, and the
@@ -29,6 +25,8 @@
  * While a batch commits, new commands queue up in the inbox and form the
  * next batch, so the number of commits per second stays bounded by the
  * disk while throughput grows with the number of callers.
+ *
+ * Copyright (c) 2026, the durable_cluster developers
  *
  *-------------------------------------------------------------------------
  */
@@ -48,9 +46,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "durable_cluster.h"
+#include "settings.h"
 #include "entity.h"
 #include "inbox.h"
+#include "jsonb_build.h"
+#include "node.h"
 #include "entity_cache.h"
 #include "forward.h"
 #include "saga.h"
@@ -80,19 +80,9 @@ typedef struct BatchRequest
 	char	   *error_message;	/* its error, for the caller */
 } BatchRequest;
 
-static int	node_index;
-static char node_name[NAMEDATALEN];
-static char node_roles[DC_ROLES_BYTES];
-static int64 incarnation;		/* 0 = not a member */
-static Oid	extension_oid = InvalidOid;
-
-/* shards this node owns: epoch, 0 = not ours; valid for map_seen only */
-static int64 owned_epoch[DC_MAX_SHARDS];
-static int	owned_nshards;
-static int64 map_seen = -1;
-static Oid	map_seen_extension = InvalidOid;
-
 /*
+ * What the node holds, by how long it lasts.
+ *
  * A node runs for months, so nothing it does may allocate in a context
  * that lives as long: a batch works in batch_context, reset after it and
  * after each store call of a tick; everything else an iteration of the
@@ -101,24 +91,53 @@ static Oid	map_seen_extension = InvalidOid;
  * (the entity cache, the store connection, the forwarding connections) is
  * put in TopMemoryContext or a context of its own on purpose.
  */
-static MemoryContext batch_context;
-static MemoryContext loop_context;
-static bool tick_now;
-
-/* the current batch attempt sent its write (or COMMIT) to the store */
-static bool batch_write_sent;
-
-/*
- * node-N, or node-N@advertise_address in a cluster of several servers, so
- * that names are unique across the cluster.
- */
-void
-dc_node_name(int index, char *buf, size_t len)
+typedef struct NodeState
 {
-	if (dc_advertise_address && dc_advertise_address[0] != '\0')
-		snprintf(buf, len, "node-%d@%s", index + 1, dc_advertise_address);
-	else
-		snprintf(buf, len, "node-%d", index + 1);
+	/* the process: from its start to its exit */
+	int			index;			/* its node slot */
+	char		name[NAMEDATALEN];
+	char		roles[DC_ROLES_BYTES];
+	MemoryContext batch_context;
+	MemoryContext loop_context;
+	bool		tick_now;		/* run the tick before the next batch */
+	int		   *deferred_tells; /* tells another server would not take yet: */
+	int			ndeferred;		/* routed again after each tick */
+	char		refused_version[NAMEDATALEN];	/* the store's extension version
+												 * it does not serve, "" = none */
+
+	/* the incarnation: from joining the cluster to leaving it or being declared down */
+	int64		incarnation;	/* 0 = not a member */
+	Oid			extension_oid;	/* the extension served, InvalidOid = none */
+	int64		owned_epoch[DC_MAX_SHARDS]; /* epoch of each shard owned, 0 = not ours */
+	int			owned_nshards;	/* valid for the map version map_seen only */
+	int64		map_seen;
+	Oid			map_seen_extension;
+
+	/* the batch attempt */
+	int			batch_count;	/* its entities, seen by the error path too */
+	bool		batch_write_sent;	/* its write (or COMMIT) went to the store */
+} NodeState;
+
+static NodeState node = {
+	.extension_oid = InvalidOid,
+	.map_seen = -1,
+	.map_seen_extension = InvalidOid,
+};
+
+void
+dc_node_worker(BackgroundWorker *worker, int index)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	/* restarted one second after an exit with code 1, never after code 0 */
+	worker->bgw_restart_time = 1;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "durable_cluster");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "dc_node_main");
+	/* one type for all, which pg_stat_activity.backend_type shows; a name each */
+	snprintf(worker->bgw_name, BGW_MAXLEN, "durable_cluster node %d", index + 1);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "durable_cluster node");
+	worker->bgw_main_arg = Int32GetDatum(index);
 }
 
 /* Passivate what is due and publish the node's statistics. */
@@ -127,7 +146,7 @@ report_stats(int commands, TimestampTz now)
 {
 	int			passivated = dc_cache_passivate(now);
 
-	dc_node_report(node_index, dc_cache_count(),
+	dc_node_report(node.index, dc_cache_count(),
 				   (int64) MemoryContextMemAllocated(TopMemoryContext, true),
 				   commands, passivated, now);
 }
@@ -148,30 +167,30 @@ adopt_shard_map(void)
 	int			nshards;
 
 	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
-	if (dc_shared->map_version == map_seen &&
-		dc_shared->map_extension == map_seen_extension)
+	if (dc_shared->map_version == node.map_seen &&
+		dc_shared->map_extension == node.map_seen_extension)
 	{
 		LWLockRelease(dc_shared->map_lock);
 		return;
 	}
 	changed = palloc0(sizeof(bool) * DC_MAX_SHARDS);
 	nshards = dc_shared->number_of_shards;
-	resized = (nshards != owned_nshards);
+	resized = (nshards != node.owned_nshards);
 	for (int i = 0; i < DC_MAX_SHARDS; i++)
 	{
 		int64		epoch = 0;
 
-		if (i < nshards && dc_shared->owner[i] == node_index)
+		if (i < nshards && dc_shared->owner[i] == node.index)
 			epoch = dc_shared->epoch[i];
-		if (epoch != owned_epoch[i])
+		if (epoch != node.owned_epoch[i])
 		{
 			changed[i] = any = true;
-			owned_epoch[i] = epoch;
+			node.owned_epoch[i] = epoch;
 		}
 	}
-	owned_nshards = nshards;
-	map_seen = dc_shared->map_version;
-	map_seen_extension = dc_shared->map_extension;
+	node.owned_nshards = nshards;
+	node.map_seen = dc_shared->map_version;
+	node.map_seen_extension = dc_shared->map_extension;
 	LWLockRelease(dc_shared->map_lock);
 
 	if (resized)
@@ -185,8 +204,8 @@ adopt_shard_map(void)
 static void
 set_incarnation(int64 value)
 {
-	incarnation = value;
-	dc_store_set_member(node_name, value);
+	node.incarnation = value;
+	dc_store_set_member(node.name, value);
 }
 
 /* Forget membership, ownership and cache: the extension went away or came back. */
@@ -195,27 +214,48 @@ forget_everything(void)
 {
 	set_incarnation(0);
 	dc_cache_reset();
-	memset(owned_epoch, 0, sizeof(owned_epoch));
-	owned_nshards = 0;
-	map_seen = -1;
-	map_seen_extension = InvalidOid;
-
-	LWLockAcquire(dc_shared->map_lock, LW_EXCLUSIVE);
-	if (dc_shared->map_extension != extension_oid)
-	{
-		dc_shared->map_extension = InvalidOid;
-		dc_shared->map_version = -1;
-		dc_shared->number_of_shards = 0;
-	}
-	LWLockRelease(dc_shared->map_lock);
+	memset(node.owned_epoch, 0, sizeof(node.owned_epoch));
+	node.owned_nshards = 0;
+	node.map_seen = -1;
+	node.map_seen_extension = InvalidOid;
+	dc_map_forget(node.extension_oid);
 }
 
 /* ---- store calls ---- */
 
 /*
+ * After a failed store call: was the extension dropped (or dropped and
+ * created again) meanwhile?
+ */
+static bool
+extension_gone(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool gone = false;
+
+	PG_TRY();
+	{
+		char	   *version;
+
+		gone = dc_store_extension(&version) != node.extension_oid;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+	}
+	PG_END_TRY();
+	return gone;
+}
+
+/*
  * Log a failed store call and forget the error; returns a copy of it.  The
  * same failure again and again (say, the database does not exist yet) is
- * logged once, not every heartbeat.
+ * logged once, not every heartbeat.  A call that failed because the
+ * extension was dropped (or dropped and created again) meanwhile -- a
+ * function or table missing, a plan gone stale -- is what DROP EXTENSION
+ * does to a node in mid-call: not worth a log line.  The failure says so
+ * to the callers, and the next tick, right away, notices the change.
  */
 static ErrorData *
 store_failure(const char *what)
@@ -223,12 +263,20 @@ store_failure(const char *what)
 	static char last[256];
 	ErrorData  *edata;
 
-	MemoryContextSwitchTo(batch_context);
+	MemoryContextSwitchTo(node.batch_context);
 	edata = CopyErrorData();
 	FlushErrorState();
+	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_CONNECTION_EXCEPTION &&
+		extension_gone())
+	{
+		edata->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
+		edata->message = "durable_cluster was dropped while the command waited; it was not applied";
+		node.tick_now = true;
+		return edata;
+	}
 	if (strncmp(last, edata->message, sizeof(last) - 1) != 0)
 		ereport(LOG,
-				errmsg("%s: %s failed: %s", node_name, what, edata->message));
+				errmsg("%s: %s failed: %s", node.name, what, edata->message));
 	strlcpy(last, edata->message, sizeof(last));
 	return edata;
 }
@@ -253,8 +301,69 @@ run_store_work(void (*work) (void), const char *what)
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	MemoryContextSwitchTo(cxt);
-	MemoryContextReset(batch_context);
+	MemoryContextReset(node.batch_context);
 	return ok;
+}
+
+static void
+leaving_work(void)
+{
+	dc_store_leaving(node.name, node.incarnation);
+}
+
+static void
+leave_work(void)
+{
+	dc_store_leave(node.name, node.incarnation);
+	dc_store_refresh_map(node.extension_oid);
+}
+
+/* Leave the cluster, handing this node's shards to the other up nodes. */
+static void
+leave_cluster(void)
+{
+	if (node.incarnation > 0 && OidIsValid(node.extension_oid) &&
+		run_store_work(leaving_work, "durable_cluster leaving") &&
+		run_store_work(leave_work, "durable_cluster leave"))
+		ereport(LOG, errmsg("durable_cluster %s left the cluster", node.name));
+}
+
+/*
+ * Serve only an extension of this library's version: a store whose tables
+ * and functions are of another version may not be what this library's
+ * statements expect.  A node that finds them disagreeing says so once,
+ * leaves the cluster (its shards go to nodes that agree, on other servers
+ * during a rolling upgrade), unloads this server's shard map so that callers
+ * here are told at once, and looks again every tick: ALTER EXTENSION ...
+ * UPDATE, or a restart with the matching library, brings it back.
+ */
+static bool
+serves_version(const char *version)
+{
+	if (strcmp(version, DC_VERSION) == 0)
+	{
+		if (node.refused_version[0] != '\0')
+		{
+			ereport(LOG,
+					errmsg("durable_cluster %s serves again: the extension in the store is version %s, as the library",
+						   node.name, version));
+			node.refused_version[0] = '\0';
+			dc_map_refuse(NULL);
+		}
+		return true;
+	}
+	if (strcmp(node.refused_version, version) == 0)
+		return false;			/* left already, and said so */
+	ereport(WARNING,
+			errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			errmsg("durable_cluster %s does not serve: the extension in the store is version %s, but this server loaded the library of version %s",
+				   node.name, version, DC_VERSION),
+			errhint(DC_VERSION_HINT));
+	strlcpy(node.refused_version, version, sizeof(node.refused_version));
+	leave_cluster();
+	forget_everything();
+	dc_map_refuse(version);
+	return false;
 }
 
 /* Notice CREATE/DROP EXTENSION; join, or prove we are alive. */
@@ -262,31 +371,32 @@ static void
 heartbeat_work(void)
 {
 	Oid			ext;
+	char	   *version;
 
 	dc_store_note_cluster_role();
-	ext = dc_store_extension_oid();
-	if (ext != extension_oid)
+	ext = dc_store_extension(&version);
+	if (ext != node.extension_oid)
 	{
-		extension_oid = ext;
+		node.extension_oid = ext;
 		forget_everything();
 	}
-	if (!OidIsValid(ext))
+	if (!OidIsValid(ext) || !serves_version(version))
 		return;
 
-	if (incarnation > 0 && !dc_store_heartbeat(node_name, incarnation))
+	if (node.incarnation > 0 && !dc_store_heartbeat(node.name, node.incarnation))
 	{
 		ereport(LOG,
 				errmsg("durable_cluster %s: incarnation %lld is no longer an up member; rejoining",
-					   node_name, (long long) incarnation));
+					   node.name, (long long) node.incarnation));
 		dc_cache_reset();
 		set_incarnation(0);
 	}
-	if (incarnation == 0)
+	if (node.incarnation == 0)
 	{
-		set_incarnation(dc_store_join(node_name, node_index, dc_self_address(), node_roles));
+		set_incarnation(dc_store_join(node.name, node.index, dc_self_address(), node.roles));
 		ereport(LOG,
 				errmsg("durable_cluster %s joined as incarnation %lld",
-					   node_name, (long long) incarnation));
+					   node.name, (long long) node.incarnation));
 	}
 }
 
@@ -298,7 +408,7 @@ static void
 reconcile_work(void)
 {
 	dc_store_reconcile();
-	dc_store_refresh_map(extension_oid);
+	dc_store_refresh_map(node.extension_oid);
 }
 
 /*
@@ -308,7 +418,7 @@ reconcile_work(void)
 static void
 node_tick(void)
 {
-	if (run_store_work(heartbeat_work, "durable_cluster heartbeat") && incarnation > 0)
+	if (run_store_work(heartbeat_work, "durable_cluster heartbeat") && node.incarnation > 0)
 	{
 		run_store_work(reconcile_work, "durable_cluster reconcile");
 		adopt_shard_map();
@@ -369,11 +479,6 @@ command_id_reused(BatchRequest *r, const DcRequestSlot *req)
 								req->command.command_id, req->command.name);
 }
 
-static bool
-jsonb_equal(Jsonb *a, Jsonb *b)
-{
-	return DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(a), JsonbPGetDatum(b)));
-}
 
 /*
  * Get what the OK requests need from the store, in one call:
@@ -425,7 +530,7 @@ load_batch(BatchRequest *reqs, int n, TimestampTz now)
 				reqs[i].same_as = j;
 		if (reqs[i].same_as >= 0)
 		{
-			if (!jsonb_equal(reqs[i].request, reqs[reqs[i].same_as].request))
+			if (!dc_jsonb_equal(reqs[i].request, reqs[reqs[i].same_as].request))
 			{
 				reqs[i].same_as = -1;
 				command_id_reused(&reqs[i], req);
@@ -458,18 +563,12 @@ load_batch(BatchRequest *reqs, int n, TimestampTz now)
 
 		if (lookups[j].reply == NULL)
 			continue;
-		if (jsonb_equal(lookups[j].request, r->request))
+		if (dc_jsonb_equal(lookups[j].request, r->request))
 			r->logged = lookups[j].reply;
 		else
 			command_id_reused(r, &dc_shared->slots[r->slot]);
 	}
 }
-
-/*
- * Entities of the current batch attempt.  File-level rather than local so
- * that the error path sees every entry registered before the error.
- */
-static int	batch_count;
 
 /* The working copy of a request's entity in this batch attempt. */
 static BatchEntity *
@@ -484,8 +583,8 @@ batch_entity(BatchEntity *entities, DcRequestSlot *req, TimestampTz now)
 		return &entities[entry->batch_index];
 
 	dc_cache_touch(entry, now);
-	be = &entities[batch_count];
-	entry->batch_index = batch_count++;
+	be = &entities[node.batch_count];
+	entry->batch_index = node.batch_count++;
 	be->entry = entry;
 	be->mall_id = req->mall_id;
 	be->user_id = req->user_id;
@@ -517,9 +616,7 @@ apply_registered(DcRequestSlot *req, BatchRequest *r, BatchEntity *be, Timestamp
 	 * number ("balance": 5.5 for "5.50") has not changed it.
 	 */
 	dc_entity_from_jsonb(after, be->pending.revision + 1, &state);
-	if (DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(be->doc),
-										 JsonbPGetDatum(dc_entity_to_jsonb(be->mall_id, be->user_id,
-																		   &state)))))
+	if (dc_jsonb_equal(be->doc, dc_entity_to_jsonb(be->mall_id, be->user_id, &state)))
 		return DC_OUTCOME_UNCHANGED;
 	state.has_event_time = true;
 	state.last_event_time = now;
@@ -529,32 +626,15 @@ apply_registered(DcRequestSlot *req, BatchRequest *r, BatchEntity *be, Timestamp
 
 /*
  * Apply the OK requests in arrival order to working copies of their
- * entities and store the result with one store call.  Returns how
- * many shards the store found fenced, listed in fenced[]; if any, nothing
- * was written.
- *
- * A batch with registered commands runs in one store transaction: their
- * handlers, then the write, which fences every shard it touches with a
- * lock, so that what the handlers did commits only with the batch.
+ * entities: each gets its reply, and batch the shards it touched, its
+ * command log entry and its transfer step.  Registered commands run their
+ * handlers in the store, in a transaction begun for them
+ * (*in_transaction).
  */
-static int
-apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz now,
-				int *fenced)
+static void
+apply_requests(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz now,
+			   DcBatchWrite *batch, bool *in_transaction)
 {
-	int		   *shards = palloc(sizeof(int) * n);
-	int64	   *epochs = palloc(sizeof(int64) * n);
-	DcEntityWrite *writes = palloc(sizeof(DcEntityWrite) * n);
-	DcCommandLog *logs = palloc(sizeof(DcCommandLog) * n);
-	DcSagaStep *sagas = palloc(sizeof(DcSagaStep) * n);
-	int			nsagas = 0;
-	int			nshards = 0;
-	int			nwrites = 0;
-	int			nlogs = 0;
-	bool		in_transaction = false;
-	int			nfenced;
-
-	batch_count = 0;
-
 	for (int i = 0; i < n; i++)
 	{
 		DcRequestSlot *req = &dc_shared->slots[reqs[i].slot];
@@ -572,20 +652,20 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 		}
 
 		/* every shard the batch touches is fenced, read ones included */
-		for (int j = 0; j < nshards && !seen; j++)
-			seen = (shards[j] == req->shard);
+		for (int j = 0; j < batch->nshards && !seen; j++)
+			seen = (batch->shards[j] == req->shard);
 		if (!seen)
 		{
-			shards[nshards] = req->shard;
-			epochs[nshards++] = owned_epoch[req->shard];
+			batch->shards[batch->nshards] = req->shard;
+			batch->epochs[batch->nshards++] = node.owned_epoch[req->shard];
 		}
 
 		be = batch_entity(entities, req, now);
 		if (req->command.kind == DC_CMD_USER)
 		{
-			if (!in_transaction)
+			if (!*in_transaction)
 				dc_store_begin_batch();
-			in_transaction = true;
+			*in_transaction = true;
 			reqs[i].error_message = NULL;
 			label = req->command.name;
 			outcome = apply_registered(req, &reqs[i], be, now);
@@ -597,20 +677,24 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 		if (outcome == DC_OUTCOME_CHANGED || be->doc == NULL)
 			be->doc = dc_entity_to_jsonb(be->mall_id, be->user_id, &be->pending);
 		reqs[i].reply = dc_build_reply(outcome != DC_OUTCOME_REJECTED, label, be->doc,
-									   be->pending.revision, req->shard, node_name);
+									   be->pending.revision, req->shard, node.name);
 		if (req->command.command_id[0] != '\0')
 		{
-			logs[nlogs].mall_id = req->mall_id;
-			logs[nlogs].user_id = req->user_id;
-			logs[nlogs].command_id = req->command.command_id;
-			logs[nlogs].request = reqs[i].request;
-			logs[nlogs++].reply = reqs[i].reply;
+			DcCommandLog *log = &batch->logs[batch->nlogs++];
+
+			log->mall_id = req->mall_id;
+			log->user_id = req->user_id;
+			log->command_id = req->command.command_id;
+			log->request = reqs[i].request;
+			log->reply = reqs[i].reply;
 		}
 		if (req->command.saga_step &&
-			(sagas[nsagas].step = dc_saga_step(req->command.kind,
-											   outcome == DC_OUTCOME_CHANGED)) != NULL)
-			sagas[nsagas++].record = (Jsonb *) req->command.payload;
+			(batch->sagas[batch->nsagas].step =
+			 dc_saga_step(req->command.kind, outcome == DC_OUTCOME_CHANGED)) != NULL)
+			batch->sagas[batch->nsagas++].record = (Jsonb *) req->command.payload;
 	}
+
+	/* a repeat of an earlier request of the batch gets its reply */
 	for (int i = 0; i < n; i++)
 		if (reqs[i].same_as >= 0)
 		{
@@ -620,24 +704,57 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 			reqs[i].error_sqlstate = first->error_sqlstate;
 			reqs[i].error_message = first->error_message;
 		}
+}
 
-	for (int e = 0; e < batch_count; e++)
+/* The entities the batch changed, each written once at its last revision. */
+static void
+collect_writes(BatchEntity *entities, DcBatchWrite *batch)
+{
+	for (int e = 0; e < node.batch_count; e++)
 	{
 		BatchEntity *be = &entities[e];
+		DcEntityWrite *w;
 
 		be->entry->batch_index = -1;
 		if (be->pending.revision == be->base_revision)
 			continue;
-		writes[nwrites].mall_id = be->mall_id;
-		writes[nwrites].user_id = be->user_id;
-		writes[nwrites].shard = be->entry->shard;
-		writes[nwrites].state_doc = be->doc;
-		writes[nwrites].revision = be->pending.revision;
-		writes[nwrites].old_revision = be->base_revision;
-		nwrites++;
+		w = &batch->writes[batch->nwrites++];
+		w->mall_id = be->mall_id;
+		w->user_id = be->user_id;
+		w->shard = be->entry->shard;
+		w->state_doc = be->doc;
+		w->revision = be->pending.revision;
+		w->old_revision = be->base_revision;
 	}
+}
 
-	if (nshards == 0)
+/*
+ * Apply the OK requests and store the result with one store call.
+ * Returns how many shards the store found fenced, listed in fenced[]; if
+ * any, nothing was written.
+ *
+ * A batch with registered commands runs in one store transaction: their
+ * handlers, then the write, which fences every shard it touches with a
+ * lock, so that what the handlers did commits only with the batch.
+ */
+static int
+apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz now,
+				int *fenced)
+{
+	DcBatchWrite batch = {0};
+	bool		in_transaction = false;
+	int			nfenced;
+
+	batch.shards = palloc(sizeof(int) * n);
+	batch.epochs = palloc(sizeof(int64) * n);
+	batch.writes = palloc(sizeof(DcEntityWrite) * n);
+	batch.logs = palloc(sizeof(DcCommandLog) * n);
+	batch.sagas = palloc(sizeof(DcSagaStep) * n);
+	node.batch_count = 0;
+
+	apply_requests(reqs, n, entities, now, &batch, &in_transaction);
+	collect_writes(entities, &batch);
+	if (batch.nshards == 0)
 		return 0;
 
 	/*
@@ -648,23 +765,15 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	 * only after that map says so.  So the cached states read here were
 	 * current when the batch started, after its requests arrived.
 	 */
-	if (nwrites == 0 && nlogs == 0 && !in_transaction && dc_single_server() &&
+	if (batch.nwrites == 0 && batch.nlogs == 0 && !in_transaction && dc_single_server() &&
 		dc_shared->nremote == 0)
 		return 0;
-	batch_write_sent = true;
-	nfenced = dc_store_write_batch(node_name, shards, epochs, nshards, writes, nwrites,
-								   logs, nlogs, sagas, nsagas, fenced);
+	node.batch_write_sent = true;
+	nfenced = dc_store_write_batch(node.name, &batch, fenced);
 	if (in_transaction)
 		dc_store_end_batch(nfenced == 0);
 	return nfenced;
 }
-
-/*
- * Detached tells that another server would not take yet: routed again
- * after each tick (which refreshes the map), not in a busy loop.
- */
-static int *deferred_tells;
-static int	ndeferred;
 
 /*
  * The same for a new owner on another server: hand the tell to that server
@@ -702,7 +811,7 @@ forward_tell_elsewhere(int slot, const char *address)
 	{
 		if (GetCurrentTimestamp() >= req->forward_until)
 			return false;
-		deferred_tells[ndeferred++] = slot;
+		node.deferred_tells[node.ndeferred++] = slot;
 		return true;
 	}
 	/* the other server has it: free the slot, whose caller is gone */
@@ -722,68 +831,27 @@ static bool
 forward_tell(int slot, bool leaving)
 {
 	DcRequestSlot *req = &dc_shared->slots[slot];
-	int			owner = DC_OWNER_NONE;
+	int			owner;
 	char		address[DC_ADDRESS_BYTES];
 
 	if (!req->tell)
 		return false;
-	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
-	if (dc_shared->number_of_shards == req->number_of_shards)
-		owner = dc_shared->owner[req->shard];
-	if (owner < DC_OWNER_NONE)
-		strlcpy(address, dc_shared->remote[DC_REMOTE_INDEX(owner)], sizeof(address));
-	LWLockRelease(dc_shared->map_lock);
+	owner = dc_map_owner(req->shard, req->number_of_shards, address);
 	if (owner < DC_OWNER_NONE)
 		return forward_tell_elsewhere(slot, address);
-	if (owner < 0 || dc_shared->nodes[owner].pid == 0 || (leaving && owner == node_index))
+	if (owner < 0 || !dc_node_running(owner) || (leaving && owner == node.index))
 		return false;
 	return dc_slot_forward(slot, owner);
 }
 
 /*
- * After a failed batch: was the extension dropped (or dropped and created
- * again) meanwhile?  Then whatever the store said (a function or table
- * missing, a plan gone stale) is that, and the callers hear it so.
- */
-static bool
-extension_gone(void)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool gone = false;
-
-	PG_TRY();
-	{
-		gone = dc_store_extension_oid() != extension_oid;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-	}
-	PG_END_TRY();
-	return gone;
-}
-
-/*
- * Apply and store one batch of requests.  Everything is decided before the
- * commit; replies are released only after it.  If the store finds some of
- * the batch's shards fenced, nothing was written: their requests go back to
- * be routed again and the rest is applied anew.
+ * The requests taken from the inbox: those for shards this node does not
+ * believe it owns go back to be routed again; a tell for one it owns is
+ * accepted, and its caller may return.
  */
 static void
-process_batch(const int *slots, int n)
+take_requests(BatchRequest *reqs, const int *slots, int n)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(batch_context);
-	BatchRequest *reqs = palloc(sizeof(BatchRequest) * n);
-	BatchEntity *entities = palloc(sizeof(BatchEntity) * n);
-	int		   *fenced = palloc(sizeof(int) * n);
-	TimestampTz now = GetCurrentTimestamp();
-	ErrorData  *volatile failure = NULL;
-	int			applied = 0;
-
-	adopt_shard_map();
-
-	/* requests for shards we do not believe we own go back to be routed again */
 	for (int i = 0; i < n; i++)
 	{
 		DcRequestSlot *req = &dc_shared->slots[slots[i]];
@@ -794,24 +862,36 @@ process_batch(const int *slots, int n)
 		reqs[i].request = NULL;
 		reqs[i].same_as = -1;
 		reqs[i].error_message = NULL;
-		reqs[i].kind = (req->number_of_shards == owned_nshards && owned_epoch[req->shard] > 0)
+		reqs[i].kind = (req->number_of_shards == node.owned_nshards && node.owned_epoch[req->shard] > 0)
 			? DC_REPLY_OK : DC_REPLY_MOVED;
 		if (reqs[i].kind == DC_REPLY_OK && req->tell)
 			dc_slot_accept(slots[i]);
 	}
+}
+
+/*
+ * Load, apply and store the batch; again without the requests of shards
+ * the store found fenced, which go back to be routed again.  Returns the
+ * failure, if it failed (the store's error, or the extension dropped).
+ */
+static ErrorData *
+run_batch(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz now)
+{
+	int		   *fenced = palloc(sizeof(int) * n);
+	ErrorData  *volatile failure = NULL;
 
 	pgstat_report_activity(STATE_RUNNING, "durable_cluster batch");
 	PG_TRY();
 	{
 		int			nfenced;
 
-		batch_count = 0;
-		batch_write_sent = false;
+		node.batch_count = 0;
+		node.batch_write_sent = false;
 		load_batch(reqs, n, now);
 		while ((nfenced = apply_and_store(reqs, n, entities, now, fenced)) > 0)
 		{
 			/* the map moved on without us noticing yet */
-			tick_now = true;
+			node.tick_now = true;
 			for (int i = 0; i < n; i++)
 				for (int j = 0; j < nfenced; j++)
 					if (reqs[i].kind == DC_REPLY_OK &&
@@ -826,16 +906,69 @@ process_batch(const int *slots, int n)
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	if (failure && ERRCODE_TO_CATEGORY(failure->sqlerrcode) != ERRCODE_CONNECTION_EXCEPTION &&
-		extension_gone())
+	return failure;
+}
+
+/* The reply of one request of the batch, or the batch's failure, to its caller. */
+static void
+send_reply(BatchRequest *r, ErrorData *failure)
+{
+	if (r->kind == DC_REPLY_MOVED)
 	{
-		failure->sqlerrcode = ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE;
-		failure->message = "durable_cluster was dropped while the command waited; it was not applied";
-		tick_now = true;
+		if (!forward_tell(r->slot, false))
+			dc_slot_reply(r->slot, DC_REPLY_MOVED, 0, NULL, 0);
 	}
+	else if (failure && node.batch_write_sent &&
+			 ERRCODE_TO_CATEGORY(failure->sqlerrcode) == ERRCODE_CONNECTION_EXCEPTION)
+	{
+		/* the batch may have committed before the connection went */
+		char	   *msg = psprintf("lost the connection to the store while storing the command; it may or may not have been applied: %s",
+								   failure->message);
+
+		dc_slot_reply(r->slot, DC_REPLY_ERROR, ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN,
+					  msg, strlen(msg) + 1);
+	}
+	else if (failure)
+	{
+		char	   *msg = psprintf("could not apply the command: %s", failure->message);
+
+		dc_slot_reply(r->slot, DC_REPLY_ERROR, failure->sqlerrcode, msg, strlen(msg) + 1);
+	}
+	else if (r->error_message)
+		dc_slot_reply(r->slot, DC_REPLY_ERROR, r->error_sqlstate,
+					  r->error_message, strlen(r->error_message) + 1);
+	else if (VARSIZE(r->reply) > DC_REPLY_BYTES)
+	{
+		static const char msg[] = "the reply is larger than a request slot can hold";
+
+		dc_slot_reply(r->slot, DC_REPLY_ERROR, ERRCODE_PROGRAM_LIMIT_EXCEEDED, msg, sizeof(msg));
+	}
+	else
+		dc_slot_reply(r->slot, DC_REPLY_OK, 0, r->reply, VARSIZE(r->reply));
+}
+
+/*
+ * Apply and store one batch of requests.  Everything is decided before the
+ * commit; replies are released only after it.  If the store finds some of
+ * the batch's shards fenced, nothing was written: their requests go back to
+ * be routed again and the rest is applied anew.
+ */
+static void
+process_batch(const int *slots, int n)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(node.batch_context);
+	BatchRequest *reqs = palloc(sizeof(BatchRequest) * n);
+	BatchEntity *entities = palloc(sizeof(BatchEntity) * n);
+	TimestampTz now = GetCurrentTimestamp();
+	ErrorData  *failure;
+	int			applied = 0;
+
+	adopt_shard_map();
+	take_requests(reqs, slots, n);
+	failure = run_batch(reqs, n, entities, now);
 
 	/* publish committed states; after a failure, reload from the store instead */
-	for (int e = 0; e < batch_count; e++)
+	for (int e = 0; e < node.batch_count; e++)
 	{
 		CachedEntity *entry = entities[e].entry;
 
@@ -850,45 +983,11 @@ process_batch(const int *slots, int n)
 	{
 		if (reqs[i].kind == DC_REPLY_OK && !failure)
 			applied++;
-		if (reqs[i].kind == DC_REPLY_MOVED)
-		{
-			if (!forward_tell(reqs[i].slot, false))
-				dc_slot_reply(reqs[i].slot, DC_REPLY_MOVED, 0, NULL, 0);
-		}
-		else if (failure && batch_write_sent &&
-				 ERRCODE_TO_CATEGORY(failure->sqlerrcode) == ERRCODE_CONNECTION_EXCEPTION)
-		{
-			/* the batch may have committed before the connection went */
-			char	   *msg = psprintf("lost the connection to the store while storing the command; it may or may not have been applied: %s",
-									   failure->message);
-
-			dc_slot_reply(reqs[i].slot, DC_REPLY_ERROR, ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN,
-						  msg, strlen(msg) + 1);
-		}
-		else if (failure)
-		{
-			char	   *msg = psprintf("could not apply the command: %s", failure->message);
-
-			dc_slot_reply(reqs[i].slot, DC_REPLY_ERROR, failure->sqlerrcode,
-						  msg, strlen(msg) + 1);
-		}
-		else if (reqs[i].error_message)
-			dc_slot_reply(reqs[i].slot, DC_REPLY_ERROR, reqs[i].error_sqlstate,
-						  reqs[i].error_message, strlen(reqs[i].error_message) + 1);
-		else if (VARSIZE(reqs[i].reply) > DC_REPLY_BYTES)
-		{
-			static const char msg[] = "the reply is larger than a request slot can hold";
-
-			dc_slot_reply(reqs[i].slot, DC_REPLY_ERROR, ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-						  msg, sizeof(msg));
-		}
-		else
-			dc_slot_reply(reqs[i].slot, DC_REPLY_OK, 0,
-						  reqs[i].reply, VARSIZE(reqs[i].reply));
+		send_reply(&reqs[i], failure);
 	}
 
 	MemoryContextSwitchTo(oldcxt);
-	MemoryContextReset(batch_context);
+	MemoryContextReset(node.batch_context);
 	report_stats(applied, now);
 }
 
@@ -899,34 +998,21 @@ process_batch(const int *slots, int n)
 static void
 retry_deferred_tells(bool leaving)
 {
-	int			n = ndeferred;
+	int			n = node.ndeferred;
 	int		   *slots = palloc(sizeof(int) * Max(n, 1));
 
-	memcpy(slots, deferred_tells, sizeof(int) * n);
-	ndeferred = 0;
+	memcpy(slots, node.deferred_tells, sizeof(int) * n);
+	node.ndeferred = 0;
 	for (int i = 0; i < n; i++)
 		if (!forward_tell(slots[i], leaving))
 			dc_slot_reply(slots[i], DC_REPLY_MOVED, 0, NULL, 0);
 	if (leaving)
 	{
-		for (int i = 0; i < ndeferred; i++)
-			dc_slot_reply(deferred_tells[i], DC_REPLY_MOVED, 0, NULL, 0);
-		ndeferred = 0;
+		for (int i = 0; i < node.ndeferred; i++)
+			dc_slot_reply(node.deferred_tells[i], DC_REPLY_MOVED, 0, NULL, 0);
+		node.ndeferred = 0;
 	}
 	pfree(slots);
-}
-
-static void
-leaving_work(void)
-{
-	dc_store_leaving(node_name, incarnation);
-}
-
-static void
-leave_work(void)
-{
-	dc_store_leave(node_name, incarnation);
-	dc_store_refresh_map(extension_oid);
 }
 
 /*
@@ -942,14 +1028,10 @@ node_leave(void)
 	int		   *slots = palloc(sizeof(int) * dc_shared->nslots);
 	int			n;
 
-	if (incarnation > 0 && OidIsValid(extension_oid) &&
-		run_store_work(leaving_work, "durable_cluster leaving") &&
-		run_store_work(leave_work, "durable_cluster leave"))
-		ereport(LOG, errmsg("durable_cluster %s left the cluster", node_name));
-
-	dc_node_detach(node_index);
+	leave_cluster();
+	dc_node_detach(node.index);
 	retry_deferred_tells(true);
-	while ((n = dc_inbox_take(node_index, slots, dc_shared->nslots)) > 0)
+	while ((n = dc_inbox_take(node.index, slots, dc_shared->nslots)) > 0)
 		for (int i = 0; i < n; i++)
 			if (!forward_tell(slots[i], true))
 				dc_slot_reply(slots[i], DC_REPLY_MOVED, 0, NULL, 0);
@@ -962,11 +1044,8 @@ dc_node_main(Datum main_arg)
 	TimestampTz next_tick = 0;
 	bool		removed = false;
 
-	node_index = DatumGetInt32(main_arg);
-	SpinLockAcquire(&dc_shared->mutex);
-	strlcpy(node_name, dc_shared->nodes[node_index].name, sizeof(node_name));
-	strlcpy(node_roles, dc_shared->nodes[node_index].roles, sizeof(node_roles));
-	SpinLockRelease(&dc_shared->mutex);
+	node.index = DatumGetInt32(main_arg);
+	dc_node_slot_identity(node.index, node.name, node.roles);
 
 	/* SIGTERM asks for a graceful leave, not an immediate exit */
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -979,35 +1058,35 @@ dc_node_main(Datum main_arg)
 	 * runs no query.
 	 */
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	pgstat_report_appname(node_name);
-	dc_store_init(node_name);
+	pgstat_report_appname(node.name);
+	dc_store_init(node.name);
 
-	batch_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster batch",
+	node.batch_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster batch",
 										  ALLOCSET_DEFAULT_SIZES);
-	loop_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster node loop",
+	node.loop_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster node loop",
 										 ALLOCSET_DEFAULT_SIZES);
 	dc_cache_reset();
 	slots = MemoryContextAlloc(TopMemoryContext, sizeof(int) * dc_shared->nslots);
-	deferred_tells = MemoryContextAlloc(TopMemoryContext, sizeof(int) * dc_shared->nslots);
-	dc_node_attach(node_index);
+	node.deferred_tells = MemoryContextAlloc(TopMemoryContext, sizeof(int) * dc_shared->nslots);
+	dc_node_attach(node.index);
 
 	for (;;)
 	{
 		int			n = 0;
 		TimestampTz now;
 
-		MemoryContextSwitchTo(loop_context);
-		MemoryContextReset(loop_context);
+		MemoryContextSwitchTo(node.loop_context);
+		MemoryContextReset(node.loop_context);
 		CHECK_FOR_INTERRUPTS();
 		if (ShutdownRequestPending)
 			break;
-		if (dc_node_leave_requested(node_index))
+		if (dc_node_leave_requested(node.index))
 		{
 			removed = true;
 			break;
 		}
-		if (dc_node_take_tick_request(node_index))
-			tick_now = true;
+		if (dc_node_take_tick_request(node.index))
+			node.tick_now = true;
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
@@ -1015,9 +1094,9 @@ dc_node_main(Datum main_arg)
 		}
 
 		now = GetCurrentTimestamp();
-		if (tick_now || now >= next_tick)
+		if (node.tick_now || now >= next_tick)
 		{
-			tick_now = false;
+			node.tick_now = false;
 			node_tick();
 			retry_deferred_tells(false);
 			report_stats(0, now);
@@ -1029,16 +1108,16 @@ dc_node_main(Datum main_arg)
 			}
 		}
 
-		if (incarnation > 0)
+		if (node.incarnation > 0)
 		{
-			n = dc_inbox_take(node_index, slots, dc_shared->nslots);
+			n = dc_inbox_take(node.index, slots, dc_shared->nslots);
 			if (n > 0)
 				process_batch(slots, n);
 		}
 		/* announced to a remote store's listener, read while idle or with a result */
 		if (dc_store_announced())
-			tick_now = true;
-		if (n == 0 && !tick_now)
+			node.tick_now = true;
+		if (n == 0 && !node.tick_now)
 		{
 			long		wait_ms;
 
@@ -1057,7 +1136,7 @@ dc_node_main(Datum main_arg)
 	 */
 	if (removed)
 	{
-		dc_node_slot_release(node_index);
+		dc_node_slot_release(node.index);
 		proc_exit(0);
 	}
 	proc_exit(1);

@@ -27,6 +27,8 @@
  * saga worker of each server.  Two of them at once send the same command
  * ids; the second gets the first's logged reply.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -50,11 +52,12 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "api.h"
+#include "ask.h"
 #include "at_commit.h"
-#include "durable_cluster.h"
+#include "settings.h"
 #include "entity.h"
-#include "forward.h"
+#include "remote.h"
+#include "retention.h"
 #include "inbox.h"
 #include "jsonb_build.h"
 #include "saga.h"
@@ -266,7 +269,7 @@ send_step(const Saga *s, const char *command, const char *suffix, const char *ap
 	cmd->saga_step = true;
 	cmd->payload_len = VARSIZE(s->record);
 	memcpy(cmd->payload, s->record, VARSIZE(s->record));
-	reply = dc_ask(mall_id, user_id, cmd, false);
+	reply = dc_ask(mall_id, user_id, cmd, NULL);
 
 	if ((result = reply_string(reply, "result")) != NULL)
 	{
@@ -336,7 +339,7 @@ transfer_error_context(void *arg)
 /*
  * dc_transfer(from_mall, from_user, to_mall, to_user, amount) RETURNS jsonb
  * {"saga_id", "status": completed | compensated | rejected | running (a
- *  rejected refund: see README), "step", "amount", "error"}
+ *  rejected refund: see docs/operations.md), "step", "amount", "error"}
  */
 Datum
 dc_transfer(PG_FUNCTION_ARGS)
@@ -572,6 +575,26 @@ recover_sagas(MemoryContext cxt)
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
 
+/*
+ * On the store's server, one round of retention.c in a transaction of its
+ * own.  Returns true when more may be waiting.
+ */
+static bool
+retention_round(void)
+{
+	bool		more;
+
+	pgstat_report_activity(STATE_RUNNING, "durable_cluster retention");
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	more = dc_retention_round();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return more;
+}
+
 static void
 saga_worker_gone(int code, Datum arg)
 {
@@ -637,6 +660,9 @@ dc_saga_worker_main(Datum main_arg)
 		{
 			recover_sagas(round_context);
 			dc_at_commit_round(round_context);
+			/* a backlog drains round after round, without waiting */
+			if (dc_store_is_here() && retention_round())
+				SetLatch(MyLatch);
 		}
 		PG_CATCH();
 		{

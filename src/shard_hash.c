@@ -11,6 +11,8 @@
  * system.  Java's Math.abs(Integer.MIN_VALUE) is negative; we take 2^31
  * instead, as a shard id must not be negative.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -19,7 +21,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
-#include "durable_cluster.h"
+#include "settings.h"
 #include "shard_hash.h"
 
 static inline uint32

@@ -10,6 +10,8 @@
  * worker does for the rows it receives.  The tables' column order is the
  * one the extension script creates; it is checked when a table is opened.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -25,7 +27,8 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "durable_cluster.h"
+#include "settings.h"
+#include "pg_compat.h"
 #include "state_table.h"
 
 static Relation
@@ -50,7 +53,7 @@ open_table(const char *name, const char *const *columns, int ncolumns,
 			strcmp(NameStr(TupleDescAttr(desc, i)->attname), columns[i]) != 0)
 			elog(ERROR, "durable_cluster.%s does not have the columns this library expects",
 				 name);
-	*pkey = RelationGetPrimaryKeyIndex(rel);
+	*pkey = dc_primary_key_index(rel);
 	if (!OidIsValid(*pkey))
 		elog(ERROR, "durable_cluster.%s has no primary key", name);
 	return rel;
@@ -161,7 +164,7 @@ dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 					type == TEXTOID ? F_TEXTEQ : F_INT4EQ, keys[i]);
 		key[i].sk_collation = index->rd_indcollation[i];
 	}
-	scan = index_beginscan(rel, index, GetActiveSnapshot(), nkeys, 0);
+	scan = dc_index_beginscan(rel, index, GetActiveSnapshot(), nkeys, 0);
 	index_rescan(scan, key, nkeys, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	index_endscan(scan);

@@ -2,12 +2,15 @@
  *
  * stats.c
  *	  dc_node_stats and dc_stats_reset: what the nodes of this server did;
- *	  durable_cluster.missing_workers(): which of its workers do not run.
+ *	  durable_cluster.missing_workers(): which of its workers do not run;
+ *	  durable_cluster.library_version(): the version of the loaded library.
  *
  * Each node reports into its shared-memory slot after every batch and
  * every tick (inbox.c, dc_node_report): the entities it holds in memory,
  * the commands it applied, its batches and its passivations.  These
  * functions read or zero those slots.
+ *
+ * Copyright (c) 2026, the durable_cluster developers
  *
  *-------------------------------------------------------------------------
  */
@@ -18,13 +21,25 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "durable_cluster.h"
+#include "settings.h"
 #include "inbox.h"
 #include "jsonb_build.h"
 
 PG_FUNCTION_INFO_V1(dc_node_stats);
 PG_FUNCTION_INFO_V1(dc_stats_reset);
 PG_FUNCTION_INFO_V1(dc_missing_workers);
+PG_FUNCTION_INFO_V1(dc_library_version);
+
+/*
+ * durable_cluster.library_version(): the version of the SQL objects this
+ * library serves, which dc_version() shows next to the installed one.  No
+ * dc_check_usable(): it answers a library loaded without preloading too.
+ */
+Datum
+dc_library_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(DC_VERSION));
+}
 
 #define NODE_STATS_COLUMNS 8
 
@@ -38,18 +53,15 @@ dc_node_stats(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	for (int i = 0; i < DC_MAX_NODES; i++)
 	{
-		DcNodeSlot	copy;
+		char		name[NAMEDATALEN];
+		DcNodeStats copy;
 		Datum		values[NODE_STATS_COLUMNS];
 		bool		nulls[NODE_STATS_COLUMNS] = {0};
 
-		/* copy first: nothing may allocate while the spinlock is held */
-		SpinLockAcquire(&dc_shared->mutex);
-		copy = dc_shared->nodes[i];
-		SpinLockRelease(&dc_shared->mutex);
-		if (!copy.in_use)
+		if (!dc_node_stats_copy(i, name, &copy))
 			continue;
 
-		values[0] = CStringGetTextDatum(copy.name);
+		values[0] = CStringGetTextDatum(name);
 		values[1] = Int64GetDatum(copy.entities_in_memory);
 		values[2] = Int64GetDatum(copy.commands);
 		values[3] = Int64GetDatum(copy.batches);
@@ -74,14 +86,12 @@ dc_missing_workers(PG_FUNCTION_ARGS)
 {
 	JsonbParseState *ps = NULL;
 	char		names[DC_MAX_NODES][NAMEDATALEN];
-	int			n = 0;
+	int			n;
 	bool		saga_running;
 
 	dc_check_usable();
+	n = dc_node_names(names, false);
 	SpinLockAcquire(&dc_shared->mutex);
-	for (int i = 0; i < DC_MAX_NODES; i++)
-		if (dc_shared->nodes[i].in_use && dc_shared->nodes[i].pid == 0)
-			strlcpy(names[n++], dc_shared->nodes[i].name, NAMEDATALEN);
 	saga_running = dc_shared->saga_pid != 0;
 	SpinLockRelease(&dc_shared->mutex);
 
@@ -100,9 +110,6 @@ dc_stats_reset(PG_FUNCTION_ARGS)
 	TimestampTz now = GetCurrentTimestamp();
 
 	dc_check_usable();
-	SpinLockAcquire(&dc_shared->mutex);
-	for (int i = 0; i < DC_MAX_NODES; i++)
-		dc_stats_zero(&dc_shared->nodes[i], now);
-	SpinLockRelease(&dc_shared->mutex);
+	dc_stats_reset_all(now);
 	PG_RETURN_VOID();
 }

@@ -19,14 +19,18 @@
  * to commit, and a batch that comes after it sees the new epoch and writes
  * nothing: a node that lost a shard cannot commit to it.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "port/pg_bswap.h"
 #include "postmaster/postmaster.h"
 #include "storage/latch.h"
 #include "utils/acl.h"
@@ -35,10 +39,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "durable_cluster.h"
+#include "pg_compat.h"
+#include "settings.h"
 #include "inbox.h"
 #include "jsonb_build.h"
-#include "forward.h"
+#include "libpq_client.h"
 #include "store.h"
 
 static PGconn *store_conn = NULL;
@@ -47,7 +52,7 @@ static PGconn *store_conn = NULL;
 static WaitEventSet *store_wait = NULL;
 
 /* statements prepared on store_conn: the address of their text, with or without the heartbeat */
-#define MAX_PREPARED	16
+#define MAX_PREPARED	32
 static const char *prepared[MAX_PREPARED];
 static bool prepared_refresh[MAX_PREPARED]; /* prepared with the heartbeat's parameters */
 static int	n_prepared = 0;
@@ -113,8 +118,8 @@ dc_store_init(const char *node_name)
 	pfree(info.data);
 }
 
-void
-dc_store_disconnect(void)
+static void
+store_disconnect(void)
 {
 	if (store_wait)
 		FreeWaitEventSet(store_wait);
@@ -166,7 +171,7 @@ connect_store(void)
 {
 	char	   *user_timeout = psprintf("%d", dc_failure_timeout_ms);
 
-	dc_store_disconnect();
+	store_disconnect();
 
 	/* until CREATE EXTENSION made the role, wait without failed logins */
 	if (dc_store_is_here() && !cluster_role_exists())
@@ -192,14 +197,14 @@ connect_store(void)
 	{
 		char	   *msg = store_conn ? dc_libpq_error(store_conn) : "timed out";
 
-		dc_store_disconnect();
+		store_disconnect();
 		ereport(ERROR,
 				errcode(ERRCODE_CONNECTION_FAILURE),
 				errmsg("could not connect to the durable_cluster store: %s", msg));
 	}
 
 	/* WaitLatchOrSocket would build and tear down an epoll set per wait */
-	store_wait = CreateWaitEventSet(TopMemoryContext, 3);
+	store_wait = dc_create_wait_event_set(3);
 	AddWaitEventToSet(store_wait, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(store_wait, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(store_wait, WL_SOCKET_READABLE, PQsocket(store_conn), NULL, NULL);
@@ -287,7 +292,7 @@ dc_store_announced(void)
 			drain_notifications(store_conn);
 		else
 		{
-			dc_store_disconnect();
+			store_disconnect();
 			announced = true;
 		}
 	}
@@ -317,35 +322,28 @@ await_result(PGconn *conn, bool sent, const char *sql, int timeout_ms)
 static void
 wait_ready(PGconn *conn, TimestampTz deadline, const char *sql, int timeout_ms)
 {
-	while (PQisBusy(conn))
+	switch (dc_pq_await(conn, store_wait, deadline, false))
 	{
-		WaitEvent	event;
-		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-
-		if (left <= 0)
-		{
-			dc_store_disconnect();
+		case DC_PQ_READY:
+			break;
+		case DC_PQ_TIMED_OUT:
+			store_disconnect();
 			ereport(ERROR,
 					errcode(ERRCODE_CONNECTION_FAILURE),
 					errmsg("the durable_cluster store did not answer within %d ms; the node dropped its connection",
 						   timeout_ms),
 					errcontext("durable_cluster store statement: %s", sql));
-		}
-		if (WaitEventSetWait(store_wait, left, &event, 1, PG_WAIT_EXTENSION) == 0)
-			continue;
+			break;
+		case DC_PQ_LOST:
+			{
+				char	   *msg = dc_libpq_error(conn);
 
-		/* the main loop looks at the inbox and flags anyway: no wake-up is lost */
-		if (event.events & WL_LATCH_SET)
-			ResetLatch(MyLatch);
-		if ((event.events & WL_SOCKET_READABLE) && !PQconsumeInput(conn))
-		{
-			char	   *msg = dc_libpq_error(conn);
-
-			dc_store_disconnect();
-			ereport(ERROR,
-					errcode(ERRCODE_CONNECTION_FAILURE),
-					errmsg("lost the connection to the durable_cluster store: %s", msg));
-		}
+				store_disconnect();
+				ereport(ERROR,
+						errcode(ERRCODE_CONNECTION_FAILURE),
+						errmsg("lost the connection to the durable_cluster store: %s", msg));
+			}
+			break;
 	}
 }
 
@@ -369,7 +367,7 @@ await_results(PGconn *conn, bool sent, const char *sql, int timeout_ms, bool pip
 	{
 		char	   *msg = dc_libpq_error(conn);
 
-		dc_store_disconnect();
+		store_disconnect();
 		ereport(ERROR,
 				errcode(ERRCODE_CONNECTION_FAILURE),
 				errmsg("could not send to the durable_cluster store: %s", msg));
@@ -414,14 +412,14 @@ await_results(PGconn *conn, bool sent, const char *sql, int timeout_ms, bool pip
 	if (pipeline && !PQexitPipelineMode(conn))
 	{
 		PQclear(res);
-		dc_store_disconnect();
+		store_disconnect();
 		ereport(ERROR,
 				errcode(ERRCODE_CONNECTION_FAILURE),
 				errmsg("could not leave pipeline mode on the durable_cluster store connection"));
 	}
 	if (res == NULL)
 	{
-		dc_store_disconnect();
+		store_disconnect();
 		ereport(ERROR,
 				errcode(ERRCODE_CONNECTION_FAILURE),
 				errmsg("no result from the durable_cluster store"));
@@ -450,13 +448,15 @@ int8_text(int64 v)
  * one is due: the statement is prepared behind
  *
  *	 WITH heartbeat AS (UPDATE members SET last_heartbeat = clock_timestamp()
- *						 WHERE <due> AND name = <name> AND incarnation = <inc>
+ *						 WHERE name = <name> AND incarnation = <inc>
  *						   AND status = 'up')
  *
- * (which writes nothing when not due).  One is due HEARTBEAT_EVERY_MS
+ * When none is due, the statement goes without it (prepared a second
+ * time): an UPDATE that writes nothing still costs the store an executor
+ * set-up on every batch, a good part of a small batch's cost.  One is due HEARTBEAT_EVERY_MS
  * after the last one sent; so consecutive heartbeats reach the store at
  * most that plus one round trip apart, and a node survives a round trip
- * of up to failure_timeout - HEARTBEAT_EVERY_MS (README, Operations).
+ * of up to failure_timeout - HEARTBEAT_EVERY_MS (docs/operations.md).
  */
 #define HEARTBEAT_EVERY_MS	Min(dc_heartbeat_interval_ms, dc_failure_timeout_ms / 4)
 
@@ -477,36 +477,52 @@ dc_store_set_member(const char *name, int64 incarnation)
 }
 
 /*
- * Run one statement with text parameters, waiting at most timeout_ms for
- * it; with refresh, it carries the heartbeat (above).  Each statement text
- * (they are all string constants of this file) is prepared once per
- * connection, so the store parses and plans it once, not on every call.
+ * Run one statement, waiting at most timeout_ms for it; with refresh, it
+ * carries the heartbeat (above).  Parameters are text, or as lengths and
+ * formats say (NULL: all text).  Each statement text (they are all string
+ * constants of this file) is prepared once per connection, so the store
+ * parses and plans it once, not on every call.
  */
 static PGresult *
-run(const char *sql, int nparams, const char *const *values, int timeout_ms, bool refresh)
+run(const char *sql, int nparams, const char *const *values, const int *lengths,
+	const int *formats, int timeout_ms, bool refresh)
 {
 	PGconn	   *conn = connection();
 	int			i;
 	char		name[16];
 	const char *const *all = values;
-	int			nsent = nparams + (refresh ? 3 : 0);
+	int			nsent;
 
+	/* not due: the statement as it is (a second prepared form) */
 	if (refresh)
 	{
 		TimestampTz now = GetCurrentTimestamp();
-		bool		due = member_incarnation > 0 &&
-			now >= TimestampTzPlusMilliseconds(heartbeat_sent, HEARTBEAT_EVERY_MS);
-		const char **extended = palloc(sizeof(char *) * (nparams + 3));
 
-		if (nparams > 0)
-			memcpy(extended, values, sizeof(char *) * nparams);
-		extended[nparams] = due ? "t" : "f";
-		extended[nparams + 1] = member_name;
-		extended[nparams + 2] = int8_text(member_incarnation);
-		all = extended;
-		if (due)
+		refresh = member_incarnation > 0 &&
+			now >= TimestampTzPlusMilliseconds(heartbeat_sent, HEARTBEAT_EVERY_MS);
+		if (refresh)
+		{
+			const char **extended = palloc(sizeof(char *) * (nparams + 2));
+
+			if (nparams > 0)
+				memcpy(extended, values, sizeof(char *) * nparams);
+			extended[nparams] = member_name;
+			extended[nparams + 1] = int8_text(member_incarnation);
+			all = extended;
+			if (formats)
+			{
+				int		   *f = palloc0(sizeof(int) * (nparams + 2));
+				int		   *l = palloc0(sizeof(int) * (nparams + 2));
+
+				memcpy(f, formats, sizeof(int) * nparams);
+				memcpy(l, lengths, sizeof(int) * nparams);
+				formats = f;
+				lengths = l;
+			}
 			heartbeat_sent = now;
+		}
 	}
+	nsent = nparams + (refresh ? 2 : 0);
 
 	for (i = 0; i < n_prepared && (prepared[i] != sql || prepared_refresh[i] != refresh); i++)
 		;
@@ -521,9 +537,9 @@ run(const char *sql, int nparams, const char *const *values, int timeout_ms, boo
 		if (refresh)
 			text = psprintf("WITH heartbeat AS ("
 							"UPDATE durable_cluster.members SET last_heartbeat = clock_timestamp()"
-							" WHERE $%d::boolean AND name = $%d AND incarnation = $%d::bigint"
+							" WHERE name = $%d AND incarnation = $%d::bigint"
 							"   AND status = 'up') %s",
-							nparams + 1, nparams + 2, nparams + 3, sql);
+							nparams + 1, nparams + 2, sql);
 
 		/*
 		 * The Prepare and the first Execute in one round trip (a pipeline):
@@ -535,7 +551,7 @@ run(const char *sql, int nparams, const char *const *values, int timeout_ms, boo
 			res = await_results(conn,
 								PQenterPipelineMode(conn) &&
 								PQsendPrepare(conn, name, text, nsent, NULL) &&
-								PQsendQueryPrepared(conn, name, nsent, all, NULL, NULL, 0) &&
+								PQsendQueryPrepared(conn, name, nsent, all, lengths, formats, 0) &&
 								PQpipelineSync(conn),
 								sql, timeout_ms, true, &pipeline_prepare_ok);
 		}
@@ -552,7 +568,7 @@ run(const char *sql, int nparams, const char *const *values, int timeout_ms, boo
 		return res;
 	}
 	return await_result(conn,
-						PQsendQueryPrepared(conn, name, nsent, all, NULL, NULL, 0),
+						PQsendQueryPrepared(conn, name, nsent, all, lengths, formats, 0),
 						sql, timeout_ms);
 }
 
@@ -562,7 +578,7 @@ run(const char *sql, int nparams, const char *const *values, int timeout_ms, boo
 static PGresult *
 exec_within(const char *sql, int nparams, const char *const *values, int timeout_ms)
 {
-	return run(sql, nparams, values, timeout_ms, true);
+	return run(sql, nparams, values, NULL, NULL, timeout_ms, true);
 }
 
 /*
@@ -572,14 +588,14 @@ exec_within(const char *sql, int nparams, const char *const *values, int timeout
 static PGresult *
 exec(const char *sql, int nparams, const char *const *values)
 {
-	return run(sql, nparams, values, dc_failure_timeout_ms, true);
+	return run(sql, nparams, values, NULL, NULL, dc_failure_timeout_ms, true);
 }
 
 /* A statement that does not carry the heartbeat (membership changes). */
 static PGresult *
 exec_plain(const char *sql, int nparams, const char *const *values)
 {
-	return run(sql, nparams, values, dc_failure_timeout_ms, false);
+	return run(sql, nparams, values, NULL, NULL, dc_failure_timeout_ms, false);
 }
 
 /*
@@ -631,13 +647,20 @@ exec_plain_value(const char *sql, int nparams, const char *const *values)
 	return first_value(exec_plain(sql, nparams, values));
 }
 
+/*
+ * The extension in the store: its pg_extension oid (InvalidOid when it is
+ * not there) and, in *version, its installed version (palloc'd; NULL then).
+ */
 Oid
-dc_store_extension_oid(void)
+dc_store_extension(char **version)
 {
-	char	   *volatile oid = NULL;
+	static const char *const sql = "SELECT oid, extversion FROM pg_catalog.pg_extension "
+		" WHERE extname = 'durable_cluster'";
+	PGresult   *volatile res = NULL;
 	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool gone = false;
+	Oid			oid = InvalidOid;
 
+	*version = NULL;
 	/* no role yet: CREATE EXTENSION has not run, wait without a word */
 	if (store_conn == NULL && dc_store_is_here() && !cluster_role_exists())
 		return InvalidOid;
@@ -650,8 +673,7 @@ dc_store_extension_oid(void)
 	 */
 	PG_TRY();
 	{
-		oid = exec_value("SELECT oid FROM pg_catalog.pg_extension "
-						 " WHERE extname = 'durable_cluster'", 0, NULL);
+		res = exec(sql, 0, NULL);
 	}
 	PG_CATCH();
 	{
@@ -663,14 +685,18 @@ dc_store_extension_oid(void)
 			edata->sqlerrcode != ERRCODE_INVALID_SCHEMA_NAME)
 			PG_RE_THROW();
 		FlushErrorState();
-		gone = true;
 	}
 	PG_END_TRY();
-	if (gone)
-		oid = exec_plain_value("SELECT oid FROM pg_catalog.pg_extension "
-							   " WHERE extname = 'durable_cluster'", 0, NULL);
+	if (res == NULL)
+		res = exec_plain(sql, 0, NULL);
 
-	return oid ? (Oid) strtoul(oid, NULL, 10) : InvalidOid;
+	if (PQntuples(res) > 0)
+	{
+		oid = (Oid) strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+		*version = pstrdup(PQgetvalue(res, 0, 1));
+	}
+	PQclear(res);
+	return oid;
 }
 
 /* Client sessions of the store other than the nodes' own. */
@@ -739,14 +765,7 @@ dc_store_reconcile(void)
 	JsonbParseState *ps = NULL;
 	const char *values[5];
 	char		names[DC_MAX_NODES][NAMEDATALEN];
-	int			n = 0;
-
-	/* copy first: nothing may allocate while the spinlock is held */
-	SpinLockAcquire(&dc_shared->mutex);
-	for (int i = 0; i < DC_MAX_NODES; i++)
-		if (dc_shared->nodes[i].in_use && dc_shared->nodes[i].pid != 0)
-			strlcpy(names[n++], dc_shared->nodes[i].name, NAMEDATALEN);
-	SpinLockRelease(&dc_shared->mutex);
+	int			n = dc_node_names(names, true);
 
 	pushJsonbValue(&ps, WJB_BEGIN_ARRAY, NULL);
 	for (int i = 0; i < n; i++)
@@ -876,78 +895,151 @@ dc_store_refresh_map(Oid extension)
 	return changed;
 }
 
-/* "{a,b,c}": an integer array in text form */
-static char *
-int_array_text(const int *ints, const int64 *int8s, int n)
+/*
+ * The parameters of a batch statement.  Its arrays go in binary form, as
+ * array_recv() reads them: the store then reads each element by its
+ * length instead of scanning (and the node escaping) every byte of the
+ * entities' documents, which cost the store a sixth of its time in text
+ * form.
+ */
+#define MAX_BATCH_PARAMS	16
+
+typedef struct BatchParams
+{
+	int			n;
+	const char *values[MAX_BATCH_PARAMS];
+	int			lengths[MAX_BATCH_PARAMS];
+	int			formats[MAX_BATCH_PARAMS];
+} BatchParams;
+
+/* An array parameter being built: a header, then each element's length and bytes. */
+typedef struct ArrayParam
 {
 	StringInfoData buf;
+	int			n;
+} ArrayParam;
 
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	for (int i = 0; i < n; i++)
-	{
-		if (i > 0)
-			appendStringInfoChar(&buf, ',');
-		if (ints)
-			appendStringInfo(&buf, "%d", ints[i]);
-		else
-			appendStringInfo(&buf, INT64_FORMAT, int8s[i]);
-	}
-	appendStringInfoChar(&buf, '}');
-	return buf.data;
-}
+#define ARRAY_HEADER_BYTES	20	/* ndim, flags, element type, length, lower bound */
 
-/* Start a text[] literal; array_add() its elements, then array_end() it. */
 static void
-array_start(StringInfo buf)
+param_text(BatchParams *p, const char *value)
 {
-	initStringInfo(buf);
-	appendStringInfoChar(buf, '{');
+	p->values[p->n] = value;
+	p->lengths[p->n] = 0;
+	p->formats[p->n++] = 0;
 }
 
-/* Add one element: quoted, with \ and " escaped. */
 static void
-array_add(StringInfo buf, const char *value)
+array_begin(ArrayParam *a)
 {
-	if (buf->len > 1)
-		appendStringInfoChar(buf, ',');
-	appendStringInfoChar(buf, '"');
-	for (const char *p = value; *p; p++)
-	{
-		if (*p == '"' || *p == '\\')
-			appendStringInfoChar(buf, '\\');
-		appendStringInfoChar(buf, *p);
-	}
-	appendStringInfoChar(buf, '"');
+	initStringInfo(&a->buf);
+	appendStringInfoSpaces(&a->buf, ARRAY_HEADER_BYTES);
+	a->n = 0;
 }
 
-static char *
-array_end(StringInfo buf)
+/* Start an element of len bytes (-1: patched by element_end). */
+static int
+element_begin(ArrayParam *a, int len)
 {
-	appendStringInfoChar(buf, '}');
-	return buf->data;
+	uint32		nlen = pg_hton32(len);
+	int			at = a->buf.len;
+
+	appendBinaryStringInfo(&a->buf, (char *) &nlen, sizeof(nlen));
+	a->n++;
+	return at;
 }
 
-/* values[0..2]: the mall_ids, user_ids and command_ids of log entries */
 static void
-log_key_arrays(const DcCommandLog *entries, int n, const char **values)
+element_end(ArrayParam *a, int at)
 {
-	StringInfoData mall_ids,
+	uint32		nlen = pg_hton32(a->buf.len - at - sizeof(uint32));
+
+	memcpy(a->buf.data + at, &nlen, sizeof(nlen));
+}
+
+static void
+array_text(ArrayParam *a, const char *value)
+{
+	int			len = strlen(value);
+
+	element_begin(a, len);
+	appendBinaryStringInfo(&a->buf, value, len);
+}
+
+static void
+array_int4(ArrayParam *a, int32 value)
+{
+	uint32		v = pg_hton32((uint32) value);
+
+	element_begin(a, sizeof(v));
+	appendBinaryStringInfo(&a->buf, (char *) &v, sizeof(v));
+}
+
+static void
+array_int8(ArrayParam *a, int64 value)
+{
+	uint64		v = pg_hton64((uint64) value);
+
+	element_begin(a, sizeof(v));
+	appendBinaryStringInfo(&a->buf, (char *) &v, sizeof(v));
+}
+
+/* jsonb_recv's form: a version byte, then the document as text */
+static void
+array_jsonb(ArrayParam *a, Jsonb *doc)
+{
+	int			at = element_begin(a, -1);
+
+	appendStringInfoChar(&a->buf, 1);
+	(void) JsonbToCString(&a->buf, &doc->root, VARSIZE(doc));
+	element_end(a, at);
+}
+
+/* The array is complete: it is the next parameter. */
+static void
+param_array(BatchParams *p, ArrayParam *a, Oid element_type)
+{
+	uint32		header[5];
+
+	header[0] = pg_hton32(1);
+	header[1] = 0;				/* no NULLs */
+	header[2] = pg_hton32(element_type);
+	header[3] = pg_hton32(a->n);
+	header[4] = pg_hton32(1);
+	memcpy(a->buf.data, header, ARRAY_HEADER_BYTES);
+	p->values[p->n] = a->buf.data;
+	p->lengths[p->n] = a->buf.len;
+	p->formats[p->n++] = 1;
+}
+
+/* Three array parameters: the mall_ids, user_ids and command_ids of log entries. */
+static void
+param_log_keys(BatchParams *p, const DcCommandLog *entries, int n)
+{
+	ArrayParam	mall_ids,
 				user_ids,
 				command_ids;
 
-	array_start(&mall_ids);
-	array_start(&user_ids);
-	array_start(&command_ids);
+	array_begin(&mall_ids);
+	array_begin(&user_ids);
+	array_begin(&command_ids);
 	for (int i = 0; i < n; i++)
 	{
-		array_add(&mall_ids, entries[i].mall_id);
-		array_add(&user_ids, entries[i].user_id);
-		array_add(&command_ids, entries[i].command_id);
+		array_text(&mall_ids, entries[i].mall_id);
+		array_text(&user_ids, entries[i].user_id);
+		array_text(&command_ids, entries[i].command_id);
 	}
-	values[0] = array_end(&mall_ids);
-	values[1] = array_end(&user_ids);
-	values[2] = array_end(&command_ids);
+	param_array(p, &mall_ids, TEXTOID);
+	param_array(p, &user_ids, TEXTOID);
+	param_array(p, &command_ids, TEXTOID);
+}
+
+/* A batch statement, carrying the heartbeat. */
+static PGresult *
+exec_batch(const char *sql, const BatchParams *p)
+{
+	Assert(p->n <= MAX_BATCH_PARAMS);
+	return run(sql, p->n, p->values, p->lengths, p->formats, dc_failure_timeout_ms, true);
 }
 
 /* ---- a batch's explicit transaction, for registered commands ---- */
@@ -1001,7 +1093,7 @@ void
 dc_store_abandon_batch(void)
 {
 	if (in_transaction)
-		dc_store_disconnect();
+		store_disconnect();
 	in_transaction = false;
 }
 
@@ -1076,73 +1168,85 @@ static const char check_fence_sql[] =
  * fenced[]; if there are any, nothing was written.
  */
 int
-dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, int nshards,
-					 const DcEntityWrite *writes, int nwrites,
-					 const DcCommandLog *logs, int nlogs,
-					 const DcSagaStep *sagas, int nsagas, int *fenced)
+dc_store_write_batch(const char *name, const DcBatchWrite *batch, int *fenced)
 {
-	const char *values[16];
+	BatchParams params = {0};
+	ArrayParam	shard_ids,
+				shard_epochs;
 	char	   *result;
 	char	   *p;
 	int			nfenced = 0;
 
-	values[0] = name;
-	values[1] = int_array_text(shards, NULL, nshards);
-	values[2] = int_array_text(NULL, epochs, nshards);
+	param_text(&params, name);
+	array_begin(&shard_ids);
+	array_begin(&shard_epochs);
+	for (int i = 0; i < batch->nshards; i++)
+	{
+		array_int4(&shard_ids, batch->shards[i]);
+		array_int8(&shard_epochs, batch->epochs[i]);
+	}
+	param_array(&params, &shard_ids, INT4OID);
+	param_array(&params, &shard_epochs, INT8OID);
+
 	/* in a batch's transaction, registered commands may have written: lock */
-	if (nwrites == 0 && nlogs == 0 && nsagas == 0 && !in_transaction)
-		result = exec_value(check_fence_sql, 3, values);
+	if (batch->nwrites == 0 && batch->nlogs == 0 && batch->nsagas == 0 && !in_transaction)
+		result = first_value(exec_batch(check_fence_sql, &params));
 	else
 	{
-		StringInfoData mall_ids,
+		ArrayParam	mall_ids,
 					user_ids,
+					entity_shards,
 					states,
+					revisions,
+					old_revisions,
 					replies,
 					requests,
 					saga_records,
 					saga_steps;
-		int		   *entity_shards = palloc(sizeof(int) * Max(nwrites, 1));
-		int64	   *revisions = palloc(sizeof(int64) * Max(nwrites, 1));
-		int64	   *old_revisions = palloc(sizeof(int64) * Max(nwrites, 1));
 
-		array_start(&mall_ids);
-		array_start(&user_ids);
-		array_start(&states);
-		for (int i = 0; i < nwrites; i++)
+		array_begin(&mall_ids);
+		array_begin(&user_ids);
+		array_begin(&entity_shards);
+		array_begin(&states);
+		array_begin(&revisions);
+		array_begin(&old_revisions);
+		for (int i = 0; i < batch->nwrites; i++)
 		{
-			array_add(&mall_ids, writes[i].mall_id);
-			array_add(&user_ids, writes[i].user_id);
-			array_add(&states, dc_jsonb_doc_text(writes[i].state_doc));
-			entity_shards[i] = writes[i].shard;
-			revisions[i] = writes[i].revision;
-			old_revisions[i] = writes[i].old_revision;
+			array_text(&mall_ids, batch->writes[i].mall_id);
+			array_text(&user_ids, batch->writes[i].user_id);
+			array_int4(&entity_shards, batch->writes[i].shard);
+			array_jsonb(&states, batch->writes[i].state_doc);
+			array_int8(&revisions, batch->writes[i].revision);
+			array_int8(&old_revisions, batch->writes[i].old_revision);
 		}
-		array_start(&replies);
-		array_start(&requests);
-		for (int i = 0; i < nlogs; i++)
+		param_array(&params, &mall_ids, TEXTOID);
+		param_array(&params, &user_ids, TEXTOID);
+		param_array(&params, &entity_shards, INT4OID);
+		param_array(&params, &states, JSONBOID);
+		param_array(&params, &revisions, INT8OID);
+		param_array(&params, &old_revisions, INT8OID);
+
+		param_log_keys(&params, batch->logs, batch->nlogs);
+		array_begin(&replies);
+		array_begin(&requests);
+		for (int i = 0; i < batch->nlogs; i++)
 		{
-			array_add(&replies, dc_jsonb_doc_text(logs[i].reply));
-			array_add(&requests, dc_jsonb_doc_text(logs[i].request));
+			array_jsonb(&replies, batch->logs[i].reply);
+			array_jsonb(&requests, batch->logs[i].request);
 		}
-		values[3] = array_end(&mall_ids);
-		values[4] = array_end(&user_ids);
-		values[5] = int_array_text(entity_shards, NULL, nwrites);
-		values[6] = array_end(&states);
-		values[7] = int_array_text(NULL, revisions, nwrites);
-		values[8] = int_array_text(NULL, old_revisions, nwrites);
-		log_key_arrays(logs, nlogs, &values[9]);
-		values[12] = array_end(&replies);
-		values[13] = array_end(&requests);
-		array_start(&saga_records);
-		array_start(&saga_steps);
-		for (int i = 0; i < nsagas; i++)
+		param_array(&params, &replies, JSONBOID);
+		param_array(&params, &requests, JSONBOID);
+
+		array_begin(&saga_records);
+		array_begin(&saga_steps);
+		for (int i = 0; i < batch->nsagas; i++)
 		{
-			array_add(&saga_records, dc_jsonb_doc_text(sagas[i].record));
-			array_add(&saga_steps, sagas[i].step);
+			array_jsonb(&saga_records, batch->sagas[i].record);
+			array_text(&saga_steps, batch->sagas[i].step);
 		}
-		values[14] = array_end(&saga_records);
-		values[15] = array_end(&saga_steps);
-		result = exec_value(write_batch_sql, 16, values);
+		param_array(&params, &saga_records, JSONBOID);
+		param_array(&params, &saga_steps, TEXTOID);
+		result = first_value(exec_batch(write_batch_sql, &params));
 	}
 
 	/* NULL, or an int4[] in text form: "{3,17}" */
@@ -1164,27 +1268,27 @@ dc_store_write_batch(const char *name, const int *shards, const int64 *epochs, i
 void
 dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int nlookups)
 {
-	StringInfoData mall_ids,
+	BatchParams params = {0};
+	ArrayParam	mall_ids,
 				user_ids;
-	const char *values[5];
 	PGresult   *res;
 
-	array_start(&mall_ids);
-	array_start(&user_ids);
+	array_begin(&mall_ids);
+	array_begin(&user_ids);
 	for (int i = 0; i < nloads; i++)
 	{
-		array_add(&mall_ids, loads[i].mall_id);
-		array_add(&user_ids, loads[i].user_id);
+		array_text(&mall_ids, loads[i].mall_id);
+		array_text(&user_ids, loads[i].user_id);
 		dc_entity_init(&loads[i].state);
 	}
-	values[0] = array_end(&mall_ids);
-	values[1] = array_end(&user_ids);
-	log_key_arrays(lookups, nlookups, &values[2]);
+	param_array(&params, &mall_ids, TEXTOID);
+	param_array(&params, &user_ids, TEXTOID);
+	param_log_keys(&params, lookups, nlookups);
 	for (int i = 0; i < nlookups; i++)
 		lookups[i].reply = lookups[i].request = NULL;
 
-	res = exec("SELECT what, ord, doc, revision, request "
-			   "  FROM durable_cluster.load_batch($1, $2, $3, $4, $5)", 5, values);
+	res = exec_batch("SELECT what, ord, doc, revision, request "
+					 "  FROM durable_cluster.load_batch($1, $2, $3, $4, $5)", &params);
 	/* a value found wrong raises an error: the result is freed all the same */
 	PG_TRY();
 	{

@@ -7,7 +7,7 @@
  *
  * A batch is a handful of primary-key lookups, updates and inserts.  As
  * SQL, even a prepared statement pays an executor start-up, and that cost
- * more than the work itself (see README, Measurements).  So these
+ * more than the work itself (see docs/benchmarks.md).  So these
  * functions do what the logical replication apply worker does for each row
  * it receives: index lookups (state_table.c) and the executor's single-row
  * routines (ExecSimpleRelationUpdate/Insert), which keep indexes,
@@ -29,6 +29,8 @@
  * or is missing) the whole batch fails with serialization_failure.  An
  * insert of a key that exists fails on the primary key, also as a whole.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -39,7 +41,6 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
-#include "common/pg_prng.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -53,22 +54,13 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "entity.h"
+#include "pg_compat.h"
+#include "settings.h"
 #include "state_table.h"
 
 PG_FUNCTION_INFO_V1(dc_load_batch);
 PG_FUNCTION_INFO_V1(dc_write_batch);
-
-/* Every argument of these functions is required. */
-static void
-no_null_arguments(FunctionCallInfo fcinfo)
-{
-	for (int i = 0; i < PG_NARGS(); i++)
-		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					errmsg("argument %d of durable_cluster.%s is NULL",
-						   i + 1, get_func_name(fcinfo->flinfo->fn_oid)));
-}
 
 /*
  * The elements of array argument argno, which may hold no NULL and, unless
@@ -101,29 +93,37 @@ array_argument(FunctionCallInfo fcinfo, int argno, Oid type, int n, Datum **valu
 }
 
 /*
- * The command log keeps at least an entity's newest LOG_KEEP entries.  On
- * one insert in LOG_PRUNE_EVERY, chosen at random, the entity's older ones
- * are deleted; so an entity holds about LOG_KEEP + LOG_PRUNE_EVERY at most
- * on average, whatever order entities are logged in.
+ * Keep no more than durable_cluster.command_log_per_entity entries of an
+ * entity in the command log: its newest ones (seq orders them).  Run for
+ * every entity a batch logged a reply for, after its entries went in, so
+ * that the cap holds after every batch, whatever commands run at once.
+ * The inner scan walks back over at most the cap's entries of the entity
+ * (command_log_entity_seq); the delete then finds the ones past it,
+ * usually one.  The plan is kept for the life of the backend, a node's
+ * store session.
  */
-#define LOG_KEEP			1000
-#define LOG_PRUNE_EVERY		64
-
 static void
-prune_command_log(Datum mall_id, Datum user_id)
+cap_command_log(Datum mall_id, Datum user_id)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2] = {mall_id, user_id};
+	static SPIPlanPtr plan = NULL;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute_with_args("DELETE FROM durable_cluster.command_log "
-							  " WHERE mall_id = $1 AND user_id = $2 AND seq < "
-							  "       (SELECT seq FROM durable_cluster.command_log "
-							  "         WHERE mall_id = $1 AND user_id = $2 "
-							  "         ORDER BY seq DESC OFFSET " CppAsString2(LOG_KEEP) " - 1 LIMIT 1)",
-							  2, types, values, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not prune durable_cluster.command_log");
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("DELETE FROM durable_cluster.command_log "
+						   " WHERE mall_id = $1 AND user_id = $2 AND seq <= "
+						   "       (SELECT seq FROM durable_cluster.command_log "
+						   "         WHERE mall_id = $1 AND user_id = $2 "
+						   "         ORDER BY seq DESC OFFSET $3 LIMIT 1)",
+						   3, (Oid[]) {TEXTOID, TEXTOID, INT4OID});
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the command log's cap: %s",
+				 SPI_result_code_string(SPI_result));
+	}
+	if (SPI_execute_plan(plan, (Datum[]) {mall_id, user_id, Int32GetDatum(dc_command_log_per_entity)},
+						 NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not cap durable_cluster.command_log");
 	SPI_finish();
 }
 
@@ -260,7 +260,7 @@ dc_load_batch(PG_FUNCTION_ARGS)
 	Oid			pkey;
 	Relation	rel;
 
-	no_null_arguments(fcinfo);
+	dc_require_arguments(fcinfo, "durable_cluster.load_batch", -1);
 	n = array_argument(fcinfo, 0, TEXTOID, -1, &mall_ids);
 	array_argument(fcinfo, 1, TEXTOID, n, &user_ids);
 	nlogs = array_argument(fcinfo, 2, TEXTOID, -1, &log_mall_ids);
@@ -287,37 +287,122 @@ dc_load_batch(PG_FUNCTION_ARGS)
 }
 
 /*
- * Add the command_log entries of a batch, as range table entry 2 of
- * estate.  Returns the indexes of the entries whose entity's log is to be
- * pruned (one in LOG_PRUNE_EVERY, at random).
+ * The arguments of durable_cluster.write_batch(), checked: parallel arrays
+ * per part of the batch, each part with its count.
  */
-static List *
-log_replies(EState *estate, Relation log_rel, const Datum *mall_ids, const Datum *user_ids,
-			const Datum *command_ids, const Datum *replies, const Datum *requests, int nlogs)
+typedef struct BatchArgs
+{
+	text	   *node_name;
+	Datum	   *shards;			/* the fence: shards and the epochs held */
+	Datum	   *epochs;
+	int			nshards;
+	Datum	   *mall_ids;		/* the entities written */
+	Datum	   *user_ids;
+	Datum	   *entity_shards;
+	Datum	   *states;
+	Datum	   *revisions;
+	Datum	   *old_revisions;	/* 0: a new row */
+	int			nentities;
+	Datum	   *log_mall_ids;	/* the command log entries added */
+	Datum	   *log_user_ids;
+	Datum	   *command_ids;
+	Datum	   *replies;
+	Datum	   *requests;
+	int			nlogs;
+	Datum		saga_records;	/* the transfer steps, as arrays */
+	Datum		saga_steps;
+	int			nsagas;
+} BatchArgs;
+
+static void
+batch_arguments(FunctionCallInfo fcinfo, BatchArgs *b)
+{
+	Datum	   *unused;
+
+	dc_require_arguments(fcinfo, "durable_cluster.write_batch", -1);
+	b->node_name = PG_GETARG_TEXT_PP(0);
+	b->nshards = array_argument(fcinfo, 1, INT4OID, -1, &b->shards);
+	array_argument(fcinfo, 2, INT8OID, b->nshards, &b->epochs);
+	b->nentities = array_argument(fcinfo, 3, TEXTOID, -1, &b->mall_ids);
+	array_argument(fcinfo, 4, TEXTOID, b->nentities, &b->user_ids);
+	array_argument(fcinfo, 5, INT4OID, b->nentities, &b->entity_shards);
+	array_argument(fcinfo, 6, JSONBOID, b->nentities, &b->states);
+	array_argument(fcinfo, 7, INT8OID, b->nentities, &b->revisions);
+	array_argument(fcinfo, 8, INT8OID, b->nentities, &b->old_revisions);
+	b->nlogs = array_argument(fcinfo, 9, TEXTOID, -1, &b->log_mall_ids);
+	array_argument(fcinfo, 10, TEXTOID, b->nlogs, &b->log_user_ids);
+	array_argument(fcinfo, 11, TEXTOID, b->nlogs, &b->command_ids);
+	array_argument(fcinfo, 12, JSONBOID, b->nlogs, &b->replies);
+	array_argument(fcinfo, 13, JSONBOID, b->nlogs, &b->requests);
+	b->nsagas = array_argument(fcinfo, 14, JSONBOID, -1, &unused);
+	array_argument(fcinfo, 15, TEXTOID, b->nsagas, &unused);
+	b->saga_records = PG_GETARG_DATUM(14);
+	b->saga_steps = PG_GETARG_DATUM(15);
+}
+
+/* A logged entity of a batch, to find each one once. */
+typedef struct LoggedEntity
+{
+	char	   *mall_id;
+	char	   *user_id;
+	int			index;			/* into the batch's log_ arrays */
+} LoggedEntity;
+
+static int
+compare_logged_entities(const void *a, const void *b)
+{
+	const LoggedEntity *x = a;
+	const LoggedEntity *y = b;
+	int			cmp = strcmp(x->mall_id, y->mall_id);
+
+	return cmp != 0 ? cmp : strcmp(x->user_id, y->user_id);
+}
+
+/* Cap the log of each entity the batch logged replies for, once each. */
+static void
+cap_logged_entities(const BatchArgs *b)
+{
+	LoggedEntity *logged = palloc(sizeof(LoggedEntity) * b->nlogs);
+
+	for (int i = 0; i < b->nlogs; i++)
+	{
+		logged[i].mall_id = TextDatumGetCString(b->log_mall_ids[i]);
+		logged[i].user_id = TextDatumGetCString(b->log_user_ids[i]);
+		logged[i].index = i;
+	}
+	qsort(logged, b->nlogs, sizeof(LoggedEntity), compare_logged_entities);
+	for (int k = 0; k < b->nlogs; k++)
+		if (k == 0 || compare_logged_entities(&logged[k - 1], &logged[k]) != 0)
+			cap_command_log(b->log_mall_ids[logged[k].index], b->log_user_ids[logged[k].index]);
+	pfree(logged);
+}
+
+/*
+ * Add the command_log entries of a batch, as range table entry 2 of
+ * estate.
+ */
+static void
+log_replies(EState *estate, Relation log_rel, const BatchArgs *b)
 {
 	ResultRelInfo *rri = result_relation(estate, log_rel, 2);
 	TupleTableSlot *log = table_slot_create(log_rel, &estate->es_tupleTable);
 	Oid			seq_oid = get_relname_relid("command_log_seq", RelationGetNamespace(log_rel));
-	List	   *prune = NIL;
 
 	if (!OidIsValid(seq_oid))
 		elog(ERROR, "durable_cluster.command_log_seq does not exist");
-	for (int i = 0; i < nlogs; i++)
+	for (int i = 0; i < b->nlogs; i++)
 	{
 		ExecClearTuple(log);
-		log->tts_values[LOG_MALL_ID - 1] = mall_ids[i];
-		log->tts_values[LOG_USER_ID - 1] = user_ids[i];
-		log->tts_values[LOG_COMMAND_ID - 1] = command_ids[i];
+		log->tts_values[LOG_MALL_ID - 1] = b->log_mall_ids[i];
+		log->tts_values[LOG_USER_ID - 1] = b->log_user_ids[i];
+		log->tts_values[LOG_COMMAND_ID - 1] = b->command_ids[i];
 		log->tts_values[LOG_SEQ - 1] = Int64GetDatum(nextval_internal(seq_oid, false));
-		log->tts_values[LOG_REPLY - 1] = replies[i];
-		log->tts_values[LOG_REQUEST - 1] = requests[i];
+		log->tts_values[LOG_REPLY - 1] = b->replies[i];
+		log->tts_values[LOG_REQUEST - 1] = b->requests[i];
 		memset(log->tts_isnull, false, sizeof(bool) * LOG_NATTS);
 		ExecStoreVirtualTuple(log);
 		ExecSimpleRelationInsert(rri, estate, log);
-		if (pg_prng_uint32(&pg_global_prng_state) % LOG_PRUNE_EVERY == 0)
-			prune = lappend_int(prune, i);
 	}
-	return prune;
 }
 
 /* The rows of durable_cluster.sagas for the transfer steps of a batch. */
@@ -343,29 +428,15 @@ record_saga_steps(Datum records, Datum steps)
  * are command_log entries to add, the saga_ arrays transfer steps to
  * record.
  */
-Datum
-dc_write_batch(PG_FUNCTION_ARGS)
+/*
+ * Write the batch's entities and command log entries with the executor's
+ * single-row routines, as the logical replication apply worker does; then
+ * cap the log of the entities it logged for and record the transfer
+ * steps.  An entity not at the revision the node holds fails the batch.
+ */
+static void
+write_rows(const BatchArgs *b)
 {
-	List	   *fenced;
-	Datum	   *shards,
-			   *epochs,
-			   *mall_ids,
-			   *user_ids,
-			   *entity_shards,
-			   *states,
-			   *revisions,
-			   *old_revisions;
-	Datum	   *log_mall_ids,
-			   *log_user_ids,
-			   *command_ids,
-			   *replies,
-			   *requests;
-	Datum	   *saga_records,
-			   *saga_steps;
-	int			nshards,
-				n,
-				nlogs,
-				nsagas;
 	Oid			pkey;
 	Oid			log_pkey;
 	Relation	rel;
@@ -377,69 +448,37 @@ dc_write_batch(PG_FUNCTION_ARGS)
 	EPQState	epq;
 	TupleTableSlot *old;
 	TupleTableSlot *new;
-	List	   *prune = NIL;
-	ListCell   *lc;
 	Datum		now = TimestampTzGetDatum(GetCurrentTimestamp());
 	int			stale = 0;
-
-	no_null_arguments(fcinfo);
-
-	nshards = array_argument(fcinfo, 1, INT4OID, -1, &shards);
-	array_argument(fcinfo, 2, INT8OID, nshards, &epochs);
-	fenced = fence_shards(PG_GETARG_TEXT_PP(0), shards, epochs, nshards);
-	if (fenced != NIL)
-	{
-		Datum	   *elems = palloc(sizeof(Datum) * list_length(fenced));
-		ListCell   *lc;
-		int			i = 0;
-
-		foreach(lc, fenced)
-			elems[i++] = Int32GetDatum(lfirst_int(lc));
-		PG_RETURN_ARRAYTYPE_P(construct_array(elems, i, INT4OID, 4, true, TYPALIGN_INT));
-	}
-
-	n = array_argument(fcinfo, 3, TEXTOID, -1, &mall_ids);
-	array_argument(fcinfo, 4, TEXTOID, n, &user_ids);
-	array_argument(fcinfo, 5, INT4OID, n, &entity_shards);
-	array_argument(fcinfo, 6, JSONBOID, n, &states);
-	array_argument(fcinfo, 7, INT8OID, n, &revisions);
-	array_argument(fcinfo, 8, INT8OID, n, &old_revisions);
-	nlogs = array_argument(fcinfo, 9, TEXTOID, -1, &log_mall_ids);
-	array_argument(fcinfo, 10, TEXTOID, nlogs, &log_user_ids);
-	array_argument(fcinfo, 11, TEXTOID, nlogs, &command_ids);
-	array_argument(fcinfo, 12, JSONBOID, nlogs, &replies);
-	array_argument(fcinfo, 13, JSONBOID, nlogs, &requests);
-	nsagas = array_argument(fcinfo, 14, JSONBOID, -1, &saga_records);
-	array_argument(fcinfo, 15, TEXTOID, nsagas, &saga_steps);
 
 	/* an executor state for single-row writes, as the apply worker sets up */
 	rel = dc_open_entity_state(RowExclusiveLock, &pkey);
 	index = index_open(pkey, RowExclusiveLock);
 	/* the command log only when the batch has replies to log */
-	log_rel = nlogs > 0 ? dc_open_command_log(RowExclusiveLock, &log_pkey) : NULL;
+	log_rel = b->nlogs > 0 ? dc_open_command_log(RowExclusiveLock, &log_pkey) : NULL;
 	range_table = list_make1(range_table_entry(rel));
 	if (log_rel)
 		range_table = lappend(range_table, range_table_entry(log_rel));
 	estate = CreateExecutorState();
 	estate->es_output_cid = GetCurrentCommandId(true);
 	estate->es_snapshot = GetActiveSnapshot();
-	ExecInitRangeTable(estate, range_table);
+	dc_init_range_table(estate, range_table);
 	rri = result_relation(estate, rel, 1);
-	EvalPlanQualInit(&epq, estate, NULL, NIL, -1);
+	dc_epq_init(&epq, estate);
 	AfterTriggerBeginQuery();
 	old = table_slot_create(rel, &estate->es_tupleTable);
 	new = table_slot_create(rel, &estate->es_tupleTable);
 
-	for (int i = 0; i < n && stale == 0; i++)
+	for (int i = 0; i < b->nentities && stale == 0; i++)
 	{
-		int64		old_revision = DatumGetInt64(old_revisions[i]);
+		int64		old_revision = DatumGetInt64(b->old_revisions[i]);
 
 		ExecClearTuple(new);
-		new->tts_values[ENTITY_MALL_ID - 1] = mall_ids[i];
-		new->tts_values[ENTITY_USER_ID - 1] = user_ids[i];
-		new->tts_values[ENTITY_SHARD_ID - 1] = entity_shards[i];
-		new->tts_values[ENTITY_STATE - 1] = states[i];
-		new->tts_values[ENTITY_REVISION - 1] = revisions[i];
+		new->tts_values[ENTITY_MALL_ID - 1] = b->mall_ids[i];
+		new->tts_values[ENTITY_USER_ID - 1] = b->user_ids[i];
+		new->tts_values[ENTITY_SHARD_ID - 1] = b->entity_shards[i];
+		new->tts_values[ENTITY_STATE - 1] = b->states[i];
+		new->tts_values[ENTITY_REVISION - 1] = b->revisions[i];
 		new->tts_values[ENTITY_UPDATED_AT - 1] = now;
 		memset(new->tts_isnull, false, sizeof(bool) * ENTITY_NATTS);
 		ExecStoreVirtualTuple(new);
@@ -450,7 +489,7 @@ dc_write_batch(PG_FUNCTION_ARGS)
 		{
 			bool		isnull;
 
-			if (!dc_find_by_key(rel, index, (Datum[]) {mall_ids[i], user_ids[i]}, 2, old) ||
+			if (!dc_find_by_key(rel, index, (Datum[]) {b->mall_ids[i], b->user_ids[i]}, 2, old) ||
 				DatumGetInt64(slot_getattr(old, ENTITY_REVISION, &isnull)) != old_revision)
 			{
 				stale = i + 1;
@@ -465,13 +504,12 @@ dc_write_batch(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				errmsg("stored state changed under the owning node"),
 				errdetail("Entity (%s, %s) is not at revision " INT64_FORMAT ", the one the node holds.",
-						  TextDatumGetCString(mall_ids[stale - 1]),
-						  TextDatumGetCString(user_ids[stale - 1]),
-						  DatumGetInt64(old_revisions[stale - 1])));
+						  TextDatumGetCString(b->mall_ids[stale - 1]),
+						  TextDatumGetCString(b->user_ids[stale - 1]),
+						  DatumGetInt64(b->old_revisions[stale - 1])));
 
 	if (log_rel)
-		prune = log_replies(estate, log_rel, log_mall_ids, log_user_ids, command_ids,
-							replies, requests, nlogs);
+		log_replies(estate, log_rel, b);
 
 	AfterTriggerEndQuery(estate);
 	EvalPlanQualEnd(&epq);
@@ -484,9 +522,30 @@ dc_write_batch(PG_FUNCTION_ARGS)
 	if (log_rel)
 		table_close(log_rel, NoLock);
 
-	foreach(lc, prune)
-		prune_command_log(log_mall_ids[lfirst_int(lc)], log_user_ids[lfirst_int(lc)]);
-	if (nsagas > 0)
-		record_saga_steps(PG_GETARG_DATUM(14), PG_GETARG_DATUM(15));
+	if (b->nlogs > 0)
+		cap_logged_entities(b);
+	if (b->nsagas > 0)
+		record_saga_steps(b->saga_records, b->saga_steps);
+}
+
+Datum
+dc_write_batch(PG_FUNCTION_ARGS)
+{
+	BatchArgs	b;
+	List	   *fenced;
+
+	batch_arguments(fcinfo, &b);
+	fenced = fence_shards(b.node_name, b.shards, b.epochs, b.nshards);
+	if (fenced != NIL)
+	{
+		Datum	   *elems = palloc(sizeof(Datum) * list_length(fenced));
+		ListCell   *lc;
+		int			i = 0;
+
+		foreach(lc, fenced)
+			elems[i++] = Int32GetDatum(lfirst_int(lc));
+		PG_RETURN_ARRAYTYPE_P(construct_array(elems, i, INT4OID, 4, true, TYPALIGN_INT));
+	}
+	write_rows(&b);
 	PG_RETURN_NULL();
 }

@@ -20,6 +20,8 @@
  * and the table is the store's.  On the store's server it is read
  * directly (two primary-key lookups); elsewhere the store is asked.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -33,8 +35,8 @@
 #include "utils/builtins.h"
 #include "utils/rel.h"
 
-#include "durable_cluster.h"
-#include "forward.h"
+#include "settings.h"
+#include "remote.h"
 #include "state_table.h"
 #include "tenant.h"
 

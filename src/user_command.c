@@ -33,6 +33,8 @@
  * not change the entity's ids nor give a built-in key a value no built-in
  * command could; keys of its own are kept with the state.
  *
+ * Copyright (c) 2026, the durable_cluster developers
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -57,9 +59,10 @@
 #include "utils/resowner.h"
 #include "utils/syscache.h"
 
-#include "durable_cluster.h"
+#include "pg_compat.h"
+#include "settings.h"
 #include "entity.h"
-#include "forward.h"
+#include "remote.h"
 #include "state_table.h"
 #include "user_command.h"
 
@@ -100,8 +103,8 @@ lookup_command(const char *name, Oid *handler, Oid *registrant)
 }
 
 /* Is name registered, in the store's registry, wherever that is? */
-bool
-dc_user_command_exists(const char *name)
+static bool
+user_command_exists(const char *name)
 {
 	Oid			handler;
 	Oid			registrant;
@@ -112,6 +115,22 @@ dc_user_command_exists(const char *name)
 		return dc_store_value("SELECT 1 FROM durable_cluster.commands WHERE name = $1",
 							  1, &name) != NULL;
 	return lookup_command(name, &handler, &registrant);
+}
+
+/*
+ * A command as a client names it: built in, or registered with
+ * dc_register_command(); then validated by dc_command_parse().
+ */
+void
+dc_parse_client_command(const char *name, Jsonb *payload, DcCommand *cmd)
+{
+	if (!dc_command_is_builtin(name) && !user_command_exists(name))
+		ereport(ERROR,
+				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				errmsg("unknown command \"%s\"", name),
+				errdetail("Built-in commands are: %s.", dc_builtin_command_list()),
+				errhint("Commands registered with dc_register_command() are listed in dc_commands."));
+	dc_command_parse(name, payload, cmd);
 }
 
 /* The registry is the store's: registrations are made there. */
@@ -259,7 +278,7 @@ dc_register_command(PG_FUNCTION_ARGS)
 				errmsg("handler %s does not have the signature of a command handler",
 					   format_procedure(handler)),
 				errdetail("A handler is a function (state jsonb, payload jsonb) RETURNS jsonb that returns the new state."));
-	if (pg_proc_aclcheck(handler, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	if (dc_proc_aclcheck(handler, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				errmsg("permission denied for function %s", format_procedure(handler)),
@@ -383,11 +402,7 @@ dc_run_command(PG_FUNCTION_ARGS)
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
 
-	for (int i = 0; i < 3; i++)
-		if (PG_ARGISNULL(i))
-			ereport(ERROR,
-					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					errmsg("argument %d of durable_cluster.run_command is NULL", i + 1));
+	dc_require_arguments(fcinfo, "durable_cluster.run_command", -1);
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "durable_cluster.run_command must return a record");
 

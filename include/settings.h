@@ -1,21 +1,14 @@
 /*-------------------------------------------------------------------------
  *
- * durable_cluster.h
- *	  Settings, limits and cross-module entry points of durable_cluster.
+ * settings.h
+ *	  Settings (settings.c), limits and the constants every layer shares.
  *
- * The extension is split by concern (see README "Source layout"):
- *	 shard_hash.c		Java String.hashCode and shard ids
- *	 entity.c			entity state and the built-in command handlers
- *	 inbox.c			shared memory: shard map, node table, request slots
- *	 store.c			the only code that reads or writes the cluster tables
- *	 node.c				the node background worker
- *	 api.c				SQL-callable functions
- *	 durable_cluster.c	module load: GUCs, hooks, static workers
+ * Copyright (c) 2026, the durable_cluster developers
  *
  *-------------------------------------------------------------------------
  */
-#ifndef DURABLE_CLUSTER_H
-#define DURABLE_CLUSTER_H
+#ifndef DC_SETTINGS_H
+#define DC_SETTINGS_H
 
 #include "postgres.h"
 
@@ -26,18 +19,31 @@
 #define DC_MAX_ID_BYTES			255
 #define DC_MAX_ADDRESS_LEN		48	/* durable_cluster.advertise_address */
 
+/*
+ * The version of the extension's SQL objects this library serves: the
+ * control file's default_version, passed in by the Makefile.  A node serves
+ * only an extension of this version (node.c).
+ */
+#ifndef DC_VERSION
+#error "DC_VERSION must be defined (the Makefile takes it from durable_cluster.control)"
+#endif
+
+/* what to do when the extension and the library disagree on the version */
+#define DC_VERSION_HINT \
+	"Install the library of the extension's version on this server and restart it, or, once every server has the new library installed, run ALTER EXTENSION durable_cluster UPDATE in the store database (see CHANGELOG.md)."
+
 /* the hint of every "may or may not have been applied" (40003) error */
 #define DC_RETRY_HINT \
 	"Send it again with the same \"command_id\" in its payload, which applies it at most once; without one, read the entity with dc_get_state() before retrying."
 
 /*
  * The role every session of the cluster's own logs in as: node store
- * sessions, the saga worker, forwarding and remote reads (README,
- * "Security").  The extension script creates it; it is no superuser.
+ * sessions, the saga worker, forwarding and remote reads
+ * (docs/security.md).  The extension script creates it; it is no superuser.
  */
 #define DC_CLUSTER_ROLE			"dc_cluster"
 
-/* GUCs (durable_cluster.c) */
+/* GUCs */
 extern char *dc_database;
 extern char *dc_store;
 extern char *dc_advertise_address;
@@ -50,12 +56,12 @@ extern int	dc_failure_timeout_ms;
 extern int	dc_command_timeout_ms;
 extern int	dc_passivate_idle_after_ms;
 extern int	dc_max_entities_per_node;
+extern int	dc_command_log_retention_s;
+extern int	dc_command_log_per_entity;
+extern int	dc_saga_retention_s;
 
 /* true when loaded through shared_preload_libraries */
 extern bool dc_preloaded;
-
-/* Raise an error unless the library was preloaded and serves this database. */
-extern void dc_check_usable(void);
 
 /* "host:port" of this server, as members and cluster status report it */
 extern const char *dc_self_address(void);
@@ -67,12 +73,10 @@ extern void dc_check_timeouts(void);
 /* true when the store is this server (durable_cluster.store empty) */
 extern bool dc_store_is_here(void);
 
-/* Fill in the background worker that runs node slot index. */
-struct BackgroundWorker;
-extern void dc_node_worker(struct BackgroundWorker *worker, int index);
-
-/* node.c */
-extern PGDLLEXPORT void dc_node_main(Datum main_arg);
+/* node-N, or node-N@advertise_address: the default name of node slot node_index */
 extern void dc_node_name(int node_index, char *buf, size_t len);
 
-#endif							/* DURABLE_CLUSTER_H */
+/* define the settings (at load, from shared_preload_libraries) */
+extern void dc_define_settings(void);
+
+#endif							/* DC_SETTINGS_H */

@@ -1,0 +1,61 @@
+/* durable_cluster--0.1--0.2.sql: from 0.1 to 0.2 (ALTER EXTENSION durable_cluster UPDATE) */
+/* Copyright (c) 2026, the durable_cluster developers (LICENSE: the PostgreSQL License) */
+
+\echo Use "ALTER EXTENSION durable_cluster UPDATE" to load this file. \quit
+
+/*
+ * Which versions this server runs: the library it loaded and the
+ * extension's SQL objects in this database.  Nodes serve only when the two
+ * agree; during a rolling upgrade, ask every server.
+ */
+CREATE FUNCTION durable_cluster.library_version() RETURNS text
+AS 'MODULE_PATHNAME', 'dc_library_version' LANGUAGE C STABLE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION durable_cluster.library_version() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION durable_cluster.library_version() TO dc_cluster;
+
+CREATE FUNCTION dc_version(OUT library text, OUT extension text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT durable_cluster.library_version(),
+           (SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'durable_cluster')
+$$;
+COMMENT ON FUNCTION dc_version() IS
+    'version of the library this server loaded, and of the extension installed in this database';
+
+/*
+ * Retention (retention.c, run by the saga worker of the store's server).
+ *
+ * The command log is pruned by age without a time column: the marks say
+ * where command_log_seq stood when; entries up to the newest mark older
+ * than durable_cluster.command_log_retention are removed, oldest first,
+ * through the index on seq.  The per-entity cap (command_log_per_entity)
+ * is kept by write_batch through command_log_entity_seq.
+ */
+CREATE TABLE durable_cluster.command_log_marks (
+    marked_at  timestamptz PRIMARY KEY,
+    seq        bigint NOT NULL          -- command_log_seq's last value then
+);
+SELECT pg_catalog.pg_extension_config_dump('durable_cluster.command_log_marks', '');
+CREATE INDEX command_log_by_seq ON durable_cluster.command_log (seq);
+
+-- finished transfers, oldest first, for saga_retention
+CREATE INDEX sagas_finished ON durable_cluster.sagas (updated_at) WHERE status <> 'running';
+
+GRANT SELECT, INSERT, DELETE ON durable_cluster.command_log_marks TO dc_cluster;
+
+/*
+ * What the extension's tables hold on this server: rows as the statistics
+ * estimate them (autovacuum's ANALYZE keeps them close; no table is
+ * scanned) and bytes with indexes and TOAST.
+ */
+CREATE VIEW dc_storage AS
+SELECT c.relname::text AS table_name,
+       CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS estimated_rows,
+       pg_catalog.pg_total_relation_size(c.oid) AS total_bytes,
+       pg_catalog.pg_size_pretty(pg_catalog.pg_total_relation_size(c.oid)) AS total_size
+  FROM pg_catalog.pg_class c
+  JOIN pg_catalog.pg_depend d
+    ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+   AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
+  JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'durable_cluster'
+ WHERE c.relkind = 'r';
+GRANT SELECT ON dc_storage TO dc_client;
