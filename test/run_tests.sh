@@ -4,7 +4,10 @@
 #     The test command of durable_cluster: "make test" runs this script.
 #
 # As root it first installs the Debian packages it needs
-# (scripts/install_packages.sh).  It builds and installs the extension, then
+# (scripts/install_packages.sh).  It builds and installs the extension,
+# checks that the source files depend on each other only downward
+# (test/check_layers.pl) and that the reference documents every function,
+# view and setting (test/check_docs.pl), then
 # runs the whole suite -- the
 # pg_regress tests (sql/*.sql against expected/*.out) and the TAP tests
 # (test/t/*.pl) -- through "make installcheck" against a throw-away server
@@ -72,36 +75,8 @@ die()
 	exit 1
 }
 
-# Print at most $2 lines of file $1 under a header, if it exists.
-show_file()
-{
-	local file=$1 max=$2 lines
-
-	[ -f "$file" ] || return 0
-	lines=$(wc -l < "$file")
-	echo
-	if [ "$lines" -gt "$max" ]; then
-		echo "======== $file (last $max of $lines lines) ========"
-		tail -n "$max" "$file"
-	else
-		echo "======== $file ========"
-		cat "$file"
-	fi
-	echo "======== end of $file ========"
-}
-
-# Server logs can be long (the TAP test logs every statement); what is worth
-# reading after a failure is the complaints and the last stretch.
-show_server_log()
-{
-	local file=$1
-
-	[ -f "$file" ] || return 0
-	echo
-	echo "======== $file: ERROR/FATAL/PANIC/WARNING and crash lines (at most 200) ========"
-	grep -E 'ERROR|FATAL|PANIC|WARNING|TRAP|terminated by signal|exited with exit code' "$file" | tail -n 200 || true
-	show_file "$file" 150
-}
+# show_file, show_server_log, show_failed_tap_logs
+. "$(dirname "${BASH_SOURCE[0]}")/failure_logs.sh"
 
 # ---------------------------------------------------------------------------
 # Inner half: runs inside pg_virtualenv, as a non-root user, with the current
@@ -119,17 +94,8 @@ inside_virtualenv()
 	# pg_lsclusters can tell us where the server writes its log.
 	server_log=$(pg_lsclusters -h 2>/dev/null | awk '$2 == "regress" { print $7; exit }') || true
 
-	# The nodes log in to this server as dc_cluster over its Unix socket
-	# (README, "Security").  pg_virtualenv's pg_hba.conf lets local users
-	# in by peer authentication only: map this OS user to dc_cluster, as
-	# the README tells operators to.
-	local hba ident
-	hba=$(psql -XAtc 'SHOW hba_file')
-	ident=$(psql -XAtc 'SHOW ident_file')
-	{ echo "local all dc_cluster peer map=durable_cluster"; cat "$hba"; } > "$hba.new"
-	mv "$hba.new" "$hba"
-	echo "durable_cluster $(id -un) dc_cluster" >> "$ident"
-	psql -XAtc 'SELECT pg_reload_conf()' >/dev/null
+	# the nodes log in to this server as dc_cluster
+	bash test/map_cluster_role.sh
 
 	# ---- pg_regress ----
 	say "running pg_regress (make installcheck, TAP tests switched off)"
@@ -155,13 +121,7 @@ inside_virtualenv()
 	echo "$rc" > tap.rc
 	if [ "$rc" -ne 0 ]; then
 		say "TAP tests FAILED (exit status $rc)"
-		local f
-		for f in tmp_check/log/regress_log_*; do
-			show_file "$f" 300
-		done
-		for f in tmp_check/log/*.log; do
-			show_server_log "$f"
-		done
+		show_failed_tap_logs tap.out tmp_check/log
 	fi
 
 	# ---- client examples ----
@@ -231,6 +191,14 @@ fi
 
 say "building with $PG_CONFIG ($("$PG_CONFIG" --version))"
 make PG_CONFIG="$PG_CONFIG"
+
+# The source files must depend on each other only downward, in layers
+# (src/README.md): no cycle of calls or includes between files.
+layers_rc=0
+perl "$srcdir/test/check_layers.pl" "$srcdir" || layers_rc=$?
+# Every function, view and setting is in the reference (docs/).
+docs_rc=0
+perl "$srcdir/test/check_docs.pl" "$srcdir" || docs_rc=$?
 
 # "make install" writes into the server's lib and share directories.  Root
 # can; a non-root user can if those are writable for them (a private PGXS
@@ -324,11 +292,14 @@ tar -C "$srcdir" -cf - \
 	--exclude=./.git \
 	--exclude=./results \
 	--exclude=./tmp_check \
+	--exclude=./tmp_releases \
 	--exclude=./log \
 	--exclude=./examples/node/node_modules \
 	--exclude=./regression.diffs \
 	--exclude=./regression.out \
 	. | tar -C "$workdir" -xf -
+# the released versions' sources, for the upgrade test
+bash "$srcdir/test/export_releases.sh" "$workdir" || die "could not export the released versions' sources"
 
 virtualenv_cmd=(
 	pg_virtualenv -v "$PG_MAJOR"
@@ -381,6 +352,16 @@ echo "================ durable_cluster test summary ================"
 if [ "$rc" -ne 0 ]; then
 	say "pg_virtualenv itself failed (exit status $rc)"
 fi
+if [ "$layers_rc" = 0 ]; then
+	say "layers:     PASS (no cycle between source files)"
+else
+	say "layers:     FAIL (test/check_layers.pl: a cycle between source files)"
+fi
+if [ "$docs_rc" = 0 ]; then
+	say "docs:       PASS (every function, view and setting in docs/)"
+else
+	say "docs:       FAIL (test/check_docs.pl: not in the reference)"
+fi
 if [ "$regress_rc" = 0 ]; then
 	say "pg_regress: PASS ${regress_line:+($regress_line)}"
 else
@@ -406,8 +387,8 @@ fi
 if [ "${DC_KEEP_TMP:-}" = 1 ]; then
 	say "kept $workdir (results/, tmp_check/log/) as asked by DC_KEEP_TMP=1"
 fi
-if [ "$rc" -eq 0 ] && [ "$regress_rc" = 0 ] && [ "$tap_rc" = 0 ] && [ "$examples_rc" = 0 ] \
-	&& [ "$compose_rc" = 0 ]; then
+if [ "$rc" -eq 0 ] && [ "$layers_rc" = 0 ] && [ "$docs_rc" = 0 ] && [ "$regress_rc" = 0 ] && [ "$tap_rc" = 0 ] \
+	&& [ "$examples_rc" = 0 ] && [ "$compose_rc" = 0 ]; then
 	echo "Result: PASS"
 	exit 0
 fi

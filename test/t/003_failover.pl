@@ -72,11 +72,12 @@ sub shards_of
 	  );
 }
 
-sub backend_type_of
+# "durable_cluster node node-N": the type and the member name of a worker
+sub worker_of
 {
 	my ($pid) = @_;
 	return $node->safe_psql('postgres',
-		"SELECT backend_type FROM pg_stat_activity WHERE pid = $pid");
+		"SELECT backend_type || ' ' || application_name FROM pg_stat_activity WHERE pid = $pid");
 }
 
 
@@ -215,7 +216,7 @@ ok($load1->wait_for_progress(300), 'SIGSTOP: the writers are under way');
 my $victim = 'node-2';
 my $before = member($victim);
 is($before->{status}, 'up', "SIGSTOP: $victim is up before");
-is(backend_type_of($before->{pid}), 'durable_cluster node 2',
+is(worker_of($before->{pid}), "durable_cluster node $victim",
 	"SIGSTOP: dc_members.pid of $victim is its worker");
 my @victim_shards = shards_of($victim);
 cmp_ok(scalar(@victim_shards), '>', 0, "SIGSTOP: $victim owns shards before");
@@ -419,7 +420,7 @@ ok($restarted,
 	  . ($before2->{incarnation} + 1))
   or DurableClusterLoad::dump_cluster($node, 'after pg_terminate_backend');
 my $after2 = member($victim2);
-is(backend_type_of($after2->{pid}), 'durable_cluster node 1',
+is(worker_of($after2->{pid}), "durable_cluster node $victim2",
 	"terminate: the new pid of $victim2 is its worker");
 is( $node->safe_psql(
 		'postgres', qq{

@@ -125,8 +125,9 @@ is($m_new->{status}, 'up', "add: $new is up");
 cmp_ok($m_new->{shard_count}, '>=', 24, "add: $new owns its share of the shards ($m_new->{shard_count})");
 like(
 	$node->safe_psql('postgres',
-		"SELECT backend_type FROM pg_stat_activity WHERE pid = " . ($m_new->{pid} || 0)),
-	qr/^durable_cluster node \d+$/,
+		"SELECT backend_type || ' ' || application_name FROM pg_stat_activity WHERE pid = "
+		  . ($m_new->{pid} || 0)),
+	qr/^durable_cluster node \Q$new\E$/,
 	"add: dc_members.pid of $new is a node worker");
 DurableClusterLoad::wait_for_cluster($node, $n_static + 1, 'add');
 ok($load_add->wait_for_progress(300), 'add: writers go on with the new node');
@@ -267,7 +268,8 @@ is($m_gone_after->{status}, 'left', "remove: $gone stays 'left'");
 is($m_gone_after->{incarnation}, $m_gone->{incarnation}, "remove: $gone did not rejoin");
 is( $node->safe_psql(
 		'postgres', q{
-SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'durable_cluster node 2'}),
+SELECT count(*) FROM pg_stat_activity
+ WHERE backend_type = 'durable_cluster node' AND application_name = '$gone'}),
 	'0',
 	"remove: no worker runs for $gone");
 
@@ -362,7 +364,7 @@ my $up_without_worker = q{
 SELECT string_agg(m.name, ', ' ORDER BY m.name) FROM dc_members m
  WHERE m.status = 'up'
    AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                    WHERE a.pid = m.pid AND a.backend_type LIKE 'durable_cluster node %')};
+                    WHERE a.pid = m.pid AND a.backend_type = 'durable_cluster node')};
 
 sub up_incarnations
 {

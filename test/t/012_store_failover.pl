@@ -86,13 +86,20 @@ ok($ok, 'commands flow through b');
 # the store's primary is lost; the standby takes over
 $primary->stop('immediate');
 $standby->promote;
-($ok) = DurableClusterLoad::poll_until($standby, DurableClusterLoad::balanced_query(4),
+# Right after the promotion the new primary still holds the membership it
+# replicated: the lost primary's two nodes and b's two, "up" and balanced
+# until failure_timeout passes.  So wait for four up nodes of which none is
+# the lost primary's.
+my $lost_address = $primary->host . ':' . $primary->port;
+my $lost_owns = qq{
+SELECT count(*) FROM dc_members m JOIN dc_shards s ON s.node = m.name
+ WHERE m.address = '$lost_address'};
+($ok) = DurableClusterLoad::poll_until($standby, DurableClusterLoad::balanced_query(4)
+	. qq{ AND NOT EXISTS (SELECT FROM dc_members WHERE status = 'up' AND address = '$lost_address')},
 	timeout => 60);
 ok($ok, 'after the promotion, the nodes of b and of the new primary share the shards');
-is($standby->safe_psql('postgres', q{
-SELECT count(*) FROM dc_members m JOIN dc_shards s ON s.node = m.name
- WHERE m.address = '} . $primary->host . ':' . $primary->port . q{'}),
-	0, 'no shard is left with the lost primary\'s nodes');
+is($standby->safe_psql('postgres', $lost_owns), 0,
+	'no shard is left with the lost primary\'s nodes');
 $before = $standby->safe_psql('postgres', $progress);
 ($ok) = DurableClusterLoad::poll_until($standby, "SELECT ($progress) >= $before + 300",
 	timeout => 60);

@@ -61,7 +61,7 @@ my %procs;
 for my $server ($store, $remote)
 {
 	for my $row (split /\n/, $server->safe_psql('postgres', q{
-SELECT pid || ' ' || backend_type FROM pg_stat_activity
+SELECT pid || ' ' || backend_type || ' ' || application_name FROM pg_stat_activity
  WHERE backend_type LIKE 'durable_cluster %' ORDER BY 1}))
 	{
 		my ($pid, $type) = split / /, $row, 2;

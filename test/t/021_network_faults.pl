@@ -28,7 +28,7 @@
 #     as this (unprivileged) user, started inside their namespaces by the
 #     lab; psql reaches them over their Unix sockets, outside the faults,
 #     while everything between the servers goes over the faulty network.
-#     The measured times are printed (note) for the README's Operations
+#     The measured times are printed (note) for docs/operations.md
 #     section.
 #
 

@@ -37,35 +37,8 @@ my $load = DurableClusterLoad->start($node, name => 'defaults', clients => 4, en
 	retry => 1, pause_ms => 5, budget => 30000);
 ok($load->wait_for_progress(100, 60), 'writers are under way');
 
-# ---- a node paused past failure_timeout ----
-my $paused = DurableClusterLoad::member($node, 'node-1');
-kill 'STOP', $paused->{pid};
-ok(DurableClusterLoad::poll_until($node,
-		q{SELECT status FROM dc_members WHERE name = 'node-1'}, expected => 'down',
-		timeout => 30, interval => 0.2),
-	'the paused node is declared down');
-ok($load->wait_for_progress(100, 30), 'writers go on while it is paused');
-kill 'CONT', $paused->{pid};
-ok(DurableClusterLoad::wait_for_cluster($node, 3, 'after SIGCONT'), 'it rejoins');
-ok($load->wait_for_progress(100, 30), 'writers go on after it rejoined');
-
-# ---- a node process that ends ----
-my $ended = DurableClusterLoad::member($node, 'node-2');
-is($node->safe_psql('postgres', "SELECT pg_terminate_backend($ended->{pid})"), 't',
-	'node-2 terminated');
-ok(DurableClusterLoad::poll_until($node, qq{
-SELECT pid <> $ended->{pid} AND status = 'up' FROM dc_members WHERE name = 'node-2'},
-		timeout => 30, interval => 0.2),
-	'node-2 runs again');
-ok(DurableClusterLoad::wait_for_cluster($node, 3, 'after the restart of node-2'),
-	'balanced again');
-ok($load->wait_for_progress(100, 30), 'writers go on');
-
-# ---- dc_remove_node ----
-is($node->safe_psql('postgres', q{SELECT dc_remove_node('node-3')}), '',
-	"dc_remove_node('node-3') under load");
-ok(DurableClusterLoad::wait_for_cluster($node, 2, 'after dc_remove_node'), 'two nodes serve');
-ok($load->wait_for_progress(100, 30), 'writers go on');
+# a pause past failure_timeout, a node process that ends, dc_remove_node
+DurableClusterLoad::lose_three_nodes($node, $load, 100);
 
 $load->stop;
 ok($load->clients_ok, 'the writers ended on the stop flag');

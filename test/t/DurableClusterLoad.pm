@@ -32,7 +32,13 @@
 # (psql's ERROR, SQLSTATE and LAST_ERROR_MESSAGE variables), so every
 # command sent has a definite outcome unless the client itself died (crash,
 # shutdown): then its first command without an outcome may have been in
-# flight, and the commands after it were never sent.
+# flight, and the commands after it were never sent.  An F line without a
+# SQLSTATE is such a command too: psql lost its connection while it ran
+# (and exits at its next statement).
+#
+# With bulk => K (K > 1), the same commands go K at a time in calls of
+# dc_send_commands, each with a command_id, and are not retried; the
+# output has one line per command all the same.
 #
 # With retry => 1, every command carries a command_id and a command that
 # failed is sent once more (an F line, then the retry's line): the retry's
@@ -131,11 +137,13 @@ sub start
 		stop_every => 1,
 		seed => 0,
 		retry => 0,
+		bulk => 1,
 		dbname => 'postgres',
 		timeout => 5 * $PostgreSQL::Test::Utils::timeout_default,
 		%opts,
 	}, $class;
 	croak "name must be a plain word" unless $self->{name} =~ /^\w+$/;
+	croak "bulk calls are not retried" if $self->{bulk} > 1 && $self->{retry};
 	$self->{mall} //= "mall_$self->{name}";
 	croak "mall must be a plain word" unless $self->{mall} =~ /^\w+$/;
 
@@ -156,7 +164,8 @@ INSERT INTO $control_table VALUES ('$self->{name}', false)
 	{
 		my $base = "$dir/dcload_$self->{name}_$c";
 		my $sql = "\\set dcload_stop false\n";
-		for my $i (0 .. $self->{budget} - 1)
+		$sql .= $self->_bulk_script($c, $check) if $self->{bulk} > 1;
+		for my $i (0 .. ($self->{bulk} > 1 ? -1 : $self->{budget} - 1))
 		{
 			my ($user, $cents) = $self->command_of($c, $i);
 			my $amount = _amount($cents);
@@ -174,7 +183,7 @@ INSERT INTO $control_table VALUES ('$self->{name}', false)
 			# With retry, a failed command is sent once more.  After a 40003
 			# (outcome unknown) with the same command_id: applied at most
 			# once, whatever the first outcome.  After any other error, which
-			# the README calls "not applied", as a new command (a new
+			# docs/sql-api.md calls "not applied", as a new command (a new
 			# command_id): had the first attempt been applied after all, the
 			# check of stored state would find one application too many.
 			my $retry = $send->($id)
@@ -217,6 +226,38 @@ INSERT INTO $control_table VALUES ('$self->{name}', false)
 	$self->{started} = time;
 	note("load '$self->{name}': $self->{clients} clients started on mall $self->{mall}");
 	return $self;
+}
+
+# The script of client $c with bulk => K: the same commands, K per call of
+# dc_send_commands, each with a command_id; one output line per command
+# from its row, or, when the call fails as a whole, an F line for each of
+# its commands.
+sub _bulk_script
+{
+	my ($self, $c, $check) = @_;
+	my $sql = '';
+	for (my $i0 = 0; $i0 < $self->{budget}; $i0 += $self->{bulk})
+	{
+		my $i1 = $i0 + $self->{bulk} - 1;
+		$i1 = $self->{budget} - 1 if $i1 >= $self->{budget};
+		my @commands = map {
+			my ($user, $cents) = $self->command_of($c, $_);
+			sprintf('{"mall_id": "%s", "user_id": "%s", "command": "add_balance", '
+				  . '"payload": {"amount": %s, "command_id": "%s-%d-%d"}}',
+				$self->{mall}, $user, _amount($cents), $self->{name}, $c, $_)
+		} $i0 .. $i1;
+		$sql .= "SELECT CASE WHEN b.sqlstate IS NULL"
+		  . " THEN 'A|$c|' || ($i0 + b.n - 1) || '|' || coalesce(b.reply->>'ok', 'null')"
+		  . " || '|' || coalesce(b.reply->>'revision', '')"
+		  . " ELSE 'F|$c|' || ($i0 + b.n - 1) || '| ' || b.sqlstate || ' | '"
+		  . " || replace(b.message, E'\\n', ' ') END"
+		  . " FROM dc_send_commands('[" . join(', ', @commands) . "]') b ORDER BY b.n;\n"
+		  . "\\if :ERROR\n"
+		  . join('', map { "\\echo F|$c|$_| :SQLSTATE | :LAST_ERROR_MESSAGE\n" } $i0 .. $i1)
+		  . "\\endif\n"
+		  . $check;
+	}
+	return $sql;
 }
 
 # application_name of the writers' sessions, as a LIKE pattern.
@@ -350,12 +391,25 @@ sub _collect
 			{
 				($lc, $i) = ($1, $2);
 				my ($sqlstate, $message) = ($3, $4);
-				$self->{answered}{$sqlstate}++;
 				if ($lc != $c)
 				{
 					push @{ $self->{bad_lines} }, "client $c: $line";
 					next;
 				}
+				# No SQLSTATE: psql lost its connection (its server was
+				# stopped) while the command ran, and the script goes on to
+				# its next statement, where psql exits.  Nobody knows the
+				# command's outcome: it was in flight.
+				if ($sqlstate eq '')
+				{
+					$self->_supersede(\%outcome, $c, $i);
+					my ($user, $cents) = $self->command_of($c, $i);
+					$outcome{$i} = 'in flight';
+					push @{ $self->{in_flight} },
+					  { client => $c, seq => $i, user => $user, cents => $cents };
+					next;
+				}
+				$self->{answered}{$sqlstate}++;
 				# An error line follows the A line of no command, but be
 				# strict: two outcomes for one command is a bug here (but
 				# for the outcome of a retry after a failure).
@@ -391,12 +445,19 @@ sub _collect
 
 		push @{ $self->{exhausted} }, $c if $n >= $self->{budget};
 		# A client that did not end cleanly may have had its next command in
-		# flight.
-		if ($client->{exit} != 0 && $n < $self->{budget})
+		# flight (with bulk calls, every command of its call) -- unless its
+		# last line already said that its connection went while a command
+		# was in flight: psql sent nothing after that one.
+		if ($client->{exit} != 0 && $n < $self->{budget}
+			&& ($n == 0 || $outcome{ $n - 1 } ne 'in flight'))
 		{
-			my ($user, $cents) = $self->command_of($c, $n);
-			push @{ $self->{in_flight} },
-			  { client => $c, seq => $n, user => $user, cents => $cents };
+			for my $i ($n .. $n + $self->{bulk} - 1)
+			{
+				last if $i >= $self->{budget};
+				my ($user, $cents) = $self->command_of($c, $i);
+				push @{ $self->{in_flight} },
+				  { client => $c, seq => $i, user => $user, cents => $cents };
+			}
 		}
 		$client->{stderr} = -e $client->{err} ? slurp_file($client->{err}) : '';
 	}
@@ -792,6 +853,44 @@ $extra_conf
 	wait_for_cluster($node, $nodes, 'after CREATE EXTENSION')
 	  or die 'the cluster did not come up';
 	return $node;
+}
+
+# Take three nodes of a 3-node server away in turn, under the load $load,
+# each the way a node goes away: node-1 paused past failure_timeout
+# (declared down; then SIGCONT, and it rejoins), node-2's process ended
+# with pg_terminate_backend (the postmaster starts it again), node-3
+# removed with dc_remove_node.  Asserts that the cluster serves again after
+# each, and that the writers stored $progress more commands after each step.
+sub lose_three_nodes
+{
+	my ($node, $load, $progress) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+
+	my $paused = member($node, 'node-1');
+	kill 'STOP', $paused->{pid};
+	ok(poll_until($node, q{SELECT status FROM dc_members WHERE name = 'node-1'},
+			expected => 'down', timeout => 30, interval => 0.2),
+		'the paused node is declared down');
+	ok($load->wait_for_progress($progress, 30), 'writers go on while it is paused');
+	kill 'CONT', $paused->{pid};
+	ok(wait_for_cluster($node, 3, 'after SIGCONT'), 'it rejoins');
+	ok($load->wait_for_progress($progress, 30), 'writers go on after it rejoined');
+
+	my $ended = member($node, 'node-2');
+	is($node->safe_psql('postgres', "SELECT pg_terminate_backend($ended->{pid})"), 't',
+		'node-2 terminated');
+	ok(poll_until($node, qq{
+SELECT pid <> $ended->{pid} AND status = 'up' FROM dc_members WHERE name = 'node-2'},
+			timeout => 30, interval => 0.2),
+		'node-2 runs again');
+	ok(wait_for_cluster($node, 3, 'after the restart of node-2'), 'balanced again');
+	ok($load->wait_for_progress($progress, 30), 'writers go on');
+
+	is($node->safe_psql('postgres', q{SELECT dc_remove_node('node-3')}), '',
+		"dc_remove_node('node-3') under load");
+	ok(wait_for_cluster($node, 2, 'after dc_remove_node'), 'two nodes serve');
+	ok($load->wait_for_progress($progress, 30), 'writers go on');
+	return;
 }
 
 # A started server of a cluster of several, with 2 nodes, known by its
