@@ -40,6 +40,11 @@ packages=(
 	# the client examples (examples/): PgJDBC and psycopg2 from Debian
 	libpostgresql-jdbc-java
 	python3-psycopg2
+	# PostgreSQL 17 and 18 in Debian chroots (test/in_chroot.sh)
+	mmdebstrap
+	# the Debian package (debian/, test/package_test.sh): dh and pg_buildext
+	debhelper
+	postgresql-server-dev-all
 )
 # Node.js and a JDK only when there is none: a machine may have its own
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
