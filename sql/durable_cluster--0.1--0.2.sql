@@ -4,6 +4,28 @@
 \echo Use "ALTER EXTENSION durable_cluster UPDATE" to load this file. \quit
 
 /*
+ * Ids compare byte by byte (COLLATE "C"): every command looks its entity
+ * up by them, and a locale's rules would only make that slower.  Rebuilds
+ * the two tables' indexes, holding their locks meanwhile.
+ */
+ALTER TABLE durable_cluster.entity_state
+    ALTER COLUMN mall_id TYPE text COLLATE "C",
+    ALTER COLUMN user_id TYPE text COLLATE "C";
+ALTER TABLE durable_cluster.command_log
+    ALTER COLUMN mall_id TYPE text COLLATE "C",
+    ALTER COLUMN user_id TYPE text COLLATE "C",
+    ALTER COLUMN command_id TYPE text COLLATE "C";
+
+-- commands: [{"mall_id": ..., "user_id": ..., "command": ..., "payload": {...}}, ...]
+CREATE FUNCTION dc_send_commands(commands jsonb)
+RETURNS TABLE (n integer, reply jsonb, sqlstate text, message text)
+AS 'MODULE_PATHNAME', 'dc_send_commands' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+COMMENT ON FUNCTION dc_send_commands(jsonb) IS
+    'send up to 1000 commands at once; one row per command in input order: its reply, or its error';
+REVOKE ALL ON FUNCTION dc_send_commands(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION dc_send_commands(jsonb) TO dc_client;
+
+/*
  * Which versions this server runs: the library it loaded and the
  * extension's SQL objects in this database.  Nodes serve only when the two
  * agree; during a rolling upgrade, ask every server.

@@ -1,5 +1,4 @@
 /* durable_cluster--0.1.sql: tables, views and functions of durable_cluster 0.1 */
-/* Copyright (c) 2026, the durable_cluster developers (LICENSE: the PostgreSQL License) */
 
 \echo Use "CREATE EXTENSION durable_cluster" to load this file. \quit
 
@@ -39,11 +38,9 @@ CREATE TABLE durable_cluster.shards (
 INSERT INTO durable_cluster.shards (shard_id, node, epoch)
     SELECT g, NULL, 0 FROM generate_series(0, 99) g;
 
--- Ids compare byte by byte (COLLATE "C"): every command looks its entity
--- up by them, and a locale's rules would only make that slower.
 CREATE TABLE durable_cluster.entity_state (
-    mall_id     text COLLATE "C" NOT NULL,
-    user_id     text COLLATE "C" NOT NULL,
+    mall_id     text NOT NULL,
+    user_id     text NOT NULL,
     shard_id    integer NOT NULL,
     state       jsonb NOT NULL,
     revision    bigint NOT NULL CHECK (revision > 0),
@@ -61,9 +58,9 @@ SELECT pg_catalog.pg_extension_config_dump('durable_cluster.entity_state', '');
 -- then by write_batch).
 CREATE SEQUENCE durable_cluster.command_log_seq;
 CREATE TABLE durable_cluster.command_log (
-    mall_id     text COLLATE "C" NOT NULL,
-    user_id     text COLLATE "C" NOT NULL,
-    command_id  text COLLATE "C" NOT NULL,
+    mall_id     text NOT NULL,
+    user_id     text NOT NULL,
+    command_id  text NOT NULL,
     seq         bigint NOT NULL,
     reply       jsonb NOT NULL,
     request     jsonb NOT NULL,         -- the command and its arguments: a
@@ -469,13 +466,6 @@ AS 'MODULE_PATHNAME', 'dc_tell' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION dc_tell(text, text, text, jsonb) IS
     'fire and forget: returns once the node owning the entity''s shard has the command';
 
--- commands: [{"mall_id": ..., "user_id": ..., "command": ..., "payload": {...}}, ...]
-CREATE FUNCTION dc_send_commands(commands jsonb)
-RETURNS TABLE (n integer, reply jsonb, sqlstate text, message text)
-AS 'MODULE_PATHNAME', 'dc_send_commands' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
-COMMENT ON FUNCTION dc_send_commands(jsonb) IS
-    'send up to 1000 commands at once; one row per command in input order: its reply, or its error';
-
 -- VOLATILE: it reads the newest committed state, not the statement's
 -- snapshot, so its result may differ within one statement.
 CREATE FUNCTION dc_get_state(mall_id text, user_id text) RETURNS jsonb
@@ -533,12 +523,12 @@ COMMENT ON FUNCTION dc_remove_node(text) IS
     'make a node leave gracefully: it hands its shards over and exits';
 
 /*
- * The extension's roles (docs/security.md), shared by every database of
+ * The extension's roles (README, "Security"), shared by every database of
  * the server and kept when the extension is dropped:
  *
  *   dc_cluster  the cluster's own sessions: nodes and the saga worker, and
  *               the connections between servers.  It logs in (pg_hba.conf
- *               must let it, see docs/security.md), is no superuser and may use only
+ *               must let it, see README), is no superuser and may use only
  *               the internal tables and functions.
  *   dc_admin    operations: nodes, shards, registered commands, statistics;
  *               it is also a dc_client.
@@ -786,7 +776,7 @@ SELECT saga_id, from_mall, from_user, to_mall, to_user, amount, step, status,
        created_at, updated_at
   FROM durable_cluster.sagas;
 
-/* ---- privileges (docs/security.md) ---- */
+/* ---- privileges (README, "Security") ---- */
 
 -- Nothing that changes state or reads an entity is PUBLIC's; the internal
 -- functions are the cluster's only.
@@ -794,7 +784,6 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA durable_cluster FROM PUBLIC;
 REVOKE ALL ON FUNCTION dc_restrict_role(regrole, text[], text[]),
                        dc_unrestrict_role(regrole) FROM PUBLIC;
 REVOKE ALL ON FUNCTION dc_send_command(text, text, text, jsonb),
-                       dc_send_commands(jsonb),
                        dc_tell(text, text, text, jsonb),
                        dc_get_state(text, text),
                        dc_transfer(text, text, text, text, numeric),
@@ -816,7 +805,6 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA durable_cluster TO dc_cluster;
 GRANT EXECUTE ON FUNCTION dc_get_state(text, text) TO dc_cluster;
 
 GRANT EXECUTE ON FUNCTION dc_send_command(text, text, text, jsonb),
-                          dc_send_commands(jsonb),
                           dc_tell(text, text, text, jsonb),
                           dc_get_state(text, text),
                           dc_transfer(text, text, text, text, numeric),

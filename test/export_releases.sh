@@ -16,7 +16,7 @@ srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 # each release: its version and its commit
 releases=(
-	"0.1 a982b1d8342c2128b5a709ba542a8fea2f633db9"
+	"0.1 8ed5212b10adfc346d0732bc5b8b5c7654574fbc"
 )
 
 rm -rf "$dest/tmp_releases"
