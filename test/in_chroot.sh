@@ -61,9 +61,7 @@ done
 # the tree, without what earlier runs left in it
 rm -rf "$root/src"
 mkdir "$root/src"
-tar -C "$srcdir" -cf - --exclude=./.git --exclude=./results --exclude=./tmp_check --exclude=./tmp_releases \
-	--exclude=./examples/node/node_modules --exclude='*.o' --exclude='*.bc' --exclude='*.so' \
-	--exclude=./regression.diffs --exclude=./regression.out . | tar -C "$root/src" -xf -
+bash "$srcdir/test/copy_tree.sh" "$srcdir" "$root/src"
 # the released versions' sources, for the upgrade test
 bash "$srcdir/test/export_releases.sh" "$root/src"
 

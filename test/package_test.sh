@@ -31,9 +31,7 @@ trap cleanup EXIT
 
 # the tree, without what builds and test runs leave in it
 mkdir "$work/src"
-tar -C "$srcdir" -cf - --exclude=./.git --exclude=./results --exclude=./tmp_check \
-	--exclude=./tmp_releases --exclude=./examples/node/node_modules --exclude='*.o' \
-	--exclude='*.bc' --exclude='*.so' . | tar -C "$work/src" -xf -
+bash "$srcdir/test/copy_tree.sh" "$srcdir" "$work/src"
 
 say "building the package (dpkg-buildpackage, pg_buildext)"
 if ! (cd "$work/src" && dpkg-buildpackage -b -us -uc) > "$work/build.log" 2>&1; then

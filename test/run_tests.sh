@@ -286,18 +286,8 @@ cleanup()
 }
 trap cleanup EXIT
 
-# tar rather than rsync: nothing beyond coreutils/tar needed.  Leftovers of
-# earlier runs in the source tree are not copied.
-tar -C "$srcdir" -cf - \
-	--exclude=./.git \
-	--exclude=./results \
-	--exclude=./tmp_check \
-	--exclude=./tmp_releases \
-	--exclude=./log \
-	--exclude=./examples/node/node_modules \
-	--exclude=./regression.diffs \
-	--exclude=./regression.out \
-	. | tar -C "$workdir" -xf -
+# leftovers of earlier runs in the source tree are not copied
+bash "$srcdir/test/copy_tree.sh" "$srcdir" "$workdir" || die "could not copy the source tree"
 # the released versions' sources, for the upgrade test
 bash "$srcdir/test/export_releases.sh" "$workdir" || die "could not export the released versions' sources"
 
