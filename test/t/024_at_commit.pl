@@ -15,7 +15,6 @@
 use strict;
 use warnings;
 
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -84,13 +83,7 @@ for my $c (1 .. $clients)
 			push @rolled_back, [ $user, $id ];
 		}
 	}
-	my %run = (out => '', err => '');
-	$run{h} = IPC::Run::start(
-		[ $node->installed_command('psql'), '-XAtq', '-v', 'ON_ERROR_STOP=1',
-		  '-d', $node->connstr('postgres') ],
-		'<', \$sql, '>', \$run{out}, '2>', \$run{err},
-		IPC::Run::timeout(3 * $PostgreSQL::Test::Utils::timeout_default));
-	push @runs, \%run;
+	push @runs, DurableClusterLoad::psql_script($node, $sql);
 }
 for my $run (@runs)
 {

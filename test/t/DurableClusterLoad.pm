@@ -763,6 +763,21 @@ sub poll_until
 	return wantarray ? (0, time - $start, $out) : 0;
 }
 
+# Start psql on $node running the script $sql in the background; returns
+# { h => the IPC::Run harness, out => its output, err => its stderr }, to
+# be finished with $run->{h}->finish.
+sub psql_script
+{
+	my ($node, $sql) = @_;
+	my %run = (out => '', err => '', sql => $sql);
+	$run{h} = IPC::Run::start(
+		[ $node->installed_command('psql'), '-XAtq', '-v', 'ON_ERROR_STOP=1',
+		  '-d', $node->connstr('postgres') ],
+		'<', \$run{sql}, '>', \$run{out}, '2>', \$run{err},
+		IPC::Run::timeout(3 * $PostgreSQL::Test::Utils::timeout_default));
+	return \%run;
+}
+
 # Let $seconds pass on $node's clock (so that waits do not depend on
 # ours); true once they have.
 sub run_for
