@@ -377,7 +377,10 @@ heartbeat_work(void)
 	ext = dc_store_extension(&version);
 	if (ext != node.extension_oid)
 	{
+		/* another extension, or none: what was refused was the old one's */
 		node.extension_oid = ext;
+		node.refused_version[0] = '\0';
+		dc_map_refuse(NULL);
 		forget_everything();
 	}
 	if (!OidIsValid(ext) || !serves_version(version))
