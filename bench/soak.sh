@@ -17,14 +17,21 @@
 #       for nodes also the total of their memory contexts
 #                       (dc_node_stats.memory_bytes).
 #
+#     It also samples the rows and bytes (dc_storage) of every table of
+#     the extension.  The command log and the sagas are kept for
+#     SOAK_RETENTION seconds (default 120, set as command_log_retention and
+#     saga_retention), so that within the run they reach the size at which
+#     removal keeps up with the load.
+#
 #     It writes bench/results/soak.md (the samples, the slope of each
 #     process from the second sample on -- the first is the warm-up --
-#     fitted by least squares, in kB per hour) and bench/results/soak.svg
+#     fitted by least squares, in kB per hour; the tables' sizes and their
+#     slopes after two retention periods) and bench/results/soak.svg
 #     (private memory over time, one line per process).
 #
 #     Not a test: nothing passes or fails.  The TAP test 019 is the check.
 #
-# Environment: SOAK_DURATION, SOAK_SAMPLE, SOAK_RATE, SOAK_ENTITIES,
+# Environment: SOAK_DURATION, SOAK_SAMPLE, SOAK_RATE, SOAK_ENTITIES, SOAK_RETENTION,
 # DC_BENCH_DIR (default /tmp/durable_cluster_soak), DC_BENCH_PORT (5496),
 # PG_CONFIG.
 
@@ -34,12 +41,16 @@ DURATION=${SOAK_DURATION:-600}
 SAMPLE=${SOAK_SAMPLE:-30}
 RATE=${SOAK_RATE:-300}
 ENTITIES=${SOAK_ENTITIES:-20000}
+RETENTION=${SOAK_RETENTION:-120}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 bench_server_start "${DC_BENCH_DIR:-/tmp/durable_cluster_soak}" "${DC_BENCH_PORT:-5496}"
 DIR=$BENCH_DIR
 results="$top/bench/results"
 mkdir -p "$results"
+sql "ALTER SYSTEM SET durable_cluster.command_log_retention = '${RETENTION}s'"
+sql "ALTER SYSTEM SET durable_cluster.saga_retention = '${RETENTION}s'"
+sql "SELECT pg_reload_conf()" >/dev/null
 
 # Every entity funded (so that deducts and transfers mostly go through),
 # cached, and with the key the registered command adds: the run measures
@@ -74,8 +85,8 @@ SELECT dc_tell('s', 'u' || :u, 'login');
 EOF
 cat > "$DIR/transfer.sql" <<EOF
 \\set a random(1, $ENTITIES)
-\\set b random(1, $ENTITIES)
-SELECT dc_transfer('s', 'u' || :a, 's', 'u' || (:b % $ENTITIES + 1) , 1);
+\\set d random(1, $(( ENTITIES - 1 )))
+SELECT dc_transfer('s', 'u' || :a, 's', 'u' || ((:a - 1 + :d) % $ENTITIES + 1), 1);
 EOF
 cat > "$DIR/note.sql" <<EOF
 \\set u random(1, $ENTITIES)
@@ -94,7 +105,8 @@ bench_load_pid=$!
 # process label and pid, one a line
 processes()
 {
-	sql "SELECT backend_type || '|' || pid FROM pg_stat_activity
+	sql "SELECT backend_type || coalesce(' ' || nullif(nullif(application_name, ''), backend_type), '') || '|' || pid
+	       FROM pg_stat_activity
 	      WHERE backend_type LIKE 'durable_cluster %'
 	     UNION ALL
 	     SELECT 'store session of ' || substr(application_name, 17) || '|' || pid
@@ -110,10 +122,17 @@ private_kb()
 }
 
 samples="$DIR/samples.tsv"
+tables="$DIR/tables.tsv"
 : > "$samples"
+: > "$tables"
 start=$(date +%s)
 while :; do
 	t=$(( $(date +%s) - start ))
+	# rows counted, not estimated: the run is small enough
+	while IFS='|' read -r table bytes; do
+		printf '%s\t%s\t%s\t%s\n' "$t" "$table" \
+			"$(sql "SELECT count(*) FROM durable_cluster.$table")" "$bytes" >> "$tables"
+	done < <(sql "SELECT table_name || '|' || total_bytes FROM dc_storage ORDER BY 1")
 	contexts=$(sql "SELECT string_agg(node || '=' || memory_bytes, ' ') FROM dc_node_stats")
 	while IFS='|' read -r label pid; do
 		[ -n "$pid" ] || continue
@@ -121,7 +140,7 @@ while :; do
 		case $label in
 			"durable_cluster node "*)
 				n=${label#durable_cluster node }
-				bytes=$(tr ' ' '\n' <<<"$contexts" | awk -F= -v n="node-$n" '$1 == n { print $2 }')
+				bytes=$(tr ' ' '\n' <<<"$contexts" | awk -F= -v n="$n" '$1 == n { print $2 }')
 				;;
 		esac
 		printf '%s\t%s\t%s\t%s\t%s\n' "$t" "$label" "$pid" "$(private_kb "$pid")" "${bytes:--}" >> "$samples"
@@ -131,6 +150,12 @@ while :; do
 done
 wait "$bench_load_pid" || true
 bench_load_pid=
+# a client that aborted would have left the load lighter than it says
+if grep -q 'aborted' "$DIR/pgbench.out"; then
+	cat "$DIR/pgbench.out" >&2
+	echo "soak: a pgbench client aborted; the load was not what was asked for" >&2
+	exit 1
+fi
 tps=$(awk '/^tps/ { print $3 }' "$DIR/pgbench.out")
 
 # slope of private memory (kB/h) and of contexts (bytes/h) per process,
@@ -149,6 +174,24 @@ slopes=$(awk -F'\t' '
 		}
 	}' "$samples" | sort)
 
+# per table: rows and kB at the end of the load, kB at the start of the
+# second half of the run (and at least two retention periods in, when
+# removal has caught up), and the slope of bytes (kB/h) over the samples
+# between the two, the load still running
+fit_from=$(( DURATION / 2 > 2 * RETENTION ? DURATION / 2 : 2 * RETENTION ))
+table_slopes=$(awk -F'\t' -v from="$fit_from" -v to="$DURATION" '
+	$1 >= from && $1 <= to {
+		if (!($2 in kb0)) kb0[$2] = $4 / 1024;
+		rows[$2] = $3; kb[$2] = $4 / 1024;
+		n[$2]++; sx[$2] += $1; sy[$2] += $4; sxx[$2] += $1 * $1; sxy[$2] += $1 * $4 }
+	END {
+		for (k in rows) {
+			d = n[k] * sxx[k] - sx[k] * sx[k];
+			s = d > 0 ? sprintf("%.0f", (n[k] * sxy[k] - sx[k] * sy[k]) / d * 3600 / 1024) : "-";
+			printf "| %s | %d | %.0f | %.0f | %s |\n", k, rows[k], kb0[k], kb[k], s;
+		}
+	}' "$tables" | sort)
+
 cat > "$results/soak.md" <<EOF
 # Soak run ($(date -u +%Y-%m-%d))
 
@@ -165,12 +208,29 @@ $slopes
 
 ![private memory over time](soak.svg)
 
+## Tables
+
+The command log and the sagas are kept for $RETENTION s here (command_log_retention,
+saga_retention); the table below covers the samples from $fit_from s (the second half of
+the run, and at least two retention periods in, once removal has caught up with the
+load) to the end of the load.
+
+| table | rows at the end | kB at $fit_from s | kB at the end | slope (kB/h) |
+|---|---|---|---|---|
+$table_slopes
+
 Machine: $(bench_machine).
 
 ## Samples (s, process, pid, private kB, context bytes)
 
 \`\`\`
 $(cat "$samples")
+\`\`\`
+
+## Table samples (s, table, rows, bytes)
+
+\`\`\`
+$(cat "$tables")
 \`\`\`
 EOF
 
