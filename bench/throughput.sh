@@ -26,6 +26,14 @@
 #             UPDATE ... FROM (VALUES ...) transactions (commands or rows
 #             per second, 1 and 4 clients; each client works on keys of its
 #             own, so that none waits for another's row locks)
+#   logged    the extension at 16 clients with a command_id on every
+#             command (each is looked up in and written to the command log,
+#             and its entity's log is capped): once with the default
+#             retention, when nothing expires during the run, and once with
+#             command_log_retention = 5s, when the saga worker deletes
+#             expired entries as fast as they come; then 16 clients on 10
+#             entities, where the per-entity cap deletes an entry for every
+#             command.  Reports the log's rows after each run.
 #   reads     primary-key SELECT, dc_get_state, the get_state command
 #   cold      ext and alt over $COLD_ENTITIES (default 1,000,000) entities
 #
@@ -103,6 +111,14 @@ script alt_hot10 10 "$alt_query"
 script ext_hot1 1 "$ext_query"
 script alt_hot1 1 "$alt_query"
 script tell "$ENTITIES" "SELECT dc_tell('m', 'u' || :k, 'add_balance', '{\"amount\": \"1.00\"}');"
+# a command_id unique to the client and a random 62-bit number
+logged_query()
+{
+	printf '\\set r random(1, 4611686018427387904)\n\\set k random(1, %s)\n%s\n' "$1" \
+		"SELECT dc_send_command('m', 'u' || :k, 'add_balance', ('{\"amount\": \"1.00\", \"command_id\": \"c' || :client_id || '-' || :r || '\"}')::jsonb);"
+}
+logged_query "$ENTITIES" > "$DIR/logged.sql"
+logged_query 10 > "$DIR/logged_hot10.sql"
 script pk "$ENTITIES" "SELECT state FROM bench_state WHERE mall_id = 'm' AND user_id = 'u' || :k;"
 script get "$ENTITIES" "SELECT dc_get_state('m', 'u' || :k);"
 script get_cmd "$ENTITIES" "SELECT dc_send_command('m', 'u' || :k, 'get_state');"
@@ -122,7 +138,7 @@ printf '%s\n' "SELECT 1 / (count(*) - count(sqlstate))::int / (count(*) = 100)::
                                      1 + :client_id + 4 * floor(random() * ($ENTITIES / 4))::int), ', ') || ']')::jsonb
       FROM generate_series(1, 100)));" > "$DIR/bulk.sql"
 
-declare -A tps lat p99 applied
+declare -A tps lat p99 applied log_rows
 
 # pgb NAME SCRIPT CLIENTS: one pgbench run; appends its tps, average and
 # p99 latency (ms) to the samples of NAME
@@ -171,6 +187,18 @@ tell_run()
 	applied[tell]="${applied[tell]:-} $(echo "($after - $before) / ($t1 - $t0 - 0.2)" | bc -l)"
 }
 
+# logged_run NAME SCRIPT RETENTION: a logged-commands run with
+# command_log_retention = RETENTION; records the log's rows after it
+logged_run()
+{
+	sql "ALTER SYSTEM SET durable_cluster.command_log_retention = '$3'" >/dev/null
+	sql "SELECT pg_reload_conf()" >/dev/null
+	pgb "$1" "$2" 16
+	log_rows[$1]="${log_rows[$1]:-} $(sql "SELECT count(*) FROM durable_cluster.command_log")"
+	sql "ALTER SYSTEM RESET durable_cluster.command_log_retention" >/dev/null
+	sql "SELECT pg_reload_conf()" >/dev/null
+}
+
 # median of the samples (the mean of the middle two for an even count)
 median()
 {
@@ -216,6 +244,9 @@ for round in $(seq 1 "$ROUNDS"); do
 		pgb "ceiling_$c" ceiling "$c"
 		pgb "bulk_$c" bulk "$c"
 	done
+	logged_run ext_logged logged 1d
+	logged_run ext_logged_pruned logged 5s
+	logged_run ext_logged_hot10 logged_hot10 1d
 	pgb pk pk 16
 	pgb get get 16
 	pgb get_cmd get_cmd 16
@@ -274,6 +305,9 @@ $(line "100-row UPDATE ceiling, 1 client (transactions)" ceiling_1)
 $(line "100-row UPDATE ceiling, 4 clients (transactions)" ceiling_4)
 $(line "dc_send_commands, 100 per call, 1 client (calls)" bulk_1)
 $(line "dc_send_commands, 100 per call, 4 clients (calls)" bulk_4)
+$(line "extension with a command_id, 16 clients, retention 1 day" ext_logged)
+$(line "extension with a command_id, 16 clients, retention 5 s" ext_logged_pruned)
+$(line "extension with a command_id, 16 clients on 10 entities (cap 100)" ext_logged_hot10)
 $(line "primary-key SELECT, 16 clients" pk)
 $(line "dc_get_state, 16 clients" get)
 $(line "get_state command, 16 clients" get_cmd)
@@ -285,6 +319,13 @@ from dc_node_stats until the nodes had applied every told command).
 100-row UPDATE ceiling: $(printf '%.0f' "$(echo "$(m ceiling_1) * 100" | bc -l)") rows per second with 1 client,
 $(printf '%.0f' "$(echo "$(m ceiling_4) * 100" | bc -l)") with 4; dc_send_commands: $(printf '%.0f' "$(echo "$(m bulk_1) * 100" | bc -l)") commands
 applied per second with 1 client, $(printf '%.0f' "$(echo "$(m bulk_4) * 100" | bc -l)") with 4.
+
+Commands with a \`command_id\` (issue 18): $(ratio "$(m ext_logged)" "$(m ext_16)")× the throughput of
+commands without one at 16 clients; with the log pruned by age as fast as it fills
+(retention 5 s) $(ratio "$(m ext_logged_pruned)" "$(m ext_16)")×, and the log held $(printf '%.0f' "$(median "${log_rows[ext_logged_pruned]}")")
+rows at the end of that run ($(printf '%.0f' "$(echo "$(m ext_logged_pruned) * 5" | bc -l)") commands come in 5 s); on 10 hot entities, where
+the per-entity cap deletes an entry for every command logged,
+$(ratio "$(m ext_logged_hot10)" "$(m ext_hot10)")× the hot case without ids.
 
 | target (issue 13) | measured | wanted | verdict |
 |---|---|---|---|
