@@ -92,41 +92,6 @@ array_argument(FunctionCallInfo fcinfo, int argno, Oid type, int n, Datum **valu
 	return count;
 }
 
-/*
- * Keep no more than durable_cluster.command_log_per_entity entries of an
- * entity in the command log: its newest ones (seq orders them).  Run for
- * every entity a batch logged a reply for, after its entries went in, so
- * that the cap holds after every batch, whatever commands run at once.
- * The inner scan walks back over at most the cap's entries of the entity
- * (command_log_entity_seq); the delete then finds the ones past it,
- * usually one.  The plan is kept for the life of the backend, a node's
- * store session.
- */
-static void
-cap_command_log(Datum mall_id, Datum user_id)
-{
-	static SPIPlanPtr plan = NULL;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
-	{
-		plan = SPI_prepare("DELETE FROM durable_cluster.command_log "
-						   " WHERE mall_id = $1 AND user_id = $2 AND seq <= "
-						   "       (SELECT seq FROM durable_cluster.command_log "
-						   "         WHERE mall_id = $1 AND user_id = $2 "
-						   "         ORDER BY seq DESC OFFSET $3 LIMIT 1)",
-						   3, (Oid[]) {TEXTOID, TEXTOID, INT4OID});
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the command log's cap: %s",
-				 SPI_result_code_string(SPI_result));
-	}
-	if (SPI_execute_plan(plan, (Datum[]) {mall_id, user_id, Int32GetDatum(dc_command_log_per_entity)},
-						 NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not cap durable_cluster.command_log");
-	SPI_finish();
-}
-
 static RangeTblEntry *
 range_table_entry(Relation rel)
 {
@@ -309,6 +274,8 @@ typedef struct BatchArgs
 	Datum	   *replies;
 	Datum	   *requests;
 	int			nlogs;
+	Datum		log_mall_id_array;	/* the same ids, as the arrays passed */
+	Datum		log_user_id_array;
 	Datum		saga_records;	/* the transfer steps, as arrays */
 	Datum		saga_steps;
 	int			nsagas;
@@ -336,45 +303,56 @@ batch_arguments(FunctionCallInfo fcinfo, BatchArgs *b)
 	array_argument(fcinfo, 13, JSONBOID, b->nlogs, &b->requests);
 	b->nsagas = array_argument(fcinfo, 14, JSONBOID, -1, &unused);
 	array_argument(fcinfo, 15, TEXTOID, b->nsagas, &unused);
+	b->log_mall_id_array = PG_GETARG_DATUM(9);
+	b->log_user_id_array = PG_GETARG_DATUM(10);
 	b->saga_records = PG_GETARG_DATUM(14);
 	b->saga_steps = PG_GETARG_DATUM(15);
 }
 
-/* A logged entity of a batch, to find each one once. */
-typedef struct LoggedEntity
-{
-	char	   *mall_id;
-	char	   *user_id;
-	int			index;			/* into the batch's log_ arrays */
-} LoggedEntity;
-
-static int
-compare_logged_entities(const void *a, const void *b)
-{
-	const LoggedEntity *x = a;
-	const LoggedEntity *y = b;
-	int			cmp = strcmp(x->mall_id, y->mall_id);
-
-	return cmp != 0 ? cmp : strcmp(x->user_id, y->user_id);
-}
-
-/* Cap the log of each entity the batch logged replies for, once each. */
+/*
+ * Keep no more than durable_cluster.command_log_per_entity entries of each
+ * entity the batch logged a reply for: its newest ones (seq orders them).
+ * Run after the batch's entries went in, so that the cap holds after every
+ * batch, whatever commands run at once.  One statement for the batch: per
+ * distinct entity, the lateral scan walks back over at most the cap's
+ * entries (command_log_entity_seq) to the newest one past it, and the
+ * delete then finds the ones up to that, usually one, through the same
+ * index.  OFFSET 0 keeps those horizons a subquery of their own, found
+ * before the delete scans: otherwise the planner may join every entry of
+ * an entity to a horizon computed again for each.  The plan is kept for
+ * the life of the backend, a node's store session.
+ */
 static void
-cap_logged_entities(const BatchArgs *b)
+cap_command_log(const BatchArgs *b)
 {
-	LoggedEntity *logged = palloc(sizeof(LoggedEntity) * b->nlogs);
+	static SPIPlanPtr plan = NULL;
+	Datum		values[3];
 
-	for (int i = 0; i < b->nlogs; i++)
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
 	{
-		logged[i].mall_id = TextDatumGetCString(b->log_mall_ids[i]);
-		logged[i].user_id = TextDatumGetCString(b->log_user_ids[i]);
-		logged[i].index = i;
+		plan = SPI_prepare("DELETE FROM durable_cluster.command_log c"
+						   "  USING (SELECT e.m, e.u, past.seq"
+						   "           FROM (SELECT DISTINCT m, u FROM unnest($1, $2) AS e (m, u)) e"
+						   "          CROSS JOIN LATERAL"
+						   "                (SELECT seq FROM durable_cluster.command_log l"
+						   "                  WHERE l.mall_id = e.m AND l.user_id = e.u"
+						   "                  ORDER BY seq DESC OFFSET $3 LIMIT 1) past"
+						   "         OFFSET 0) horizon"
+						   " WHERE c.mall_id = horizon.m AND c.user_id = horizon.u"
+						   "   AND c.seq <= horizon.seq",
+						   3, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, INT4OID});
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the command log's cap: %s",
+				 SPI_result_code_string(SPI_result));
 	}
-	qsort(logged, b->nlogs, sizeof(LoggedEntity), compare_logged_entities);
-	for (int k = 0; k < b->nlogs; k++)
-		if (k == 0 || compare_logged_entities(&logged[k - 1], &logged[k]) != 0)
-			cap_command_log(b->log_mall_ids[logged[k].index], b->log_user_ids[logged[k].index]);
-	pfree(logged);
+	values[0] = b->log_mall_id_array;
+	values[1] = b->log_user_id_array;
+	values[2] = Int32GetDatum(dc_command_log_per_entity);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not cap durable_cluster.command_log");
+	SPI_finish();
 }
 
 /*
@@ -523,7 +501,7 @@ write_rows(const BatchArgs *b)
 		table_close(log_rel, NoLock);
 
 	if (b->nlogs > 0)
-		cap_logged_entities(b);
+		cap_command_log(b);
 	if (b->nsagas > 0)
 		record_saga_steps(b->saga_records, b->saga_steps);
 }
