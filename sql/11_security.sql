@@ -25,7 +25,7 @@ SELECT p.oid::regprocedure AS unpinned
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'durable_cluster')
    AND d.deptype = 'e' AND l.lanname <> 'c'
    AND NOT coalesce(p.proconfig, '{}') @> '{"search_path=pg_catalog, pg_temp"}'
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- ---- nothing that changes state or reads entities is PUBLIC's ----
 -- (what is: the shard functions, and dc_version(), which shows versions)
@@ -35,7 +35,7 @@ SELECT p.oid::regprocedure AS executable_by_public
    AND d.deptype = 'e'
    AND (p.proacl IS NULL
         OR EXISTS (SELECT FROM aclexplode(p.proacl) a WHERE a.grantee = 0))
- ORDER BY 1::text;
+ ORDER BY p.oid::regprocedure::text COLLATE "C";
 
 -- ---- no session of the cluster runs as a superuser ----
 SELECT rolsuper, rolcanlogin FROM pg_roles WHERE rolname = 'dc_cluster';
