@@ -26,6 +26,42 @@ REVOKE ALL ON FUNCTION dc_send_commands(jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION dc_send_commands(jsonb) TO dc_client;
 
 /*
+ * A node's batch as one value, for durable_cluster.write_batch()
+ * (store_batch.c): the fence of its shards at the epochs the node holds,
+ * the entities it writes (old_revision 0: a new row), the command log
+ * entries it adds and the transfer steps it applied.  The node sends it in
+ * binary form, so the documents in it are read by their lengths.
+ */
+CREATE TYPE durable_cluster.batch_shard AS (shard_id integer, epoch bigint);
+CREATE TYPE durable_cluster.batch_entity AS (mall_id text, user_id text, shard_id integer,
+                                             state jsonb, revision bigint, old_revision bigint);
+CREATE TYPE durable_cluster.batch_log_entry AS (mall_id text, user_id text, command_id text,
+                                                reply jsonb, request jsonb);
+CREATE TYPE durable_cluster.batch_saga_step AS (record jsonb, step text);
+CREATE TYPE durable_cluster.batch AS (node_name text,
+                                      fence durable_cluster.batch_shard[],
+                                      entities durable_cluster.batch_entity[],
+                                      log durable_cluster.batch_log_entry[],
+                                      saga_steps durable_cluster.batch_saga_step[]);
+
+-- NULL when written, else the shards found fenced (then nothing was written)
+CREATE FUNCTION durable_cluster.write_batch(batch durable_cluster.batch) RETURNS integer[]
+AS 'MODULE_PATHNAME', 'dc_write_batch_0_2' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION durable_cluster.write_batch(durable_cluster.batch) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION durable_cluster.write_batch(durable_cluster.batch) TO dc_cluster;
+
+/*
+ * 0.1's write_batch, sixteen arrays, stays: 0.1 nodes on servers not yet
+ * restarted keep writing through it after this update (they do not check
+ * the store's version).  The update to the next version drops it.
+ */
+COMMENT ON FUNCTION durable_cluster.write_batch(text, integer[], bigint[], text[], text[],
+                                               integer[], jsonb[], bigint[], bigint[],
+                                               text[], text[], text[], jsonb[], jsonb[],
+                                               jsonb[], text[]) IS
+    'the batch of a node of release 0.1; kept for a rolling upgrade from 0.1';
+
+/*
  * Which versions this server runs: the library it loaded and the
  * extension's SQL objects in this database.  Nodes serve only when the two
  * agree; during a rolling upgrade, ask every server.

@@ -60,6 +60,9 @@ static int	n_prepared = 0;
 static char *store_conninfo = NULL;
 static char *store_application_name = NULL;
 
+/* the store's extension, as the tick last found it (dc_store_extension) */
+static Oid	store_extension = InvalidOid;
+
 /* LISTEN durable_cluster was sent on store_conn */
 static bool listening = false;
 
@@ -696,6 +699,14 @@ dc_store_extension(char **version)
 		*version = pstrdup(PQgetvalue(res, 0, 1));
 	}
 	PQclear(res);
+
+	/*
+	 * Statements prepared for the extension that went away keep the types
+	 * of their parameters, which may be its own (a batch's): start afresh.
+	 */
+	if (OidIsValid(store_extension) && oid != store_extension)
+		store_disconnect();
+	store_extension = oid;
 	return oid;
 }
 
@@ -896,150 +907,188 @@ dc_store_refresh_map(Oid extension)
 }
 
 /*
- * The parameters of a batch statement.  Its arrays go in binary form, as
- * array_recv() reads them: the store then reads each element by its
- * length instead of scanning (and the node escaping) every byte of the
- * entities' documents, which cost the store a sixth of its time in text
- * form.
+ * The parameters of a batch statement.  Its arrays and records go in
+ * binary form, as array_recv() and record_recv() read them: the store then
+ * reads each value by its length instead of scanning (and the node
+ * escaping) every byte of the entities' documents, which cost the store a
+ * sixth of its time in text form.
  */
-#define MAX_BATCH_PARAMS	16
+#define MAX_BATCH_PARAMS	5
 
 typedef struct BatchParams
 {
 	int			n;
-	const char *values[MAX_BATCH_PARAMS];
-	int			lengths[MAX_BATCH_PARAMS];
-	int			formats[MAX_BATCH_PARAMS];
+	StringInfoData values[MAX_BATCH_PARAMS];	/* text with its NUL, or binary */
+	bool		binary[MAX_BATCH_PARAMS];
 } BatchParams;
 
-/* An array parameter being built: a header, then each element's length and bytes. */
-typedef struct ArrayParam
+/* The next parameter, to be written into the buffer returned. */
+static StringInfo
+param_next(BatchParams *p, bool binary)
 {
-	StringInfoData buf;
-	int			n;
-} ArrayParam;
+	StringInfo	buf = &p->values[p->n];
 
-#define ARRAY_HEADER_BYTES	20	/* ndim, flags, element type, length, lower bound */
-
-static void
-param_text(BatchParams *p, const char *value)
-{
-	p->values[p->n] = value;
-	p->lengths[p->n] = 0;
-	p->formats[p->n++] = 0;
-}
-
-static void
-array_begin(ArrayParam *a)
-{
-	initStringInfo(&a->buf);
-	appendStringInfoSpaces(&a->buf, ARRAY_HEADER_BYTES);
-	a->n = 0;
-}
-
-/* Start an element of len bytes (-1: patched by element_end). */
-static int
-element_begin(ArrayParam *a, int len)
-{
-	uint32		nlen = pg_hton32(len);
-	int			at = a->buf.len;
-
-	appendBinaryStringInfo(&a->buf, (char *) &nlen, sizeof(nlen));
-	a->n++;
-	return at;
-}
-
-static void
-element_end(ArrayParam *a, int at)
-{
-	uint32		nlen = pg_hton32(a->buf.len - at - sizeof(uint32));
-
-	memcpy(a->buf.data + at, &nlen, sizeof(nlen));
-}
-
-static void
-array_text(ArrayParam *a, const char *value)
-{
-	int			len = strlen(value);
-
-	element_begin(a, len);
-	appendBinaryStringInfo(&a->buf, value, len);
-}
-
-static void
-array_int4(ArrayParam *a, int32 value)
-{
-	uint32		v = pg_hton32((uint32) value);
-
-	element_begin(a, sizeof(v));
-	appendBinaryStringInfo(&a->buf, (char *) &v, sizeof(v));
-}
-
-static void
-array_int8(ArrayParam *a, int64 value)
-{
-	uint64		v = pg_hton64((uint64) value);
-
-	element_begin(a, sizeof(v));
-	appendBinaryStringInfo(&a->buf, (char *) &v, sizeof(v));
-}
-
-/* jsonb_recv's form: a version byte, then the document as text */
-static void
-array_jsonb(ArrayParam *a, Jsonb *doc)
-{
-	int			at = element_begin(a, -1);
-
-	appendStringInfoChar(&a->buf, 1);
-	(void) JsonbToCString(&a->buf, &doc->root, VARSIZE(doc));
-	element_end(a, at);
-}
-
-/* The array is complete: it is the next parameter. */
-static void
-param_array(BatchParams *p, ArrayParam *a, Oid element_type)
-{
-	uint32		header[5];
-
-	header[0] = pg_hton32(1);
-	header[1] = 0;				/* no NULLs */
-	header[2] = pg_hton32(element_type);
-	header[3] = pg_hton32(a->n);
-	header[4] = pg_hton32(1);
-	memcpy(a->buf.data, header, ARRAY_HEADER_BYTES);
-	p->values[p->n] = a->buf.data;
-	p->lengths[p->n] = a->buf.len;
-	p->formats[p->n++] = 1;
-}
-
-/* Three array parameters: the mall_ids, user_ids and command_ids of log entries. */
-static void
-param_log_keys(BatchParams *p, const DcCommandLog *entries, int n)
-{
-	ArrayParam	mall_ids,
-				user_ids,
-				command_ids;
-
-	array_begin(&mall_ids);
-	array_begin(&user_ids);
-	array_begin(&command_ids);
-	for (int i = 0; i < n; i++)
-	{
-		array_text(&mall_ids, entries[i].mall_id);
-		array_text(&user_ids, entries[i].user_id);
-		array_text(&command_ids, entries[i].command_id);
-	}
-	param_array(p, &mall_ids, TEXTOID);
-	param_array(p, &user_ids, TEXTOID);
-	param_array(p, &command_ids, TEXTOID);
+	Assert(p->n < MAX_BATCH_PARAMS);
+	initStringInfo(buf);
+	p->binary[p->n++] = binary;
+	return buf;
 }
 
 /* A batch statement, carrying the heartbeat. */
 static PGresult *
 exec_batch(const char *sql, const BatchParams *p)
 {
-	Assert(p->n <= MAX_BATCH_PARAMS);
-	return run(sql, p->n, p->values, p->lengths, p->formats, dc_failure_timeout_ms, true);
+	const char *values[MAX_BATCH_PARAMS];
+	int			lengths[MAX_BATCH_PARAMS];
+	int			formats[MAX_BATCH_PARAMS];
+
+	for (int i = 0; i < p->n; i++)
+	{
+		values[i] = p->values[i].data;
+		lengths[i] = p->values[i].len;
+		formats[i] = p->binary[i] ? 1 : 0;
+	}
+	return run(sql, p->n, values, lengths, formats, dc_failure_timeout_ms, true);
+}
+
+/* ---- values in binary form ---- */
+
+static void
+put_uint32(StringInfo buf, uint32 value)
+{
+	uint32		n = pg_hton32(value);
+
+	appendBinaryStringInfo(buf, (char *) &n, sizeof(n));
+}
+
+/* The length word of a value, patched by end_value once it is written. */
+static int
+begin_value(StringInfo buf)
+{
+	int			at = buf->len;
+
+	put_uint32(buf, 0);
+	return at;
+}
+
+static void
+end_value(StringInfo buf, int at)
+{
+	uint32		len = pg_hton32(buf->len - at - sizeof(uint32));
+
+	memcpy(buf->data + at, &len, sizeof(len));
+}
+
+static void
+value_text(StringInfo buf, const char *value)
+{
+	int			len = strlen(value);
+
+	put_uint32(buf, len);
+	appendBinaryStringInfo(buf, value, len);
+}
+
+static void
+value_int4(StringInfo buf, int32 value)
+{
+	put_uint32(buf, sizeof(value));
+	put_uint32(buf, (uint32) value);
+}
+
+static void
+value_int8(StringInfo buf, int64 value)
+{
+	uint64		v = pg_hton64((uint64) value);
+
+	put_uint32(buf, sizeof(v));
+	appendBinaryStringInfo(buf, (char *) &v, sizeof(v));
+}
+
+/* jsonb_recv's form: a version byte, then the document as text */
+static void
+value_jsonb(StringInfo buf, Jsonb *doc)
+{
+	int			at = begin_value(buf);
+
+	appendStringInfoChar(buf, 1);
+	(void) JsonbToCString(buf, &doc->root, VARSIZE(doc));
+	end_value(buf, at);
+}
+
+/* An array of n values of type, none NULL: they follow, each as a value. */
+static void
+array_header(StringInfo buf, Oid type, int n)
+{
+	put_uint32(buf, 1);			/* dimensions */
+	put_uint32(buf, 0);			/* no NULLs */
+	put_uint32(buf, type);
+	put_uint32(buf, n);
+	put_uint32(buf, 1);			/* lower bound */
+}
+
+/*
+ * A record is the number of its fields, then each field: its type and its
+ * value.  Array fields and array elements that are records are values
+ * too, framed by begin_value and end_value.
+ */
+#define field_type(buf, type)	put_uint32(buf, type)
+
+/*
+ * The oids of the types of write_batch's parameter, which its binary form
+ * names: the extension's own, so looked up in the store, again whenever
+ * the extension there is another one (dropped and created again).
+ */
+typedef struct BatchTypes
+{
+	Oid			extension;		/* the extension they belong to */
+	Oid			shard,			/* durable_cluster.batch_shard */
+				shard_array,
+				entity,			/* durable_cluster.batch_entity */
+				entity_array,
+				log_entry,		/* durable_cluster.batch_log_entry */
+				log_entry_array,
+				saga_step,		/* durable_cluster.batch_saga_step */
+				saga_step_array;
+} BatchTypes;
+
+static BatchTypes batch_types = {InvalidOid};
+
+static const BatchTypes *
+lookup_batch_types(void)
+{
+	PGresult   *res;
+	Oid			oids[8];
+
+	if (OidIsValid(batch_types.extension) && batch_types.extension == store_extension)
+		return &batch_types;
+	res = exec("SELECT t.oid, t.typarray"
+			   "  FROM unnest(ARRAY['durable_cluster.batch_shard', 'durable_cluster.batch_entity',"
+			   "                    'durable_cluster.batch_log_entry',"
+			   "                    'durable_cluster.batch_saga_step']::pg_catalog.regtype[])"
+			   "       WITH ORDINALITY AS u(type, ord)"
+			   "  JOIN pg_catalog.pg_type t ON t.oid = u.type"
+			   " ORDER BY u.ord", 0, NULL);
+	if (PQntuples(res) != 4)
+	{
+		PQclear(res);
+		elog(ERROR, "durable_cluster: the store lacks the types of a batch");
+	}
+	for (int r = 0; r < 4; r++)
+	{
+		oids[2 * r] = (Oid) strtoul(PQgetvalue(res, r, 0), NULL, 10);
+		oids[2 * r + 1] = (Oid) strtoul(PQgetvalue(res, r, 1), NULL, 10);
+	}
+	PQclear(res);
+	batch_types.shard = oids[0];
+	batch_types.shard_array = oids[1];
+	batch_types.entity = oids[2];
+	batch_types.entity_array = oids[3];
+	batch_types.log_entry = oids[4];
+	batch_types.log_entry_array = oids[5];
+	batch_types.saga_step = oids[6];
+	batch_types.saga_step_array = oids[7];
+	batch_types.extension = store_extension;
+	return &batch_types;
 }
 
 /* ---- a batch's explicit transaction, for registered commands ---- */
@@ -1145,9 +1194,7 @@ dc_store_run_command(const DcCommand *cmd, Jsonb *state, int *sqlstate, char **m
  * and checks the fence of its shards and writes its entities, in the
  * store's backend, in the transaction of this one statement.
  */
-static const char write_batch_sql[] =
-"SELECT durable_cluster.write_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-"                                   $14, $15, $16)";
+static const char write_batch_sql[] = "SELECT durable_cluster.write_batch($1)";
 
 /*
  * A batch that only reads: the node's cached state is current if the store
@@ -1156,96 +1203,139 @@ static const char write_batch_sql[] =
  * lock, no WAL to flush) for it.
  */
 static const char check_fence_sql[] =
-"SELECT array_agg(f.shard ORDER BY f.shard)"
-"  FROM unnest($2::integer[], $3::bigint[]) AS f(shard, epoch)"
+"SELECT array_agg(f.shard_id ORDER BY f.shard_id)"
+"  FROM unnest($2::durable_cluster.batch_shard[]) AS f"
 " WHERE NOT EXISTS (SELECT FROM durable_cluster.shards s"
-"                    WHERE s.shard_id = f.shard AND s.node = $1 AND s.epoch = f.epoch)";
+"                    WHERE s.shard_id = f.shard_id AND s.node = $1 AND s.epoch = f.epoch)";
+
+/* The fence of a batch, as a durable_cluster.batch_shard[]. */
+static void
+fence_array(StringInfo buf, const BatchTypes *types, const DcBatchWrite *batch)
+{
+	array_header(buf, types->shard, batch->nshards);
+	for (int i = 0; i < batch->nshards; i++)
+	{
+		int			row = begin_value(buf);
+
+		put_uint32(buf, 2);
+		field_type(buf, INT4OID);
+		value_int4(buf, batch->shards[i]);
+		field_type(buf, INT8OID);
+		value_int8(buf, batch->epochs[i]);
+		end_value(buf, row);
+	}
+}
+
+/*
+ * A batch as one durable_cluster.batch (see its type): node_name, fence,
+ * entities, log, saga_steps.
+ */
+static void
+batch_record(StringInfo buf, const BatchTypes *types, const char *name,
+			 const DcBatchWrite *batch)
+{
+	int			at;
+
+	put_uint32(buf, 5);
+	field_type(buf, TEXTOID);
+	value_text(buf, name);
+
+	field_type(buf, types->shard_array);
+	at = begin_value(buf);
+	fence_array(buf, types, batch);
+	end_value(buf, at);
+
+	field_type(buf, types->entity_array);
+	at = begin_value(buf);
+	array_header(buf, types->entity, batch->nwrites);
+	for (int i = 0; i < batch->nwrites; i++)
+	{
+		const DcEntityWrite *w = &batch->writes[i];
+		int			row = begin_value(buf);
+
+		put_uint32(buf, 6);
+		field_type(buf, TEXTOID);
+		value_text(buf, w->mall_id);
+		field_type(buf, TEXTOID);
+		value_text(buf, w->user_id);
+		field_type(buf, INT4OID);
+		value_int4(buf, w->shard);
+		field_type(buf, JSONBOID);
+		value_jsonb(buf, w->state_doc);
+		field_type(buf, INT8OID);
+		value_int8(buf, w->revision);
+		field_type(buf, INT8OID);
+		value_int8(buf, w->old_revision);
+		end_value(buf, row);
+	}
+	end_value(buf, at);
+
+	field_type(buf, types->log_entry_array);
+	at = begin_value(buf);
+	array_header(buf, types->log_entry, batch->nlogs);
+	for (int i = 0; i < batch->nlogs; i++)
+	{
+		const DcCommandLog *l = &batch->logs[i];
+		int			row = begin_value(buf);
+
+		put_uint32(buf, 5);
+		field_type(buf, TEXTOID);
+		value_text(buf, l->mall_id);
+		field_type(buf, TEXTOID);
+		value_text(buf, l->user_id);
+		field_type(buf, TEXTOID);
+		value_text(buf, l->command_id);
+		field_type(buf, JSONBOID);
+		value_jsonb(buf, l->reply);
+		field_type(buf, JSONBOID);
+		value_jsonb(buf, l->request);
+		end_value(buf, row);
+	}
+	end_value(buf, at);
+
+	field_type(buf, types->saga_step_array);
+	at = begin_value(buf);
+	array_header(buf, types->saga_step, batch->nsagas);
+	for (int i = 0; i < batch->nsagas; i++)
+	{
+		int			row = begin_value(buf);
+
+		put_uint32(buf, 2);
+		field_type(buf, JSONBOID);
+		value_jsonb(buf, batch->sagas[i].record);
+		field_type(buf, TEXTOID);
+		value_text(buf, batch->sagas[i].step);
+		end_value(buf, row);
+	}
+	end_value(buf, at);
+}
 
 /*
  * Store a batch: check the fence of its shards, write its entities, log
  * the replies of its commands sent with a command_id and record the
- * transfer steps it applied, in one statement.  Returns the number of shards found fenced, listed in
- * fenced[]; if there are any, nothing was written.
+ * transfer steps it applied, in one statement.  Returns the number of
+ * shards found fenced, listed in fenced[]; if there are any, nothing was
+ * written.
  */
 int
 dc_store_write_batch(const char *name, const DcBatchWrite *batch, int *fenced)
 {
+	const BatchTypes *types = lookup_batch_types();
 	BatchParams params = {0};
-	ArrayParam	shard_ids,
-				shard_epochs;
 	char	   *result;
 	char	   *p;
 	int			nfenced = 0;
 
-	param_text(&params, name);
-	array_begin(&shard_ids);
-	array_begin(&shard_epochs);
-	for (int i = 0; i < batch->nshards; i++)
-	{
-		array_int4(&shard_ids, batch->shards[i]);
-		array_int8(&shard_epochs, batch->epochs[i]);
-	}
-	param_array(&params, &shard_ids, INT4OID);
-	param_array(&params, &shard_epochs, INT8OID);
-
 	/* in a batch's transaction, registered commands may have written: lock */
 	if (batch->nwrites == 0 && batch->nlogs == 0 && batch->nsagas == 0 && !in_transaction)
+	{
+		appendStringInfoString(param_next(&params, false), name);
+		fence_array(param_next(&params, true), types, batch);
 		result = first_value(exec_batch(check_fence_sql, &params));
+	}
 	else
 	{
-		ArrayParam	mall_ids,
-					user_ids,
-					entity_shards,
-					states,
-					revisions,
-					old_revisions,
-					replies,
-					requests,
-					saga_records,
-					saga_steps;
-
-		array_begin(&mall_ids);
-		array_begin(&user_ids);
-		array_begin(&entity_shards);
-		array_begin(&states);
-		array_begin(&revisions);
-		array_begin(&old_revisions);
-		for (int i = 0; i < batch->nwrites; i++)
-		{
-			array_text(&mall_ids, batch->writes[i].mall_id);
-			array_text(&user_ids, batch->writes[i].user_id);
-			array_int4(&entity_shards, batch->writes[i].shard);
-			array_jsonb(&states, batch->writes[i].state_doc);
-			array_int8(&revisions, batch->writes[i].revision);
-			array_int8(&old_revisions, batch->writes[i].old_revision);
-		}
-		param_array(&params, &mall_ids, TEXTOID);
-		param_array(&params, &user_ids, TEXTOID);
-		param_array(&params, &entity_shards, INT4OID);
-		param_array(&params, &states, JSONBOID);
-		param_array(&params, &revisions, INT8OID);
-		param_array(&params, &old_revisions, INT8OID);
-
-		param_log_keys(&params, batch->logs, batch->nlogs);
-		array_begin(&replies);
-		array_begin(&requests);
-		for (int i = 0; i < batch->nlogs; i++)
-		{
-			array_jsonb(&replies, batch->logs[i].reply);
-			array_jsonb(&requests, batch->logs[i].request);
-		}
-		param_array(&params, &replies, JSONBOID);
-		param_array(&params, &requests, JSONBOID);
-
-		array_begin(&saga_records);
-		array_begin(&saga_steps);
-		for (int i = 0; i < batch->nsagas; i++)
-		{
-			array_jsonb(&saga_records, batch->sagas[i].record);
-			array_text(&saga_steps, batch->sagas[i].step);
-		}
-		param_array(&params, &saga_records, JSONBOID);
-		param_array(&params, &saga_steps, TEXTOID);
+		batch_record(param_next(&params, true), types, name, batch);
 		result = first_value(exec_batch(write_batch_sql, &params));
 	}
 
@@ -1269,23 +1359,31 @@ void
 dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int nlookups)
 {
 	BatchParams params = {0};
-	ArrayParam	mall_ids,
-				user_ids;
+	StringInfo	mall_ids = param_next(&params, true);
+	StringInfo	user_ids = param_next(&params, true);
+	StringInfo	log_mall_ids = param_next(&params, true);
+	StringInfo	log_user_ids = param_next(&params, true);
+	StringInfo	command_ids = param_next(&params, true);
 	PGresult   *res;
 
-	array_begin(&mall_ids);
-	array_begin(&user_ids);
+	array_header(mall_ids, TEXTOID, nloads);
+	array_header(user_ids, TEXTOID, nloads);
 	for (int i = 0; i < nloads; i++)
 	{
-		array_text(&mall_ids, loads[i].mall_id);
-		array_text(&user_ids, loads[i].user_id);
+		value_text(mall_ids, loads[i].mall_id);
+		value_text(user_ids, loads[i].user_id);
 		dc_entity_init(&loads[i].state);
 	}
-	param_array(&params, &mall_ids, TEXTOID);
-	param_array(&params, &user_ids, TEXTOID);
-	param_log_keys(&params, lookups, nlookups);
+	array_header(log_mall_ids, TEXTOID, nlookups);
+	array_header(log_user_ids, TEXTOID, nlookups);
+	array_header(command_ids, TEXTOID, nlookups);
 	for (int i = 0; i < nlookups; i++)
+	{
+		value_text(log_mall_ids, lookups[i].mall_id);
+		value_text(log_user_ids, lookups[i].user_id);
+		value_text(command_ids, lookups[i].command_id);
 		lookups[i].reply = lookups[i].request = NULL;
+	}
 
 	res = exec_batch("SELECT what, ord, doc, revision, request "
 					 "  FROM durable_cluster.load_batch($1, $2, $3, $4, $5)", &params);

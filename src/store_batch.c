@@ -17,6 +17,13 @@
  * and the logged replies of the commands it got with a command_id, in one
  * round trip.
  *
+ * write_batch takes the batch as one durable_cluster.batch: its fence, and
+ * its entities, command log entries and transfer steps, each part an array
+ * of rows of a type of its own.  The rows are read into BatchArgs, from
+ * which the batch is fenced and written.  Release 0.1 passed the same
+ * parts as sixteen parallel arrays; that form is read into BatchArgs too,
+ * for the 0.1 nodes that still write during a rolling upgrade.
+ *
  * Fencing (write_batch): each shard of the batch is looked up through its
  * primary key and locked FOR SHARE (RelationFindReplTupleByIndex waits for
  * a change of owner in flight and returns the row as it is after it);
@@ -53,6 +60,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 
 #include "entity.h"
 #include "pg_compat.h"
@@ -60,6 +68,7 @@
 #include "state_table.h"
 
 PG_FUNCTION_INFO_V1(dc_load_batch);
+PG_FUNCTION_INFO_V1(dc_write_batch_0_2);
 PG_FUNCTION_INFO_V1(dc_write_batch);
 
 /*
@@ -118,11 +127,50 @@ result_relation(EState *estate, Relation rel, Index rti)
 }
 
 /*
- * Lock every shard row of the batch FOR SHARE and return those that do not
- * name node_name at the given epoch.
+ * A batch, checked: its parts as rows of their fields, row i of a part
+ * being part[i * natts] ... part[i * natts + natts - 1], in the order the
+ * types durable_cluster.batch_* declare them.
+ */
+typedef struct BatchArgs
+{
+	text	   *node_name;
+	Datum	   *fence;			/* the shards, at the epochs the node holds */
+	int			nfence;
+	Datum	   *entities;		/* the entities written */
+	int			nentities;
+	Datum	   *log;			/* the command log entries added */
+	int			nlogs;
+	Datum	   *saga_steps;		/* the transfer steps applied */
+	int			nsagas;
+} BatchArgs;
+
+enum
+{
+	FENCE_SHARD_ID, FENCE_EPOCH, FENCE_NATTS
+};
+enum
+{
+	WRITE_MALL_ID, WRITE_USER_ID, WRITE_SHARD_ID, WRITE_STATE, WRITE_REVISION,
+	WRITE_OLD_REVISION, WRITE_NATTS
+};
+enum
+{
+	ENTRY_MALL_ID, ENTRY_USER_ID, ENTRY_COMMAND_ID, ENTRY_REPLY, ENTRY_REQUEST, ENTRY_NATTS
+};
+enum
+{
+	STEP_RECORD, STEP_STEP, STEP_NATTS
+};
+
+/* field k of row i of a part natts wide */
+#define FIELD(part, natts, i, k)	((part)[(i) * (natts) + (k)])
+
+/*
+ * Lock every shard row of the batch's fence FOR SHARE and return those
+ * that do not name its node at the epoch given.
  */
 static List *
-fence_shards(text *node_name, Datum *shards, Datum *epochs, int nshards)
+fence_shards(const BatchArgs *b)
 {
 	Oid			pkey;
 	Relation	rel = dc_open_shards(RowExclusiveLock, &pkey);
@@ -130,15 +178,16 @@ fence_shards(text *node_name, Datum *shards, Datum *epochs, int nshards)
 	TupleTableSlot *found = table_slot_create(rel, NULL);
 	List	   *fenced = NIL;
 
-	for (int i = 0; i < nshards; i++)
+	for (int i = 0; i < b->nfence; i++)
 	{
+		Datum		shard = FIELD(b->fence, FENCE_NATTS, i, FENCE_SHARD_ID);
 		bool		isnull;
 		Datum		node;
 		bool		held;
 
 		ExecClearTuple(search);
 		memset(search->tts_isnull, true, sizeof(bool) * SHARDS_NATTS);
-		search->tts_values[SHARDS_SHARD_ID - 1] = shards[i];
+		search->tts_values[SHARDS_SHARD_ID - 1] = shard;
 		search->tts_isnull[SHARDS_SHARD_ID - 1] = false;
 		ExecStoreVirtualTuple(search);
 
@@ -148,12 +197,12 @@ fence_shards(text *node_name, Datum *shards, Datum *epochs, int nshards)
 			node = slot_getattr(found, SHARDS_NODE, &isnull);
 			held = !isnull &&
 				DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, node,
-													 PointerGetDatum(node_name))) &&
+													 PointerGetDatum(b->node_name))) &&
 				DatumGetInt64(slot_getattr(found, SHARDS_EPOCH, &isnull)) ==
-				DatumGetInt64(epochs[i]);
+				DatumGetInt64(FIELD(b->fence, FENCE_NATTS, i, FENCE_EPOCH));
 		}
 		if (!held)
-			fenced = lappend_int(fenced, DatumGetInt32(shards[i]));
+			fenced = lappend_int(fenced, DatumGetInt32(shard));
 	}
 
 	ExecDropSingleTupleTableSlot(search);
@@ -251,62 +300,152 @@ dc_load_batch(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/*
- * The arguments of durable_cluster.write_batch(), checked: parallel arrays
- * per part of the batch, each part with its count.
- */
-typedef struct BatchArgs
+/* The fields of durable_cluster.batch, in its order. */
+enum
 {
-	text	   *node_name;
-	Datum	   *shards;			/* the fence: shards and the epochs held */
-	Datum	   *epochs;
-	int			nshards;
-	Datum	   *mall_ids;		/* the entities written */
-	Datum	   *user_ids;
-	Datum	   *entity_shards;
-	Datum	   *states;
-	Datum	   *revisions;
-	Datum	   *old_revisions;	/* 0: a new row */
-	int			nentities;
-	Datum	   *log_mall_ids;	/* the command log entries added */
-	Datum	   *log_user_ids;
-	Datum	   *command_ids;
-	Datum	   *replies;
-	Datum	   *requests;
-	int			nlogs;
-	Datum		log_mall_id_array;	/* the same ids, as the arrays passed */
-	Datum		log_user_id_array;
-	Datum		saga_records;	/* the transfer steps, as arrays */
-	Datum		saga_steps;
-	int			nsagas;
-} BatchArgs;
+	BATCH_NODE_NAME, BATCH_FENCE, BATCH_ENTITIES, BATCH_LOG, BATCH_SAGA_STEPS, BATCH_NATTS
+};
 
-static void
-batch_arguments(FunctionCallInfo fcinfo, BatchArgs *b)
+/*
+ * The elements of a part of a batch, an array of a composite type natts
+ * wide, as rows of their fields.  No element and no field may be NULL.
+ */
+static Datum *
+part_rows(Datum array, const char *part, int natts, int *n)
 {
-	Datum	   *unused;
+	ArrayType  *arr = DatumGetArrayTypeP(array);
+	Oid			elemtype = ARR_ELEMTYPE(arr);
+	TupleDesc	tupdesc = lookup_rowtype_tupdesc(elemtype, -1);
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	Datum	   *elems;
+	bool	   *elemnulls;
+	Datum	   *rows;
+	bool	   *nulls = palloc(sizeof(bool) * natts);
+
+	if (tupdesc->natts != natts)
+		elog(ERROR, "the %s of durable_cluster.batch have %d fields, not %d",
+			 part, tupdesc->natts, natts);
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	deconstruct_array(arr, elemtype, typlen, typbyval, typalign, &elems, &elemnulls, n);
+	rows = palloc(sizeof(Datum) * natts * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+	{
+		HeapTupleData tuple;
+
+		if (elemnulls[i])
+			ereport(ERROR,
+					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					errmsg("element %d of the %s of durable_cluster.batch is NULL", i + 1, part));
+		tuple.t_data = DatumGetHeapTupleHeader(elems[i]);
+		tuple.t_len = HeapTupleHeaderGetDatumLength(tuple.t_data);
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = InvalidOid;
+		heap_deform_tuple(&tuple, tupdesc, &FIELD(rows, natts, i, 0), nulls);
+		for (int k = 0; k < natts; k++)
+			if (nulls[k])
+				ereport(ERROR,
+						errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("field %s of element %d of the %s of durable_cluster.batch is NULL",
+							   NameStr(TupleDescAttr(tupdesc, k)->attname), i + 1, part));
+	}
+	ReleaseTupleDesc(tupdesc);
+	return rows;
+}
+
+/* The batch of durable_cluster.write_batch(durable_cluster.batch). */
+static void
+batch_from_record(FunctionCallInfo fcinfo, BatchArgs *b)
+{
+	HeapTupleHeader batch;
+	TupleDesc	tupdesc;
+	HeapTupleData tuple;
+	Datum		values[BATCH_NATTS];
+	bool		nulls[BATCH_NATTS];
 
 	dc_require_arguments(fcinfo, "durable_cluster.write_batch", -1);
+	batch = PG_GETARG_HEAPTUPLEHEADER(0);
+	tupdesc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(batch),
+									 HeapTupleHeaderGetTypMod(batch));
+	if (tupdesc->natts != BATCH_NATTS)
+		elog(ERROR, "durable_cluster.batch has %d fields, not %d", tupdesc->natts, BATCH_NATTS);
+	tuple.t_data = batch;
+	tuple.t_len = HeapTupleHeaderGetDatumLength(batch);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	heap_deform_tuple(&tuple, tupdesc, values, nulls);
+	for (int k = 0; k < BATCH_NATTS; k++)
+		if (nulls[k])
+			ereport(ERROR,
+					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					errmsg("field %s of durable_cluster.batch is NULL",
+						   NameStr(TupleDescAttr(tupdesc, k)->attname)));
+	ReleaseTupleDesc(tupdesc);
+
+	b->node_name = DatumGetTextPP(values[BATCH_NODE_NAME]);
+	b->fence = part_rows(values[BATCH_FENCE], "fence", FENCE_NATTS, &b->nfence);
+	b->entities = part_rows(values[BATCH_ENTITIES], "entities", WRITE_NATTS, &b->nentities);
+	b->log = part_rows(values[BATCH_LOG], "log", ENTRY_NATTS, &b->nlogs);
+	b->saga_steps = part_rows(values[BATCH_SAGA_STEPS], "saga_steps", STEP_NATTS, &b->nsagas);
+}
+
+/*
+ * A part of a batch of 0.1's form: natts array arguments from argno on,
+ * one per field, of the same length, as rows.
+ */
+static Datum *
+part_from_arrays(FunctionCallInfo fcinfo, int argno, const Oid *types, int natts, int *n)
+{
+	Datum	   *columns[WRITE_NATTS];
+	Datum	   *rows;
+
+	Assert(natts <= WRITE_NATTS);
+	*n = array_argument(fcinfo, argno, types[0], -1, &columns[0]);
+	for (int k = 1; k < natts; k++)
+		array_argument(fcinfo, argno + k, types[k], *n, &columns[k]);
+	rows = palloc(sizeof(Datum) * natts * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		for (int k = 0; k < natts; k++)
+			FIELD(rows, natts, i, k) = columns[k][i];
+	return rows;
+}
+
+/*
+ * The batch of 0.1's durable_cluster.write_batch(node, shards, epochs,
+ * mall_ids, user_ids, entity_shards, states, revisions, old_revisions,
+ * log_mall_ids, log_user_ids, command_ids, replies, requests,
+ * saga_records, saga_steps): the fields of each part as parallel arrays.
+ */
+static void
+batch_from_arrays(FunctionCallInfo fcinfo, BatchArgs *b)
+{
+	dc_require_arguments(fcinfo, "durable_cluster.write_batch", -1);
 	b->node_name = PG_GETARG_TEXT_PP(0);
-	b->nshards = array_argument(fcinfo, 1, INT4OID, -1, &b->shards);
-	array_argument(fcinfo, 2, INT8OID, b->nshards, &b->epochs);
-	b->nentities = array_argument(fcinfo, 3, TEXTOID, -1, &b->mall_ids);
-	array_argument(fcinfo, 4, TEXTOID, b->nentities, &b->user_ids);
-	array_argument(fcinfo, 5, INT4OID, b->nentities, &b->entity_shards);
-	array_argument(fcinfo, 6, JSONBOID, b->nentities, &b->states);
-	array_argument(fcinfo, 7, INT8OID, b->nentities, &b->revisions);
-	array_argument(fcinfo, 8, INT8OID, b->nentities, &b->old_revisions);
-	b->nlogs = array_argument(fcinfo, 9, TEXTOID, -1, &b->log_mall_ids);
-	array_argument(fcinfo, 10, TEXTOID, b->nlogs, &b->log_user_ids);
-	array_argument(fcinfo, 11, TEXTOID, b->nlogs, &b->command_ids);
-	array_argument(fcinfo, 12, JSONBOID, b->nlogs, &b->replies);
-	array_argument(fcinfo, 13, JSONBOID, b->nlogs, &b->requests);
-	b->nsagas = array_argument(fcinfo, 14, JSONBOID, -1, &unused);
-	array_argument(fcinfo, 15, TEXTOID, b->nsagas, &unused);
-	b->log_mall_id_array = PG_GETARG_DATUM(9);
-	b->log_user_id_array = PG_GETARG_DATUM(10);
-	b->saga_records = PG_GETARG_DATUM(14);
-	b->saga_steps = PG_GETARG_DATUM(15);
+	b->fence = part_from_arrays(fcinfo, 1, (Oid[]) {INT4OID, INT8OID},
+								FENCE_NATTS, &b->nfence);
+	b->entities = part_from_arrays(fcinfo, 3,
+								   (Oid[]) {TEXTOID, TEXTOID, INT4OID, JSONBOID, INT8OID, INT8OID},
+								   WRITE_NATTS, &b->nentities);
+	b->log = part_from_arrays(fcinfo, 9, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID},
+							  ENTRY_NATTS, &b->nlogs);
+	b->saga_steps = part_from_arrays(fcinfo, 14, (Oid[]) {JSONBOID, TEXTOID},
+									 STEP_NATTS, &b->nsagas);
+}
+
+/* Field k of each of the n rows of a part, as an array of type. */
+static Datum
+field_array(const Datum *part, int natts, int n, int k, Oid type)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	for (int i = 0; i < n; i++)
+		elems[i] = FIELD(part, natts, i, k);
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_array(elems, n, type, typlen, typbyval, typalign));
 }
 
 /*
@@ -347,8 +486,8 @@ cap_command_log(const BatchArgs *b)
 			elog(ERROR, "could not prepare the command log's cap: %s",
 				 SPI_result_code_string(SPI_result));
 	}
-	values[0] = b->log_mall_id_array;
-	values[1] = b->log_user_id_array;
+	values[0] = field_array(b->log, ENTRY_NATTS, b->nlogs, ENTRY_MALL_ID, TEXTOID);
+	values[1] = field_array(b->log, ENTRY_NATTS, b->nlogs, ENTRY_USER_ID, TEXTOID);
 	values[2] = Int32GetDatum(dc_command_log_per_entity);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not cap durable_cluster.command_log");
@@ -370,13 +509,15 @@ log_replies(EState *estate, Relation log_rel, const BatchArgs *b)
 		elog(ERROR, "durable_cluster.command_log_seq does not exist");
 	for (int i = 0; i < b->nlogs; i++)
 	{
+		Datum	   *entry = &FIELD(b->log, ENTRY_NATTS, i, 0);
+
 		ExecClearTuple(log);
-		log->tts_values[LOG_MALL_ID - 1] = b->log_mall_ids[i];
-		log->tts_values[LOG_USER_ID - 1] = b->log_user_ids[i];
-		log->tts_values[LOG_COMMAND_ID - 1] = b->command_ids[i];
+		log->tts_values[LOG_MALL_ID - 1] = entry[ENTRY_MALL_ID];
+		log->tts_values[LOG_USER_ID - 1] = entry[ENTRY_USER_ID];
+		log->tts_values[LOG_COMMAND_ID - 1] = entry[ENTRY_COMMAND_ID];
 		log->tts_values[LOG_SEQ - 1] = Int64GetDatum(nextval_internal(seq_oid, false));
-		log->tts_values[LOG_REPLY - 1] = b->replies[i];
-		log->tts_values[LOG_REQUEST - 1] = b->requests[i];
+		log->tts_values[LOG_REPLY - 1] = entry[ENTRY_REPLY];
+		log->tts_values[LOG_REQUEST - 1] = entry[ENTRY_REQUEST];
 		memset(log->tts_isnull, false, sizeof(bool) * LOG_NATTS);
 		ExecStoreVirtualTuple(log);
 		ExecSimpleRelationInsert(rri, estate, log);
@@ -385,8 +526,11 @@ log_replies(EState *estate, Relation log_rel, const BatchArgs *b)
 
 /* The rows of durable_cluster.sagas for the transfer steps of a batch. */
 static void
-record_saga_steps(Datum records, Datum steps)
+record_saga_steps(const BatchArgs *b)
 {
+	Datum		records = field_array(b->saga_steps, STEP_NATTS, b->nsagas, STEP_RECORD, JSONBOID);
+	Datum		steps = field_array(b->saga_steps, STEP_NATTS, b->nsagas, STEP_STEP, TEXTOID);
+
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute_with_args("SELECT durable_cluster.record_saga_steps($1, $2)",
@@ -396,16 +540,6 @@ record_saga_steps(Datum records, Datum steps)
 	SPI_finish();
 }
 
-/*
- * durable_cluster.write_batch(node, shards, epochs, mall_ids, user_ids,
- *                             entity_shards, states, revisions, old_revisions,
- *                             log_mall_ids, log_user_ids, command_ids, replies,
- *                             requests, saga_records, saga_steps)
- * Returns NULL when the batch was written, or the shards found fenced (and
- * then wrote nothing).  old_revision 0 means a new row.  The log_ arrays
- * are command_log entries to add, the saga_ arrays transfer steps to
- * record.
- */
 /*
  * Write the batch's entities and command log entries with the executor's
  * single-row routines, as the logical replication apply worker does; then
@@ -449,14 +583,15 @@ write_rows(const BatchArgs *b)
 
 	for (int i = 0; i < b->nentities && stale == 0; i++)
 	{
-		int64		old_revision = DatumGetInt64(b->old_revisions[i]);
+		Datum	   *entity = &FIELD(b->entities, WRITE_NATTS, i, 0);
+		int64		old_revision = DatumGetInt64(entity[WRITE_OLD_REVISION]);
 
 		ExecClearTuple(new);
-		new->tts_values[ENTITY_MALL_ID - 1] = b->mall_ids[i];
-		new->tts_values[ENTITY_USER_ID - 1] = b->user_ids[i];
-		new->tts_values[ENTITY_SHARD_ID - 1] = b->entity_shards[i];
-		new->tts_values[ENTITY_STATE - 1] = b->states[i];
-		new->tts_values[ENTITY_REVISION - 1] = b->revisions[i];
+		new->tts_values[ENTITY_MALL_ID - 1] = entity[WRITE_MALL_ID];
+		new->tts_values[ENTITY_USER_ID - 1] = entity[WRITE_USER_ID];
+		new->tts_values[ENTITY_SHARD_ID - 1] = entity[WRITE_SHARD_ID];
+		new->tts_values[ENTITY_STATE - 1] = entity[WRITE_STATE];
+		new->tts_values[ENTITY_REVISION - 1] = entity[WRITE_REVISION];
 		new->tts_values[ENTITY_UPDATED_AT - 1] = now;
 		memset(new->tts_isnull, false, sizeof(bool) * ENTITY_NATTS);
 		ExecStoreVirtualTuple(new);
@@ -467,7 +602,7 @@ write_rows(const BatchArgs *b)
 		{
 			bool		isnull;
 
-			if (!dc_find_by_key(rel, index, (Datum[]) {b->mall_ids[i], b->user_ids[i]}, 2, old) ||
+			if (!dc_find_by_key(rel, index, &entity[WRITE_MALL_ID], 2, old) ||
 				DatumGetInt64(slot_getattr(old, ENTITY_REVISION, &isnull)) != old_revision)
 			{
 				stale = i + 1;
@@ -478,13 +613,17 @@ write_rows(const BatchArgs *b)
 	}
 
 	if (stale > 0)
+	{
+		Datum	   *entity = &FIELD(b->entities, WRITE_NATTS, stale - 1, 0);
+
 		ereport(ERROR,
 				errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				errmsg("stored state changed under the owning node"),
 				errdetail("Entity (%s, %s) is not at revision " INT64_FORMAT ", the one the node holds.",
-						  TextDatumGetCString(b->mall_ids[stale - 1]),
-						  TextDatumGetCString(b->user_ids[stale - 1]),
-						  DatumGetInt64(b->old_revisions[stale - 1])));
+						  TextDatumGetCString(entity[WRITE_MALL_ID]),
+						  TextDatumGetCString(entity[WRITE_USER_ID]),
+						  DatumGetInt64(entity[WRITE_OLD_REVISION])));
+	}
 
 	if (log_rel)
 		log_replies(estate, log_rel, b);
@@ -503,27 +642,60 @@ write_rows(const BatchArgs *b)
 	if (b->nlogs > 0)
 		cap_command_log(b);
 	if (b->nsagas > 0)
-		record_saga_steps(b->saga_records, b->saga_steps);
+		record_saga_steps(b);
 }
 
+/*
+ * Fence and write a batch.  Returns NULL when it was written, or the
+ * shards found fenced, and then it wrote nothing.
+ */
+static ArrayType *
+store_batch(const BatchArgs *b)
+{
+	List	   *fenced = fence_shards(b);
+	Datum	   *elems;
+	ListCell   *lc;
+	int			i = 0;
+
+	if (fenced == NIL)
+	{
+		write_rows(b);
+		return NULL;
+	}
+	elems = palloc(sizeof(Datum) * list_length(fenced));
+	foreach(lc, fenced)
+		elems[i++] = Int32GetDatum(lfirst_int(lc));
+	return construct_array(elems, i, INT4OID, sizeof(int32), true, TYPALIGN_INT);
+}
+
+/* durable_cluster.write_batch(durable_cluster.batch) */
+Datum
+dc_write_batch_0_2(PG_FUNCTION_ARGS)
+{
+	BatchArgs	b;
+	ArrayType  *fenced;
+
+	batch_from_record(fcinfo, &b);
+	fenced = store_batch(&b);
+	if (fenced == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_ARRAYTYPE_P(fenced);
+}
+
+/*
+ * 0.1's durable_cluster.write_batch(), of sixteen arrays: the SQL objects
+ * of 0.1 name this symbol, and 0.1 nodes still call it on a store updated
+ * to 0.2 while their servers wait for their restart.
+ */
 Datum
 dc_write_batch(PG_FUNCTION_ARGS)
 {
 	BatchArgs	b;
-	List	   *fenced;
+	ArrayType  *fenced;
 
-	batch_arguments(fcinfo, &b);
-	fenced = fence_shards(b.node_name, b.shards, b.epochs, b.nshards);
-	if (fenced != NIL)
-	{
-		Datum	   *elems = palloc(sizeof(Datum) * list_length(fenced));
-		ListCell   *lc;
-		int			i = 0;
-
-		foreach(lc, fenced)
-			elems[i++] = Int32GetDatum(lfirst_int(lc));
-		PG_RETURN_ARRAYTYPE_P(construct_array(elems, i, INT4OID, 4, true, TYPALIGN_INT));
-	}
-	write_rows(&b);
-	PG_RETURN_NULL();
+	batch_from_arrays(fcinfo, &b);
+	fenced = store_batch(&b);
+	if (fenced == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_ARRAYTYPE_P(fenced);
 }
