@@ -2,12 +2,12 @@
 #
 # test/export_releases.sh DIR
 #     Puts the sources of every released version, exactly as released, in
-#     DIR/tmp_releases/VERSION/, for the upgrade test (test/t/026_upgrade.pl),
-#     which builds them.  They come from this repository's history, by the
-#     commit of each release (tagged vVERSION too, but a clone may lack
-#     tags).  test/run_tests.sh and test/in_chroot.sh run it for the copies
-#     of the tree they test; run it with DIR = . before running that test by
-#     hand.
+#     DIR/tmp_releases/VERSION/, for the upgrade tests (test/t/026_upgrade.pl
+#     and 028_rolling_upgrade.pl), which build them.  They come from this
+#     repository's history, by the commit of each release (tagged vVERSION
+#     too, but a clone may lack tags).  test/run_tests.sh and
+#     test/in_chroot.sh run it for the copies of the tree they test; run it
+#     with DIR = . before running those tests by hand.
 #
 set -euo pipefail
 

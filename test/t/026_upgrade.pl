@@ -10,12 +10,10 @@
 #     logged commands get their first replies, and the cluster serves.
 #
 #     The server runs from a private copy of the PostgreSQL installation
-#     (its binaries copied, everything else linked), so that the libraries
-#     can be swapped without touching the system's.  PostgreSQL finds its
-#     lib and share directories relative to its binaries.  The release's
-#     sources are put in tmp_releases/ by test/export_releases.sh, which
-#     "make test" and test/in_chroot.sh run.  Release 0.1 built for
+#     (DurableClusterLoad::install_release), so that the libraries can be
+#     swapped without touching the system's.  Release 0.1 built for
 #     PostgreSQL 15 only, so on 17 and 18 the test skips, saying so.
+#     028_rolling_upgrade.pl upgrades a cluster of two servers.
 #
 
 use strict;
@@ -24,26 +22,12 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use File::Basename qw(dirname);
-use File::Copy qw(copy);
-use File::Path qw(make_path);
 use FindBin;
+use lib $FindBin::RealBin;
+use DurableClusterLoad;
 use Time::HiRes qw(time usleep);
 
 my $from = '0.1';
-my $tree = "$FindBin::RealBin/../..";
-my $release_src = "$tree/tmp_releases/$from";
--d $release_src
-  or die "no sources of release $from in $release_src: test/export_releases.sh puts them there";
-
-sub pg_config
-{
-	my ($what) = @_;
-	my $value = `pg_config --$what`;
-	chomp $value;
-	die "pg_config --$what failed" if $? != 0 || $value eq '';
-	return $value;
-}
 
 # Wait until the server log, from offset on, matches re n times.
 sub wait_for_log_count
@@ -61,58 +45,12 @@ sub wait_for_log_count
 
 # Release 0.1 was made for PostgreSQL 15 and does not build on later
 # majors: there, no 0.1 installation exists to upgrade.
-my ($major) = pg_config('version') =~ /PostgreSQL (\d+)/;
+my ($major) = `pg_config --version` =~ /PostgreSQL (\d+)/;
 plan skip_all => "release $from supports PostgreSQL 15 only; there is no $from to upgrade on $major"
   if $major != 15;
 
-my $bindir = pg_config('bindir');
-my $pkglibdir = pg_config('pkglibdir');
-my $sharedir = pg_config('sharedir');
-my $root = PostgreSQL::Test::Utils::tempdir('install');
-
-# Link every entry of $from_dir into $to_dir but those whose name matches
-# $own (made real directories, recursively, when $recurse says so).
-sub mirror
-{
-	my ($from_dir, $to_dir, $own, $recurse) = @_;
-	make_path($to_dir);
-	opendir(my $dh, $from_dir) or die "opendir $from_dir: $!";
-	for my $entry (grep { $_ ne '.' && $_ ne '..' } readdir $dh)
-	{
-		next if $entry =~ $own;
-		if ($recurse && $recurse->{$entry})
-		{
-			mirror("$from_dir/$entry", "$to_dir/$entry", $own);
-			next;
-		}
-		symlink("$from_dir/$entry", "$to_dir/$entry")
-		  or die "symlink $to_dir/$entry: $!";
-	}
-	closedir $dh;
-	return;
-}
-
-# The binaries are copied: PostgreSQL resolves its own path through links.
-make_path("$root$bindir");
-opendir(my $bh, $bindir) or die "opendir $bindir: $!";
-for my $f (grep { -f "$bindir/$_" } readdir $bh)
-{
-	copy("$bindir/$f", "$root$bindir/$f") or die "copy $f: $!";
-	chmod 0755, "$root$bindir/$f";
-}
-closedir $bh;
-mirror($pkglibdir, "$root$pkglibdir", qr/^(durable_cluster|bitcode$)/);
-mirror($sharedir, "$root$sharedir", qr/^durable_cluster/, { extension => 1 });
-
-# Release 0.1, built from its sources and installed into the copy.
-my $build = PostgreSQL::Test::Utils::tempdir('build');
-system("cp -r '$release_src/.' '$build/'") == 0 or die 'copying the release sources failed';
-my ($out, $err) = run_command([ 'make', '-s', '-C', $build, "PG_CONFIG=$bindir/pg_config",
-		'with_llvm=no', 'install', "DESTDIR=$root" ]);
-ok(-f "$root$pkglibdir/durable_cluster.so", "release $from built and installed")
-  or diag($err);
-
-my $node = PostgreSQL::Test::Cluster->new('upgrade', install_path => dirname("$root$bindir"));
+my $install = DurableClusterLoad::install_release($from);
+my $node = PostgreSQL::Test::Cluster->new('upgrade', install_path => $install->{path});
 $node->init;
 $node->append_conf('postgresql.conf', q{
 shared_preload_libraries = 'durable_cluster'
@@ -196,15 +134,7 @@ my $deposit_reply = $node->safe_psql('postgres',
 # The new library installed (as a package would), the server restarted.
 # ---------------------------------------------------------------------------
 $node->stop;
-copy("$pkglibdir/durable_cluster.so", "$root$pkglibdir/durable_cluster.so")
-  or die "installing the library: $!";
-opendir(my $eh, "$sharedir/extension") or die "opendir: $!";
-for my $f (grep { /^durable_cluster/ } readdir $eh)
-{
-	copy("$sharedir/extension/$f", "$root$sharedir/extension/$f") or die "copy $f: $!";
-}
-closedir $eh;
-my ($to) = slurp_file("$sharedir/extension/durable_cluster.control") =~ /^default_version = '([^']+)'/m;
+my $to = DurableClusterLoad::install_tree($install);
 isnt($to, $from, "the tree's version ($to) is not $from");
 
 my $log_offset = -s $node->logfile;

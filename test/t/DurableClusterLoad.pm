@@ -1,8 +1,8 @@
 #
 # test/t/DurableClusterLoad.pm
 #     Shared helpers of the TAP tests: concurrent writers, the check of
-#     stored state against what the writers were told, cluster polling and
-#     a LISTEN client.  Not a test itself (prove runs test/t/*.pl only);
+#     stored state against what the writers were told, cluster polling,
+#     private installations of a release for upgrades, and a LISTEN client.  Not a test itself (prove runs test/t/*.pl only);
 #     tests load it with
 #
 #         use FindBin;
@@ -88,6 +88,10 @@ use strict;
 use warnings;
 
 use Carp;
+use File::Basename ();
+use File::Copy ();
+use File::Path ();
+use FindBin;
 use IPC::Run;
 use JSON::PP;
 use PostgreSQL::Test::Cluster;
@@ -915,11 +919,13 @@ SELECT pid <> $ended->{pid} AND status = 'up' FROM dc_members WHERE name = 'node
 # of the new server (PostgreSQL::Test::Cluster, before it starts) that
 # returns the text, which can set advertise_address again, for instance.
 # With start => sub { ... } the server is started by that function instead
-# of $node->start.
+# of $node->start; with install_path => ..., it runs from that installation
+# (install_release).
 sub new_member_server
 {
 	my ($name, $store, $extra_conf, %opts) = @_;
-	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $node = PostgreSQL::Test::Cluster->new($name,
+		$opts{install_path} ? (install_path => $opts{install_path}) : ());
 	$node->init;
 	$extra_conf = $extra_conf->($node) if ref $extra_conf eq 'CODE';
 	my $address = $node->host . ':' . $node->port;
@@ -979,6 +985,103 @@ sub wait_for_crash_restart
 	my ($ok) = poll_until($node, 'SELECT 1', expected => '1', timeout => 60, interval => 0.1);
 	ok($ok, "$when: server accepts connections again");
 	return $reinitialised && $ok;
+}
+
+# ---------------------------------------------------------------------------
+# Private installations, for upgrades.
+#
+#   my $install = DurableClusterLoad::install_release('0.1');
+#   my $node = PostgreSQL::Test::Cluster->new('old', install_path => $install->{path});
+#   ... then, servers running or not:
+#   DurableClusterLoad::install_tree($install);
+#
+# install_release copies this PostgreSQL installation (its binaries copied,
+# for PostgreSQL resolves its lib and share directories through its own
+# path; everything else linked) and builds release $version of
+# durable_cluster, from its sources in tmp_releases/ (test/export_releases.sh
+# puts them there), into the copy.  install_tree puts this tree's library
+# and extension files, as installed on the system, into the copy the way a
+# package manager does, each file renamed into place: a running server
+# keeps the library it mapped until it restarts.
+# ---------------------------------------------------------------------------
+
+sub _pg_config
+{
+	my ($what) = @_;
+	my $value = `pg_config --$what`;
+	chomp $value;
+	die "pg_config --$what failed" if $? != 0 || $value eq '';
+	return $value;
+}
+
+# Link every entry of $from_dir into $to_dir but those whose name matches
+# $own (made real directories, recursively, when $recurse says so).
+sub _mirror
+{
+	my ($from_dir, $to_dir, $own, $recurse) = @_;
+	File::Path::make_path($to_dir);
+	opendir(my $dh, $from_dir) or die "opendir $from_dir: $!";
+	for my $entry (grep { $_ ne '.' && $_ ne '..' } readdir $dh)
+	{
+		next if $entry =~ $own;
+		if ($recurse && $recurse->{$entry})
+		{
+			_mirror("$from_dir/$entry", "$to_dir/$entry", $own);
+			next;
+		}
+		symlink("$from_dir/$entry", "$to_dir/$entry")
+		  or die "symlink $to_dir/$entry: $!";
+	}
+	closedir $dh;
+	return;
+}
+
+sub install_release
+{
+	my ($version) = @_;
+	my $src = "$FindBin::RealBin/../../tmp_releases/$version";
+	-d $src
+	  or die "no sources of release $version in $src: test/export_releases.sh puts them there";
+	my %dir = map { $_ => _pg_config($_) } qw(bindir pkglibdir sharedir);
+	my $root = PostgreSQL::Test::Utils::tempdir('install');
+
+	File::Path::make_path("$root$dir{bindir}");
+	opendir(my $bh, $dir{bindir}) or die "opendir $dir{bindir}: $!";
+	for my $f (grep { -f "$dir{bindir}/$_" } readdir $bh)
+	{
+		File::Copy::copy("$dir{bindir}/$f", "$root$dir{bindir}/$f") or die "copy $f: $!";
+		chmod 0755, "$root$dir{bindir}/$f";
+	}
+	closedir $bh;
+	_mirror($dir{pkglibdir}, "$root$dir{pkglibdir}", qr/^(durable_cluster|bitcode$)/);
+	_mirror($dir{sharedir}, "$root$dir{sharedir}", qr/^durable_cluster/, { extension => 1 });
+
+	my $build = PostgreSQL::Test::Utils::tempdir('build');
+	system("cp -r '$src/.' '$build/'") == 0 or die 'copying the release sources failed';
+	my ($out, $err) = PostgreSQL::Test::Utils::run_command(
+		[ 'make', '-s', '-C', $build, "PG_CONFIG=$dir{bindir}/pg_config",
+		  'with_llvm=no', 'install', "DESTDIR=$root" ]);
+	ok(-f "$root$dir{pkglibdir}/durable_cluster.so", "release $version built and installed")
+	  or diag($err);
+	return { root => $root, path => File::Basename::dirname("$root$dir{bindir}"), %dir };
+}
+
+sub install_tree
+{
+	my ($install) = @_;
+	my @files = ("$install->{pkglibdir}/durable_cluster.so");
+	opendir(my $eh, "$install->{sharedir}/extension") or die "opendir: $!";
+	push @files, map { "$install->{sharedir}/extension/$_" } grep { /^durable_cluster/ } readdir $eh;
+	closedir $eh;
+	for my $f (@files)
+	{
+		my $to = "$install->{root}$f";
+		File::Copy::copy($f, "$to.new") or die "copy $f: $!";
+		rename("$to.new", $to) or die "rename $to: $!";
+	}
+	my ($version) = slurp_file("$install->{sharedir}/extension/durable_cluster.control")
+	  =~ /^default_version = '([^']+)'/m;
+	return $version;
 }
 
 # ---------------------------------------------------------------------------
