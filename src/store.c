@@ -1033,6 +1033,34 @@ array_header(StringInfo buf, Oid type, int n)
  */
 #define field_type(buf, type)	put_uint32(buf, type)
 
+static void
+field_text(StringInfo buf, const char *value)
+{
+	field_type(buf, TEXTOID);
+	value_text(buf, value);
+}
+
+static void
+field_int4(StringInfo buf, int32 value)
+{
+	field_type(buf, INT4OID);
+	value_int4(buf, value);
+}
+
+static void
+field_int8(StringInfo buf, int64 value)
+{
+	field_type(buf, INT8OID);
+	value_int8(buf, value);
+}
+
+static void
+field_jsonb(StringInfo buf, Jsonb *doc)
+{
+	field_type(buf, JSONBOID);
+	value_jsonb(buf, doc);
+}
+
 /*
  * The oids of the types of write_batch's parameter, which its binary form
  * names: the extension's own, so looked up in the store, again whenever
@@ -1218,10 +1246,8 @@ fence_array(StringInfo buf, const BatchTypes *types, const DcBatchWrite *batch)
 		int			row = begin_value(buf);
 
 		put_uint32(buf, 2);
-		field_type(buf, INT4OID);
-		value_int4(buf, batch->shards[i]);
-		field_type(buf, INT8OID);
-		value_int8(buf, batch->epochs[i]);
+		field_int4(buf, batch->shards[i]);
+		field_int8(buf, batch->epochs[i]);
 		end_value(buf, row);
 	}
 }
@@ -1237,8 +1263,7 @@ batch_record(StringInfo buf, const BatchTypes *types, const char *name,
 	int			at;
 
 	put_uint32(buf, 5);
-	field_type(buf, TEXTOID);
-	value_text(buf, name);
+	field_text(buf, name);
 
 	field_type(buf, types->shard_array);
 	at = begin_value(buf);
@@ -1254,18 +1279,12 @@ batch_record(StringInfo buf, const BatchTypes *types, const char *name,
 		int			row = begin_value(buf);
 
 		put_uint32(buf, 6);
-		field_type(buf, TEXTOID);
-		value_text(buf, w->mall_id);
-		field_type(buf, TEXTOID);
-		value_text(buf, w->user_id);
-		field_type(buf, INT4OID);
-		value_int4(buf, w->shard);
-		field_type(buf, JSONBOID);
-		value_jsonb(buf, w->state_doc);
-		field_type(buf, INT8OID);
-		value_int8(buf, w->revision);
-		field_type(buf, INT8OID);
-		value_int8(buf, w->old_revision);
+		field_text(buf, w->mall_id);
+		field_text(buf, w->user_id);
+		field_int4(buf, w->shard);
+		field_jsonb(buf, w->state_doc);
+		field_int8(buf, w->revision);
+		field_int8(buf, w->old_revision);
 		end_value(buf, row);
 	}
 	end_value(buf, at);
@@ -1279,16 +1298,11 @@ batch_record(StringInfo buf, const BatchTypes *types, const char *name,
 		int			row = begin_value(buf);
 
 		put_uint32(buf, 5);
-		field_type(buf, TEXTOID);
-		value_text(buf, l->mall_id);
-		field_type(buf, TEXTOID);
-		value_text(buf, l->user_id);
-		field_type(buf, TEXTOID);
-		value_text(buf, l->command_id);
-		field_type(buf, JSONBOID);
-		value_jsonb(buf, l->reply);
-		field_type(buf, JSONBOID);
-		value_jsonb(buf, l->request);
+		field_text(buf, l->mall_id);
+		field_text(buf, l->user_id);
+		field_text(buf, l->command_id);
+		field_jsonb(buf, l->reply);
+		field_jsonb(buf, l->request);
 		end_value(buf, row);
 	}
 	end_value(buf, at);
@@ -1301,10 +1315,8 @@ batch_record(StringInfo buf, const BatchTypes *types, const char *name,
 		int			row = begin_value(buf);
 
 		put_uint32(buf, 2);
-		field_type(buf, JSONBOID);
-		value_jsonb(buf, batch->sagas[i].record);
-		field_type(buf, TEXTOID);
-		value_text(buf, batch->sagas[i].step);
+		field_jsonb(buf, batch->sagas[i].record);
+		field_text(buf, batch->sagas[i].step);
 		end_value(buf, row);
 	}
 	end_value(buf, at);

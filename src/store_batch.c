@@ -646,11 +646,11 @@ write_rows(const BatchArgs *b)
 }
 
 /*
- * Fence and write a batch.  Returns NULL when it was written, or the
- * shards found fenced, and then it wrote nothing.
+ * Fence and write a batch: the result of write_batch is NULL when it was
+ * written, or the shards found fenced, and then it wrote nothing.
  */
-static ArrayType *
-store_batch(const BatchArgs *b)
+static Datum
+store_batch(FunctionCallInfo fcinfo, const BatchArgs *b)
 {
 	List	   *fenced = fence_shards(b);
 	Datum	   *elems;
@@ -660,12 +660,12 @@ store_batch(const BatchArgs *b)
 	if (fenced == NIL)
 	{
 		write_rows(b);
-		return NULL;
+		PG_RETURN_NULL();
 	}
 	elems = palloc(sizeof(Datum) * list_length(fenced));
 	foreach(lc, fenced)
 		elems[i++] = Int32GetDatum(lfirst_int(lc));
-	return construct_array(elems, i, INT4OID, sizeof(int32), true, TYPALIGN_INT);
+	PG_RETURN_ARRAYTYPE_P(construct_array(elems, i, INT4OID, sizeof(int32), true, TYPALIGN_INT));
 }
 
 /* durable_cluster.write_batch(durable_cluster.batch) */
@@ -673,13 +673,9 @@ Datum
 dc_write_batch_0_2(PG_FUNCTION_ARGS)
 {
 	BatchArgs	b;
-	ArrayType  *fenced;
 
 	batch_from_record(fcinfo, &b);
-	fenced = store_batch(&b);
-	if (fenced == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_ARRAYTYPE_P(fenced);
+	return store_batch(fcinfo, &b);
 }
 
 /*
@@ -691,11 +687,7 @@ Datum
 dc_write_batch(PG_FUNCTION_ARGS)
 {
 	BatchArgs	b;
-	ArrayType  *fenced;
 
 	batch_from_arrays(fcinfo, &b);
-	fenced = store_batch(&b);
-	if (fenced == NULL)
-		PG_RETURN_NULL();
-	PG_RETURN_ARRAYTYPE_P(fenced);
+	return store_batch(fcinfo, &b);
 }
