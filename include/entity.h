@@ -39,7 +39,7 @@ typedef struct DcEntityState
 
 /*
  * A state document, with the ids and everything else, must leave room for
- * the rest of a reply in a request slot (inbox.h, DC_REPLY_BYTES).
+ * the rest of a reply in a request slot (shared_memory.h, DC_REPLY_BYTES).
  */
 #define DC_MAX_STATE_BYTES		3584
 

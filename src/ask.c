@@ -2,7 +2,7 @@
  *
  * ask.c
  *	  The caller's side of commands: route each to the owner of its shard,
- *	  queue it there (inbox.c) or hand it to the owner's server (forward.c),
+ *	  queue it there (shared_memory.c) or hand it to the owner's server (forward.c),
  *	  and wait for the reply.
  *
  * This runs in the caller's backend, for dc_send_command and dc_tell (one
@@ -30,7 +30,7 @@
  * Every command has ask_timeout from when it was first routed.  Not
  * applied, or not known to be, by then, it gets an error saying which.
  * Whatever ends the call (an error, a cancel, the backend exiting), every
- * slot it holds is given up as inbox.c describes: a queued command never
+ * slot it holds is given up as shared_memory.c describes: a queued command never
  * runs after its caller stopped waiting for it.
  *
  * Copyright (c) 2026, the durable_cluster developers
@@ -49,11 +49,11 @@
 #include "utils/timestamp.h"
 
 #include "ask.h"
-#include "settings.h"
 #include "entity.h"
 #include "forward.h"
-#include "inbox.h"
+#include "settings.h"
 #include "shard_hash.h"
+#include "shared_memory.h"
 #include "user_command.h"
 
 /* how long to wait before routing again when no owner is known */
@@ -82,7 +82,7 @@ typedef struct AskCall
 } AskCall;
 
 /*
- * Owner of a shard per the shared-memory map (inbox.h): a node slot of
+ * Owner of a shard per the shared-memory map (shared_memory.h): a node slot of
  * this server, DC_OWNER_NONE, or a remote server, whose address is then
  * copied to address.  *nshards is 0 while no map is loaded.
  */

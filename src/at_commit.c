@@ -56,10 +56,10 @@
 
 #include "ask.h"
 #include "at_commit.h"
-#include "settings.h"
 #include "entity.h"
-#include "inbox.h"
 #include "jsonb_build.h"
+#include "settings.h"
+#include "shared_memory.h"
 #include "state_table.h"
 #include "tenant.h"
 #include "user_command.h"

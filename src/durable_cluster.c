@@ -30,9 +30,9 @@
 #include "utils/acl.h"
 #include "utils/guc.h"
 
-#include "settings.h"
-#include "inbox.h"
 #include "node.h"
+#include "settings.h"
+#include "shared_memory.h"
 
 PG_MODULE_MAGIC;
 

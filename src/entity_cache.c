@@ -22,8 +22,8 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "settings.h"
 #include "entity_cache.h"
+#include "settings.h"
 
 static HTAB *entity_cache;
 static dlist_head lru_list;		/* least recently used first */

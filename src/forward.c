@@ -4,7 +4,7 @@
  *	  Commands forwarded to the server whose node owns their shard.
  *
  * In a cluster of several servers, each server's shard map names, for a
- * shard owned elsewhere, the owner's server (inbox.h).  dc_send_command
+ * shard owned elsewhere, the owner's server (shared_memory.h).  dc_send_command
  * and dc_tell then hand the validated command, as it would sit in a
  * request slot, to durable_cluster.forward() on that server (api.c), which
  * queues it to its node and returns the reply.  A forwarded command is never

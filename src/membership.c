@@ -27,10 +27,10 @@
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
-#include "settings.h"
-#include "node.h"
 #include "entity.h"
-#include "inbox.h"
+#include "node.h"
+#include "settings.h"
+#include "shared_memory.h"
 
 PG_FUNCTION_INFO_V1(dc_add_node);
 PG_FUNCTION_INFO_V1(dc_remove_node);

@@ -42,18 +42,18 @@
 #include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
-#include "utils/pidfile.h"
 #include "utils/memutils.h"
+#include "utils/pidfile.h"
 #include "utils/timestamp.h"
 
-#include "settings.h"
 #include "entity.h"
-#include "inbox.h"
-#include "jsonb_build.h"
-#include "node.h"
 #include "entity_cache.h"
 #include "forward.h"
+#include "jsonb_build.h"
+#include "node.h"
 #include "saga.h"
+#include "settings.h"
+#include "shared_memory.h"
 #include "store.h"
 
 /* An entity's working copy while a batch is applied. */

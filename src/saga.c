@@ -54,13 +54,13 @@
 
 #include "ask.h"
 #include "at_commit.h"
-#include "settings.h"
 #include "entity.h"
+#include "jsonb_build.h"
 #include "remote.h"
 #include "retention.h"
-#include "inbox.h"
-#include "jsonb_build.h"
 #include "saga.h"
+#include "settings.h"
+#include "shared_memory.h"
 #include "tenant.h"
 
 PG_FUNCTION_INFO_V1(dc_transfer);

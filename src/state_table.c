@@ -27,8 +27,8 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "settings.h"
 #include "pg_compat.h"
+#include "settings.h"
 #include "state_table.h"
 
 static Relation

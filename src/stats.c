@@ -6,7 +6,7 @@
  *	  durable_cluster.library_version(): the version of the loaded library.
  *
  * Each node reports into its shared-memory slot after every batch and
- * every tick (inbox.c, dc_node_report): the entities it holds in memory,
+ * every tick (shared_memory.c, dc_node_report): the entities it holds in memory,
  * the commands it applied, its batches and its passivations.  These
  * functions read or zero those slots.
  *
@@ -21,9 +21,9 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "settings.h"
-#include "inbox.h"
 #include "jsonb_build.h"
+#include "settings.h"
+#include "shared_memory.h"
 
 PG_FUNCTION_INFO_V1(dc_node_stats);
 PG_FUNCTION_INFO_V1(dc_stats_reset);

@@ -39,11 +39,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "pg_compat.h"
-#include "settings.h"
-#include "inbox.h"
 #include "jsonb_build.h"
 #include "libpq_client.h"
+#include "pg_compat.h"
+#include "settings.h"
+#include "shared_memory.h"
 #include "store.h"
 
 static PGconn *store_conn = NULL;
@@ -795,7 +795,7 @@ dc_store_reconcile(void)
 }
 
 /*
- * The owner code of the shard map (inbox.h) for a member at address with
+ * The owner code of the shard map (shared_memory.h) for a member at address with
  * node slot node_index: a slot of this server's, or an entry of remote[].
  */
 static int16

@@ -35,8 +35,8 @@
 #include "utils/builtins.h"
 #include "utils/rel.h"
 
-#include "settings.h"
 #include "remote.h"
+#include "settings.h"
 #include "state_table.h"
 #include "tenant.h"
 

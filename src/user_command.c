@@ -59,10 +59,10 @@
 #include "utils/resowner.h"
 #include "utils/syscache.h"
 
-#include "pg_compat.h"
-#include "settings.h"
 #include "entity.h"
+#include "pg_compat.h"
 #include "remote.h"
+#include "settings.h"
 #include "state_table.h"
 #include "user_command.h"
 

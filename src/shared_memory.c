@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * inbox.c
+ * shared_memory.c
  *	  The shared memory of durable_cluster: the shard map, the node table,
  *	  and the request slots and node inboxes through which callers hand
  *	  commands to nodes.
@@ -68,7 +68,7 @@
 #include "utils/elog.h"
 #include "utils/timestamp.h"
 
-#include "inbox.h"
+#include "shared_memory.h"
 
 DcShared   *dc_shared = NULL;
 

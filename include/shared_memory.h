@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * inbox.h
+ * shared_memory.h
  *	  Shared memory of durable_cluster: the shard map, the node table and
  *	  the request slots through which callers hand commands to nodes.
  *
@@ -8,8 +8,8 @@
  *
  *-------------------------------------------------------------------------
  */
-#ifndef DC_INBOX_H
-#define DC_INBOX_H
+#ifndef DC_SHARED_MEMORY_H
+#define DC_SHARED_MEMORY_H
 
 #include "postgres_ext.h"
 #include "port/atomics.h"
@@ -115,7 +115,7 @@ typedef struct DcNodeSlot
 	DcNodeStats stats;
 } DcNodeSlot;
 
-/* the locks: see inbox.c */
+/* the locks: see shared_memory.c */
 typedef struct DcShared
 {
 	slock_t		mutex;			/* request slots, inboxes, nodes' processes */
@@ -202,4 +202,4 @@ extern int	dc_inbox_take(int node, int *slots, int max);
 extern void dc_slot_reply(int slot, DcReplyKind kind, int sqlstate,
 						  const void *data, Size len);
 
-#endif							/* DC_INBOX_H */
+#endif							/* DC_SHARED_MEMORY_H */
