@@ -57,6 +57,27 @@ static const char *prepared[MAX_PREPARED];
 static bool prepared_refresh[MAX_PREPARED]; /* prepared with the heartbeat's parameters */
 static int	n_prepared = 0;
 
+/*
+ * The oids of the types of write_batch's parameter, which its binary form
+ * names: the extension's own, so looked up in the store, once per
+ * connection as statements are prepared once per connection (a new
+ * extension in the store drops the connection: dc_store_extension).
+ */
+typedef struct BatchTypes
+{
+	Oid			shard,			/* durable_cluster.batch_shard */
+				shard_array,
+				entity,			/* durable_cluster.batch_entity */
+				entity_array,
+				log_entry,		/* durable_cluster.batch_log_entry */
+				log_entry_array,
+				saga_step,		/* durable_cluster.batch_saga_step */
+				saga_step_array;
+} BatchTypes;
+
+static BatchTypes batch_types;
+static bool batch_types_known = false;
+
 static char *store_conninfo = NULL;
 static char *store_application_name = NULL;
 
@@ -131,6 +152,7 @@ store_disconnect(void)
 		PQfinish(store_conn);
 	store_conn = NULL;
 	n_prepared = 0;
+	batch_types_known = false;
 	listening = false;
 }
 
@@ -1061,33 +1083,13 @@ field_jsonb(StringInfo buf, Jsonb *doc)
 	value_jsonb(buf, doc);
 }
 
-/*
- * The oids of the types of write_batch's parameter, which its binary form
- * names: the extension's own, so looked up in the store, again whenever
- * the extension there is another one (dropped and created again).
- */
-typedef struct BatchTypes
-{
-	Oid			extension;		/* the extension they belong to */
-	Oid			shard,			/* durable_cluster.batch_shard */
-				shard_array,
-				entity,			/* durable_cluster.batch_entity */
-				entity_array,
-				log_entry,		/* durable_cluster.batch_log_entry */
-				log_entry_array,
-				saga_step,		/* durable_cluster.batch_saga_step */
-				saga_step_array;
-} BatchTypes;
-
-static BatchTypes batch_types = {InvalidOid};
-
 static const BatchTypes *
 lookup_batch_types(void)
 {
 	PGresult   *res;
 	Oid			oids[8];
 
-	if (OidIsValid(batch_types.extension) && batch_types.extension == store_extension)
+	if (batch_types_known)
 		return &batch_types;
 	res = exec("SELECT t.oid, t.typarray"
 			   "  FROM unnest(ARRAY['durable_cluster.batch_shard', 'durable_cluster.batch_entity',"
@@ -1115,7 +1117,7 @@ lookup_batch_types(void)
 	batch_types.log_entry_array = oids[5];
 	batch_types.saga_step = oids[6];
 	batch_types.saga_step_array = oids[7];
-	batch_types.extension = store_extension;
+	batch_types_known = true;
 	return &batch_types;
 }
 

@@ -307,6 +307,33 @@ enum
 };
 
 /*
+ * The fields of a record of tupdesc, into values[]; none may be NULL.  The
+ * record is the batch itself (part NULL) or element number element of one
+ * of its parts.
+ */
+static void
+record_fields(HeapTupleHeader record, TupleDesc tupdesc, Datum *values, bool *nulls,
+			  const char *part, int element)
+{
+	HeapTupleData tuple;
+
+	tuple.t_data = record;
+	tuple.t_len = HeapTupleHeaderGetDatumLength(record);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	heap_deform_tuple(&tuple, tupdesc, values, nulls);
+	for (int k = 0; k < tupdesc->natts; k++)
+		if (nulls[k])
+			ereport(ERROR,
+					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					part == NULL
+					? errmsg("field %s of durable_cluster.batch is NULL",
+							 NameStr(TupleDescAttr(tupdesc, k)->attname))
+					: errmsg("field %s of element %d of the %s of durable_cluster.batch is NULL",
+							 NameStr(TupleDescAttr(tupdesc, k)->attname), element, part));
+}
+
+/*
  * The elements of a part of a batch, an array of a composite type natts
  * wide, as rows of their fields.  No element and no field may be NULL.
  */
@@ -332,23 +359,12 @@ part_rows(Datum array, const char *part, int natts, int *n)
 	rows = palloc(sizeof(Datum) * natts * Max(*n, 1));
 	for (int i = 0; i < *n; i++)
 	{
-		HeapTupleData tuple;
-
 		if (elemnulls[i])
 			ereport(ERROR,
 					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					errmsg("element %d of the %s of durable_cluster.batch is NULL", i + 1, part));
-		tuple.t_data = DatumGetHeapTupleHeader(elems[i]);
-		tuple.t_len = HeapTupleHeaderGetDatumLength(tuple.t_data);
-		ItemPointerSetInvalid(&tuple.t_self);
-		tuple.t_tableOid = InvalidOid;
-		heap_deform_tuple(&tuple, tupdesc, &FIELD(rows, natts, i, 0), nulls);
-		for (int k = 0; k < natts; k++)
-			if (nulls[k])
-				ereport(ERROR,
-						errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-						errmsg("field %s of element %d of the %s of durable_cluster.batch is NULL",
-							   NameStr(TupleDescAttr(tupdesc, k)->attname), i + 1, part));
+		record_fields(DatumGetHeapTupleHeader(elems[i]), tupdesc, &FIELD(rows, natts, i, 0),
+					  nulls, part, i + 1);
 	}
 	ReleaseTupleDesc(tupdesc);
 	return rows;
@@ -360,7 +376,6 @@ batch_from_record(FunctionCallInfo fcinfo, BatchArgs *b)
 {
 	HeapTupleHeader batch;
 	TupleDesc	tupdesc;
-	HeapTupleData tuple;
 	Datum		values[BATCH_NATTS];
 	bool		nulls[BATCH_NATTS];
 
@@ -370,17 +385,7 @@ batch_from_record(FunctionCallInfo fcinfo, BatchArgs *b)
 									 HeapTupleHeaderGetTypMod(batch));
 	if (tupdesc->natts != BATCH_NATTS)
 		elog(ERROR, "durable_cluster.batch has %d fields, not %d", tupdesc->natts, BATCH_NATTS);
-	tuple.t_data = batch;
-	tuple.t_len = HeapTupleHeaderGetDatumLength(batch);
-	ItemPointerSetInvalid(&tuple.t_self);
-	tuple.t_tableOid = InvalidOid;
-	heap_deform_tuple(&tuple, tupdesc, values, nulls);
-	for (int k = 0; k < BATCH_NATTS; k++)
-		if (nulls[k])
-			ereport(ERROR,
-					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					errmsg("field %s of durable_cluster.batch is NULL",
-						   NameStr(TupleDescAttr(tupdesc, k)->attname)));
+	record_fields(batch, tupdesc, values, nulls, NULL, 0);
 	ReleaseTupleDesc(tupdesc);
 
 	b->node_name = DatumGetTextPP(values[BATCH_NODE_NAME]);
