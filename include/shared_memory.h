@@ -18,8 +18,8 @@
 #include "storage/lwlock.h"
 #include "storage/spin.h"
 
-#include "settings.h"
 #include "entity.h"
+#include "settings.h"
 
 /* room for a reply document or an error message */
 #define DC_REPLY_BYTES			4096
