@@ -15,6 +15,7 @@
 #include "utils/jsonb.h"
 
 #include "entity.h"
+#include "tenant.h"
 
 /* how many commands one call may send at once (dc_send_commands) */
 #define DC_MAX_BULK_COMMANDS	1000
@@ -28,6 +29,8 @@ typedef struct DcAskOptions
 	bool		tell;			/* done once the owner took it (dc_tell) */
 	bool		may_forward;	/* false for a command another server forwarded:
 								 * answer {"moved": true} rather than hand it on */
+	const DcRoles *roles;		/* dc_ask: the roles its command acts as, NULL =
+								 * this session's (tenant.h) */
 } DcAskOptions;
 
 typedef enum DcAskPhase
@@ -45,6 +48,8 @@ typedef struct DcAsk
 	const char *mall_id;
 	const char *user_id;
 	const DcCommand *cmd;
+	const DcRoles *roles;		/* whom it acts as, NULL = this session's roles;
+								 * another server checks them (forward.c) */
 
 	/* the outcome: a reply, or an error (sqlstate != 0); neither for a tell */
 	Jsonb	   *reply;

@@ -108,10 +108,12 @@ extern Jsonb *dc_entity_canonical(Jsonb *doc, const char *mall_id, const char *u
 extern void dc_entity_check_doc(Jsonb *doc, Jsonb *before, const char *command);
 extern bool dc_command_is_builtin(const char *name);
 extern void dc_check_text(const char *s, int len, const char *what);
+/* a user's string, quoted, escaped and cut short, for messages */
+extern char *dc_quote_for_message(const char *s);
 
 /*
- * An entity id: not empty, at most DC_MAX_ID_BYTES, no control or
- * bidirectional formatting characters; as a C string.  The second takes it
+ * An entity id: not empty, at most DC_MAX_ID_BYTES, no control, format or
+ * invisible characters (dc_check_text); as a C string.  The second takes it
  * from argument argno of an SQL function, which must not be NULL.
  */
 extern char *dc_id_check(const char *id, int len, const char *what);

@@ -94,6 +94,24 @@ SELECT dc_get_state('uc', 'u3') AS never_stored;
 -- a handler may set built-in keys to values a command could leave
 SELECT show(dc_send_command('uc', 'u3', 'bad_state', '{}'));
 
+-- a handler cannot queue commands at commit, and the session-level
+-- advisory locks it takes end with it (not with the node's store session)
+CREATE FUNCTION sneaky(state jsonb, payload jsonb) RETURNS jsonb
+LANGUAGE sql AS $$
+    SELECT CASE payload ->> 'do'
+           WHEN 'at_commit' THEN state || jsonb_build_object(
+               'queued', public.dc_send_command_at_commit('uc', 'u9', 'login'))
+           ELSE state || jsonb_build_object('locked', pg_try_advisory_lock(4242)) END
+$$;
+SELECT dc_register_command('sneaky', 'sneaky(jsonb, jsonb)');
+SELECT try($$SELECT dc_send_command('uc', 'u4', 'sneaky', '{"do": "at_commit"}')$$);
+SELECT count(*) AS queued_by_handler FROM durable_cluster.pending_commands WHERE user_id = 'u9';
+SELECT dc_send_command('uc', 'u4', 'sneaky', '{}') -> 'state' -> 'locked' AS handler_took_lock;
+SELECT pg_try_advisory_lock(4242) AS free_after_the_handler;
+SELECT pg_advisory_unlock(4242);
+SELECT dc_unregister_command('sneaky');
+DROP FUNCTION sneaky(jsonb, jsonb);
+
 -- registering: only superusers and dc_admin members, checked handlers
 SET ROLE uc_user;
 SELECT try($$SELECT dc_register_command('x', 'set_email(jsonb, jsonb)')$$);

@@ -153,9 +153,57 @@ SELECT dc_get_state('mall_c', 'u1') -> 'state' -> 'balance' AS balance;
 SELECT dc_send_command('mall_b', 'u1', 'login');
 RESET ROLE;
 
+-- ---- restrictions follow the login: SET ROLE, SECURITY DEFINER ----
+-- sec_tenant_a logs in (SET SESSION AUTHORIZATION stands for its login)
+-- and becomes dc_client, which the documented set-up makes it a member
+-- of; every way into mall_b is still closed, and nothing is applied
+CREATE SCHEMA sec_tenant_fns AUTHORIZATION sec_tenant_a;
+GRANT CREATE ON SCHEMA sec_tenant_fns TO dc_client;
+SET SESSION AUTHORIZATION sec_tenant_a;
+SET ROLE dc_client;
+SELECT session_user, current_user;
+SELECT try($$SELECT dc_get_state('mall_b', 'u1')$$);
+SELECT try($$SELECT dc_send_command('mall_b', 'u1', 'deduct_balance', '{"amount": 1}')$$);
+SELECT try($$SELECT dc_send_command('mall_b', 'u1', 'add_balance', '{"amount": 20, "command_id": "b-1"}')$$);
+SELECT try($$SELECT dc_tell('mall_b', 'u1', 'logout')$$);
+SELECT try($$SELECT dc_transfer('mall_b', 'u1', 'mall_a', 'u1', 5)$$);
+SELECT try($$SELECT dc_send_command_at_commit('mall_b', 'u1', 'add_balance', '{"amount": 1}')$$);
+SELECT try($$SELECT dc_command_outcome('mall_b', 'u1', 'b-1')$$);
+SELECT try($$SELECT * FROM dc_send_commands('[{"mall_id": "mall_b", "user_id": "u1", "command": "get_state"}]')$$);
+-- its own mall it reaches as before
+SELECT dc_send_command('mall_a', 'u1', 'get_state') ->> 'result' AS own_mall;
+RESET ROLE;
+-- a SECURITY DEFINER function it gives to dc_client runs as dc_client,
+-- and still for sec_tenant_a's login
+CREATE FUNCTION sec_tenant_fns.peek() RETURNS jsonb
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+    SELECT public.dc_get_state('mall_b', 'u1')
+$$;
+ALTER FUNCTION sec_tenant_fns.peek() OWNER TO dc_client;
+SELECT try($$SELECT sec_tenant_fns.peek()$$);
+RESET SESSION AUTHORIZATION;
+DROP SCHEMA sec_tenant_fns CASCADE;
+SELECT dc_get_state('mall_b', 'u1') #- '{state,last_event_time}' AS mall_b_untouched;
+-- a command recorded at commit for roles of which one may not reach its
+-- mall (restricted after it was recorded): the saga worker checks the
+-- roles again when it sends it, and it fails without being applied
+INSERT INTO durable_cluster.pending_commands (id, mall_id, user_id, command, payload, command_id,
+                                              role_name, roles)
+VALUES (nextval('durable_cluster.pending_commands_id_seq'), 'mall_b', 'u1', 'add_balance',
+        '{"amount": 7}', 'sec-at-commit', 'sec_client', '{sec_client,sec_tenant_a}');
+-- (the worker looks every heartbeat_interval)
+SELECT wait_until($$SELECT status <> 'pending' FROM durable_cluster.pending_commands
+                    WHERE command_id = 'sec-at-commit'$$);
+SELECT status, sqlstate, message FROM durable_cluster.pending_commands WHERE command_id = 'sec-at-commit';
+SELECT dc_get_state('mall_b', 'u1') #>> '{state,balance}' AS mall_b_balance;
+
 -- a forwarded command is checked for the role that sent it, too
 SET ROLE dc_cluster;
 SELECT try($$SELECT durable_cluster.forward(1, 'sec_tenant_a', 'mall_b', 'u1', 'get_state', '{}', NULL, false, 1000)$$);
+-- and for every role it acts as (format 2)
+SELECT try($$SELECT durable_cluster.forward(2, '{sec_tenant_a,dc_client}', 'mall_b', 'u1', 'get_state', '{}', NULL, false, 1000)$$);
+SELECT try($$SELECT durable_cluster.forward(2, '{dc_client,sec_tenant_a}', 'mall_b', 'u1', 'get_state', '{}', NULL, false, 1000)$$);
+SELECT try($$SELECT durable_cluster.forward(2, '{sec_tenant_a,dc_client}', 'mall_a', 'u1', 'get_state', '{}', NULL, false, 1000)$$) AS own_mall;
 RESET ROLE;
 
 -- a role whose name needs quoting is restricted all the same
@@ -174,6 +222,23 @@ DROP ROLE "Sec-Tenant-Q";
 SELECT dc_restrict_role('sec_tenant_a', '{}');
 SELECT dc_restrict_role('sec_tenant_a', '{mall_a,NULL}');
 SELECT dc_restrict_role('postgres', '{mall_a}');
+SELECT try($$SELECT dc_restrict_role('-', '{mall_a}')$$);
+SELECT try($$SELECT dc_restrict_role(99999999::oid::regrole, '{mall_a}')$$);
+-- malls are ids, commands exist
+SELECT try($$SELECT dc_restrict_role('sec_tenant_a', ARRAY[E'mall\nb'])$$);
+SELECT try($$SELECT dc_restrict_role('sec_tenant_a', ARRAY[U&'mall\200Bb'])$$);
+SELECT try($$SELECT dc_restrict_role('sec_tenant_a', ARRAY[repeat('m', 10000)])$$);
+SELECT try($$SELECT dc_restrict_role('sec_tenant_a', '{mall_a}', '{get_state,teleport}')$$);
+SELECT try($$SELECT dc_restrict_role('sec_tenant_a', '{mall_a}', ARRAY[E'log\nin'])$$);
+-- a role that could lift its own restriction is refused
+CREATE ROLE sec_ops IN ROLE dc_admin;
+CREATE ROLE sec_maker CREATEROLE;
+CREATE ROLE sec_can_make IN ROLE sec_maker;
+SELECT try($$SELECT dc_restrict_role('sec_ops', '{mall_a}')$$);
+SELECT try($$SELECT dc_restrict_role('sec_maker', '{mall_a}')$$);
+SELECT try($$SELECT dc_restrict_role('sec_can_make', '{mall_a}')$$);
+DROP ROLE sec_ops, sec_can_make, sec_maker;
+SELECT * FROM dc_tenant_grants WHERE role_name LIKE 'sec\_%' ORDER BY 1, 2;
 SET ROLE sec_client;
 SELECT dc_restrict_role('sec_client', '{mall_a}');
 RESET ROLE;
@@ -185,7 +250,10 @@ SELECT dc_unrestrict_role('sec_tenant_c');
 
 -- ---- forward() checks what another server sends as if it came from SQL ----
 SET ROLE dc_cluster;
+SELECT try($$SELECT durable_cluster.forward(3, 'sec_client', 'mall_a', 'u1', 'login', '{}', NULL, false, 1000)$$);
 SELECT try($$SELECT durable_cluster.forward(2, 'sec_client', 'mall_a', 'u1', 'login', '{}', NULL, false, 1000)$$);
+SELECT try($$SELECT durable_cluster.forward(2, '{a,b,c,d}', 'mall_a', 'u1', 'login', '{}', NULL, false, 1000)$$);
+SELECT try($$SELECT durable_cluster.forward(2, '{sec_client,NULL}', 'mall_a', 'u1', 'login', '{}', NULL, false, 1000)$$);
 SELECT try($$SELECT durable_cluster.forward(1, 'sec_client', 'mall_a', 'u1', 'add_balance', '{"amount": -5}', NULL, false, 1000)$$);
 SELECT try($$SELECT durable_cluster.forward(1, 'sec_client', 'mall_a', E'u\x01', 'login', '{}', NULL, false, 1000)$$);
 -- a transfer's step only with its saga's record, for the record's entity and amount
@@ -235,7 +303,29 @@ SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'login', '{"command_id": "a\
 SELECT try($$SELECT dc_transfer('mall_a', E'u\x7f', 'mall_a', 'u2', 1)$$);
 SELECT try($$SELECT dc_add_node(E'node\nx')$$);
 SELECT try($$SELECT dc_add_node('n', ARRAY[U&'role\200Fx'])$$);
+-- format characters, separators and invisible fillers too
+SELECT try($$SELECT dc_send_command('mall_a', U&'u\200B1', 'login')$$);
+SELECT try($$SELECT dc_send_command(U&'mall\00ADa', 'u1', 'login')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'update_profile', '{"nickname": "a\u2028b"}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'update_profile', '{"nickname": "\u3164"}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'login', '{"command_id": "\ufeffk1"}')$$);
+SELECT try($$SELECT dc_send_command('mall_a', U&'u\2060', 'login')$$);
+-- emoji with a variation selector are names like any other
+SELECT dc_send_command('mall_a', 'u1', 'update_profile', '{"nickname": "\u2764\ufe0f"}') #>> '{state,nickname}' AS nickname;
+-- what a user wrote reaches messages quoted, escaped and cut short
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', E'log\nLOG:  forged')$$);
+SELECT try(format($$SELECT dc_send_command('mall_a', 'u1', %L)$$, repeat('x', 500)));
+SELECT try($$SELECT dc_send_command('mall_a', 'u1', 'add_balance', '{"amount": "1\n2"}')$$);
 SELECT dc_get_state('mall_a', 'u1') -> 'state' -> 'balance' AS balance;
+
+-- ---- reads of ids nobody stored take no place in the nodes' caches ----
+SELECT sum(entities_in_memory) AS cached_before FROM dc_node_stats \gset
+SELECT count(*) AS read FROM (SELECT dc_send_command('sec_ghosts', 'g' || g, 'get_state')
+                                FROM generate_series(1, 200) g) s;
+SELECT count(*) AS refused FROM (SELECT dc_send_command('sec_ghosts', 'g' || g, 'deduct_balance', '{"amount": 1}')
+                                   FROM generate_series(1, 50) g) s;
+SELECT wait_until(format('SELECT sum(entities_in_memory) = %s FROM dc_node_stats', :cached_before)) AS cache_unchanged;
+SELECT count(*) AS stored FROM durable_cluster.entity_state WHERE mall_id = 'sec_ghosts';
 
 -- ---- a missing settings row: a clear error for the nodes, no crash ----
 CREATE TEMP TABLE node_pids AS
@@ -255,6 +345,7 @@ SELECT wait_for_cluster(3, 100);
 DELETE FROM durable_cluster.entity_state WHERE mall_id IN ('mall_a', 'mall_b', 'mall_c');
 DELETE FROM durable_cluster.command_log WHERE mall_id IN ('mall_a', 'mall_b', 'mall_c');
 DELETE FROM durable_cluster.sagas WHERE from_mall IN ('mall_a', 'mall_b', 'mall_c');
+DELETE FROM durable_cluster.pending_commands WHERE mall_id IN ('mall_a', 'mall_b', 'mall_c');
 DROP TABLE public.sec_ran_as;
 DROP FUNCTION wait_heartbeats(int);
 REVOKE CREATE ON SCHEMA public FROM sec_attacker;

@@ -117,3 +117,93 @@ SELECT c.relname::text AS table_name,
   JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'durable_cluster'
  WHERE c.relkind = 'r';
 GRANT SELECT ON dc_storage TO dc_client;
+
+/*
+ * Tenants, second round (docs/security.md): a request acts as every role
+ * its session is -- the login, the role of SET ROLE, the current user --
+ * and each must be allowed.  A command sent at commit keeps them all
+ * (roles, the login first; role_name is the login); rows of 0.1 have only
+ * role_name, which is then the one role.
+ */
+ALTER TABLE durable_cluster.pending_commands ADD COLUMN roles text[];
+
+-- malls checked as ids, commands as existing ones, both bounded (tenant.c)
+CREATE FUNCTION durable_cluster.check_tenant_grant(malls text[], commands text[]) RETURNS void
+AS 'MODULE_PATHNAME', 'dc_check_tenant_grant' LANGUAGE C STABLE;
+REVOKE ALL ON FUNCTION durable_cluster.check_tenant_grant(text[], text[]) FROM PUBLIC;
+
+/*
+ * A role is restricted only if no role it can become (SET ROLE, or its
+ * own attributes) could lift the restriction again: a superuser, a role
+ * with CREATEROLE (which can grant itself dc_admin), dc_admin, or one that
+ * may write the grants.
+ */
+CREATE OR REPLACE FUNCTION @extschema@.dc_restrict_role(role regrole, malls text[],
+                                                        commands text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    escape text;
+BEGIN
+    IF role IS NULL OR malls IS NULL THEN
+        RAISE EXCEPTION 'role and malls must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE oid = role) THEN
+        RAISE EXCEPTION 'role % does not exist', role::oid
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    PERFORM durable_cluster.check_tenant_grant(malls, commands);
+    IF (SELECT rolsuper FROM pg_roles WHERE oid = role) THEN
+        RAISE EXCEPTION 'superuser % cannot be restricted', role
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT r.rolname INTO escape
+      FROM pg_roles r
+     WHERE pg_has_role(role, r.oid, 'MEMBER')
+       AND (r.rolsuper OR r.rolcreaterole OR r.rolname = 'dc_admin'
+            OR has_table_privilege(r.oid, 'durable_cluster.tenant_grants', 'INSERT, UPDATE, DELETE, TRUNCATE'))
+     ORDER BY r.rolname LIMIT 1;
+    IF escape IS NOT NULL THEN
+        RAISE EXCEPTION 'role % cannot be restricted: %', role,
+                        CASE WHEN escape = pg_get_userbyid(role) THEN 'it could lift the restriction itself'
+                             ELSE format('it can act as %s, which could lift the restriction', quote_ident(escape)) END
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A role that is, or can SET ROLE to, a superuser, a role with CREATEROLE, dc_admin, or a role that may write durable_cluster.tenant_grants can undo its own restriction.',
+                  HINT = 'Restrict an application role that is a member of dc_client only.';
+    END IF;
+    -- the role's name as the check sees it (regrole's text is quoted)
+    DELETE FROM durable_cluster.tenant_grants WHERE role_name = pg_get_userbyid(role);
+    INSERT INTO durable_cluster.tenant_grants (role_name, mall_id, commands)
+         SELECT DISTINCT pg_get_userbyid(role), m, commands FROM unnest(malls) m;
+END
+$$;
+
+/*
+ * Anyone may LISTEN durable_cluster: the joined event no longer carries
+ * the member's address (dc_members shows it to dc_client).
+ */
+CREATE OR REPLACE FUNCTION durable_cluster.node_join(node_name text, node_index integer,
+                                                     node_address text, node_pid integer,
+                                                     node_roles text[])
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    inc bigint;
+BEGIN
+    PERFORM durable_cluster.lock_map();
+    INSERT INTO durable_cluster.members AS m
+           (name, node_index, address, roles, status, incarnation, pid, started_at, last_heartbeat)
+    VALUES (node_name, node_index, node_address, node_roles, 'up', 1, node_pid, now(), now())
+    ON CONFLICT (name) DO UPDATE
+       SET node_index = EXCLUDED.node_index, address = EXCLUDED.address,
+           roles = EXCLUDED.roles, status = 'up', incarnation = m.incarnation + 1,
+           pid = EXCLUDED.pid, started_at = now(), last_heartbeat = now()
+    RETURNING incarnation INTO inc;
+
+    UPDATE durable_cluster.shards SET epoch = epoch + 1 WHERE node = node_name;
+    UPDATE durable_cluster.settings SET map_version = map_version + 1;
+    PERFORM durable_cluster.announce(jsonb_build_object(
+        'event', 'joined', 'node', node_name, 'incarnation', inc));
+    RETURN inc;
+END
+$$;

@@ -454,9 +454,9 @@ dc_self_address_sql(PG_FUNCTION_ARGS)
  *                         saga_record jsonb, tell boolean,
  *                         timeout_ms integer) RETURNS jsonb
  * A command another server of the cluster forwards, as its client sent it
- * (saga_record: the transfer whose step it is, else NULL), in format
- * DC_FORWARD_FORMAT.  Served by this server's nodes only.  Everything is
- * checked again here as if it came from SQL, the malls of role_name too:
+ * (saga_record: the transfer whose step it is, else NULL), in one of the
+ * formats of forward.h (role_name: one role, or the roles it acts as).  Served by this server's nodes only.  Everything is checked
+ * again here as if it came from SQL, the malls of every role too:
  * a server trusts no bytes of another.  Returns the reply, NULL for a tell
  * that was taken, or {"moved": true} if none of this server's nodes owns
  * the shard.
@@ -465,7 +465,8 @@ Datum
 dc_forward_sql(PG_FUNCTION_ARGS)
 {
 	DcCommand  *cmd = palloc(sizeof(DcCommand));
-	char	   *role;
+	DcRoles		roles;
+	int			format;
 	char	   *mall_id;
 	char	   *user_id;
 	char	   *name;
@@ -474,33 +475,38 @@ dc_forward_sql(PG_FUNCTION_ARGS)
 
 	dc_require_arguments(fcinfo, "durable_cluster.forward", 6);
 	dc_check_usable();
-	if (PG_GETARG_INT32(0) != DC_FORWARD_FORMAT)
+	format = PG_GETARG_INT32(0);
+	if (format == DC_FORWARD_FORMAT_ONE_ROLE)
+		dc_one_role(text_to_cstring(PG_GETARG_TEXT_PP(1)), &roles);
+	else if (format == DC_FORWARD_FORMAT_ROLES)
+		dc_roles_parse(text_to_cstring(PG_GETARG_TEXT_PP(1)), &roles);
+	else
 		ereport(ERROR,
 				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				errmsg("a command was forwarded in format %d; this server reads format %d",
-					   PG_GETARG_INT32(0), DC_FORWARD_FORMAT),
+				errmsg("a command was forwarded in format %d; this server reads formats %d and %d",
+					   format, DC_FORWARD_FORMAT_ONE_ROLE, DC_FORWARD_FORMAT_ROLES),
 				errhint("The servers of one cluster must run versions of durable_cluster that forward in the same format."));
-	role = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	mall_id = dc_id_argument(fcinfo, 2, "mall_id");
 	user_id = dc_id_argument(fcinfo, 3, "user_id");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(4));
 	if (PG_ARGISNULL(6))
 	{
 		dc_parse_client_command(name, PG_GETARG_JSONB_P(5), cmd);
-		dc_tenant_check(role, mall_id, cmd->name);
+		dc_tenant_check(&roles, mall_id, cmd->name);
 	}
 	else
 	{
 		dc_saga_step_parse(name, PG_GETARG_JSONB_P(5), PG_GETARG_JSONB_P(6),
 						   mall_id, user_id, cmd);
 		/* as dc_transfer checks it: a refund goes with its deduct */
-		dc_tenant_check(role, mall_id,
+		dc_tenant_check(&roles, mall_id,
 						cmd->kind == DC_CMD_ADD_BALANCE ? "add_balance" : "deduct_balance");
 	}
 
 	options.timeout_ms = Max(PG_GETARG_INT32(8), 1);
 	options.tell = PG_GETARG_BOOL(7);
 	options.may_forward = false;
+	options.roles = &roles;
 	reply = dc_ask(mall_id, user_id, cmd, &options);
 	if (reply == NULL)
 		PG_RETURN_NULL();

@@ -146,14 +146,14 @@ forward_one(AskCall *call, DcAsk *a, const char *address, bool *moved)
 	Jsonb	   *volatile reply = NULL;
 
 	if (!call->catch_forward_errors)
-		return dc_forward(address, NULL, a->mall_id, a->user_id, a->cmd,
+		return dc_forward(address, a->roles, a->mall_id, a->user_id, a->cmd,
 						  call->options->tell, a->deadline, moved);
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		reply = dc_forward(address, NULL, a->mall_id, a->user_id, a->cmd,
+		reply = dc_forward(address, a->roles, a->mall_id, a->user_id, a->cmd,
 						   call->options->tell, a->deadline, moved);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
@@ -566,12 +566,13 @@ Jsonb *
 dc_ask(const char *mall_id, const char *user_id, const DcCommand *cmd,
 	   const DcAskOptions *options)
 {
-	DcAskOptions defaults = {dc_ask_timeout_ms, false, true};
+	DcAskOptions defaults = {dc_ask_timeout_ms, false, true, NULL};
 	DcAsk		a;
 
 	a.mall_id = mall_id;
 	a.user_id = user_id;
 	a.cmd = cmd;
+	a.roles = options ? options->roles : NULL;
 	dc_ask_many(&a, 1, options ? options : &defaults);
 	if (a.sqlstate != 0)
 		ereport(ERROR,

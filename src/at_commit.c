@@ -126,8 +126,15 @@ dc_send_command_at_commit(PG_FUNCTION_ARGS)
 	DcCommand  *cmd = palloc(sizeof(DcCommand));
 	Jsonb	   *payload;
 	char	   *command_id;
+	DcRoles		roles;
 
 	dc_check_usable();
+	/* a handler runs inside a node's batch: it only returns its new state */
+	if (dc_in_command_handler)
+		ereport(ERROR,
+				errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				errmsg("a command handler cannot send commands at commit"),
+				errhint("A handler only returns its entity's new state."));
 	mall_id = dc_id_argument(fcinfo, 0, "mall_id");
 	user_id = dc_id_argument(fcinfo, 1, "user_id");
 	if (PG_ARGISNULL(2) || PG_ARGISNULL(3))
@@ -136,25 +143,30 @@ dc_send_command_at_commit(PG_FUNCTION_ARGS)
 				errmsg("%s must not be NULL", PG_ARGISNULL(2) ? "command" : "payload"));
 	payload = PG_GETARG_JSONB_P(3);
 	dc_parse_client_command(text_to_cstring(PG_GETARG_TEXT_PP(2)), payload, cmd);
-	dc_tenant_check(NULL, mall_id, cmd->name);
+	dc_session_roles(&roles);
+	dc_tenant_check(&roles, mall_id, cmd->name);
 
-	/* the given command_id, or "commit-" and the row's id */
+	/*
+	 * The given command_id, or "commit-" and the row's id; the roles it
+	 * acts as, the login first, checked again when it is sent.
+	 */
 	command_id = as_table_owner(
 		"INSERT INTO durable_cluster.pending_commands"
-		"       (id, mall_id, user_id, command, payload, command_id, role_name)"
-		" SELECT n, $1, $2, $3, $4, coalesce($5, '" DC_AT_COMMIT_ID_PREFIX "' || n), $6"
+		"       (id, mall_id, user_id, command, payload, command_id, role_name, roles)"
+		" SELECT n, $1, $2, $3, $4, coalesce($5, '" DC_AT_COMMIT_ID_PREFIX "' || n), $6, $7::text[]"
 		"   FROM nextval('durable_cluster.pending_commands_id_seq') AS n"
 		" ON CONFLICT (mall_id, user_id, command_id) DO NOTHING"
 		" RETURNING command_id",
-		6,
-		(Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID},
+		7,
+		(Oid[]) {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, TEXTOID},
 		(Datum[]) {
 			CStringGetTextDatum(mall_id), CStringGetTextDatum(user_id),
 			CStringGetTextDatum(cmd->name), JsonbPGetDatum(payload),
 			cmd->command_id[0] ? CStringGetTextDatum(cmd->command_id) : (Datum) 0,
-			CStringGetTextDatum(GetUserNameFromId(GetUserId(), false))
+			CStringGetTextDatum(roles.names[0]),
+			CStringGetTextDatum(dc_roles_text(&roles))
 		},
-		cmd->command_id[0] ? "      " : "    n ");
+		cmd->command_id[0] ? "       " : "    n  ");
 	if (command_id == NULL)
 		ereport(ERROR,
 				errcode(ERRCODE_UNIQUE_VIOLATION),
@@ -209,7 +221,7 @@ typedef struct PendingCommand
 	char	   *command;
 	Jsonb	   *payload;
 	char	   *command_id;
-	char	   *role_name;
+	DcRoles		roles;			/* whom it acts as, the login first */
 } PendingCommand;
 
 /*
@@ -255,32 +267,29 @@ send_pending(PendingCommand *p, MemoryContext cxt)
 {
 	MemoryContext outer = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	Oid			role = get_role_oid(p->role_name, true);
-	Oid			save_user;
-	int			save_sec;
 	Jsonb	   *reply = NULL;
 	ErrorData  *edata = NULL;
 
-	GetUserIdAndSecContext(&save_user, &save_sec);
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
 		DcCommand  *cmd = palloc(sizeof(DcCommand));
+		DcAskOptions options = {dc_ask_timeout_ms, false, true, &p->roles};
 
-		if (!OidIsValid(role))
-			ereport(ERROR,
-					errcode(ERRCODE_UNDEFINED_OBJECT),
-					errmsg("role \"%s\", which sent the command, no longer exists", p->role_name));
-		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		for (int i = 0; i < p->roles.n; i++)
+			if (!OidIsValid(get_role_oid(p->roles.names[i], true)))
+				ereport(ERROR,
+						errcode(ERRCODE_UNDEFINED_OBJECT),
+						errmsg("role \"%s\", which sent the command, no longer exists",
+							   p->roles.names[i]));
 		dc_parse_client_command(p->command,
 						 DatumGetJsonbP(DirectFunctionCall2(jsonb_delete,
 															JsonbPGetDatum(p->payload),
 															CStringGetTextDatum("command_id"))),
 						 cmd);
 		strlcpy(cmd->command_id, p->command_id, sizeof(cmd->command_id));
-		dc_tenant_check(NULL, p->mall_id, cmd->name);
-		reply = dc_ask(p->mall_id, p->user_id, cmd, NULL);
-		SetUserIdAndSecContext(save_user, save_sec);
+		dc_tenant_check(&p->roles, p->mall_id, cmd->name);
+		reply = dc_ask(p->mall_id, p->user_id, cmd, &options);
 		MemoryContextSwitchTo(cxt);
 		reply = (Jsonb *) datumCopy(JsonbPGetDatum(reply), false, -1);
 		ReleaseCurrentSubTransaction();
@@ -291,7 +300,6 @@ send_pending(PendingCommand *p, MemoryContext cxt)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		SetUserIdAndSecContext(save_user, save_sec);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(outer);
@@ -332,7 +340,8 @@ pending_commands(MemoryContext cxt, PendingCommand **out)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_execute("SELECT id, mall_id, user_id, command, payload, command_id, role_name"
+	if (SPI_execute("SELECT id, mall_id, user_id, command, payload, command_id,"
+					"       coalesce(roles, ARRAY[role_name])"
 					"  FROM durable_cluster.pending_commands"
 					" WHERE status = 'pending'"
 					" ORDER BY id LIMIT " CppAsString2(PENDING_PER_ROUND), true, 0) != SPI_OK_SELECT)
@@ -353,7 +362,7 @@ pending_commands(MemoryContext cxt, PendingCommand **out)
 		p->command = SPI_getvalue(tup, desc, 4);
 		p->payload = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
 		p->command_id = SPI_getvalue(tup, desc, 6);
-		p->role_name = SPI_getvalue(tup, desc, 7);
+		dc_roles_parse(SPI_getvalue(tup, desc, 7), &p->roles);
 		MemoryContextSwitchTo(spi);
 	}
 	SPI_finish();

@@ -23,6 +23,7 @@
 #include "catalog/pg_type.h"
 #include "common/int.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -233,7 +234,8 @@ parse_amount(const char *command, Jsonb *payload)
 		case CENTS_SYNTAX:
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-					errmsg("\"amount\" of command \"%s\" is not a number: \"%s\"", command, text),
+					errmsg("\"amount\" of command \"%s\" is not a number: %s", command,
+						   dc_quote_for_message(text)),
 					errdetail("An amount is written as JSON writes numbers: no spaces, no plus sign, digits on both sides of a decimal point."),
 					errhint(AMOUNT_HINT));
 			break;
@@ -243,7 +245,7 @@ parse_amount(const char *command, Jsonb *payload)
 		case CENTS_TOO_PRECISE:
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("\"amount\" %s has more than 2 decimal places", text),
+					errmsg("\"amount\" %s has more than 2 decimal places", dc_quote_for_message(text)),
 					errhint(AMOUNT_HINT));
 			break;
 		case CENTS_TOO_LARGE:
@@ -255,12 +257,12 @@ parse_amount(const char *command, Jsonb *payload)
 	if (cents <= 0)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("\"amount\" must be greater than zero, got %s", text),
+				errmsg("\"amount\" must be greater than zero, got %s", dc_quote_for_message(text)),
 				errhint(AMOUNT_HINT));
 	if (cents > DC_MAX_AMOUNT_CENTS)
 		ereport(ERROR,
 				errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				errmsg("\"amount\" %s is larger than the maximum of 1000000000000", text),
+				errmsg("\"amount\" %s is larger than the maximum of 1000000000000", dc_quote_for_message(text)),
 				errhint(AMOUNT_HINT));
 	return cents;
 }
@@ -347,9 +349,78 @@ parse_nickname(const char *command, Jsonb *payload, char *out)
 
 /*
  * Characters that make a name look other than it is, in logs, tools and
- * screens: controls (C0, DEL, C1) and the bidirectional formatting marks
- * (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069).  A name with one
- * is rejected, not cleaned.  what names the value in the message.
+ * screens, or that do not show at all: Unicode's format characters (Cf,
+ * the bidirectional marks and zero-width joiners among them), the line
+ * and paragraph separators (Zl, Zp), the other default-ignorable code
+ * points but the variation selectors (which emoji need), and the blank
+ * fillers (Hangul fillers, the blank Braille pattern).  As of Unicode 15,
+ * sorted, inclusive.
+ */
+static const struct
+{
+	pg_wchar	first;
+	pg_wchar	last;
+}			invisible_ranges[] = {
+	{0x00AD, 0x00AD}, {0x034F, 0x034F}, {0x0600, 0x0605}, {0x061C, 0x061C},
+	{0x06DD, 0x06DD}, {0x070F, 0x070F}, {0x0890, 0x0891}, {0x08E2, 0x08E2},
+	{0x115F, 0x1160}, {0x17B4, 0x17B5}, {0x180B, 0x180F}, {0x200B, 0x200F},
+	{0x2028, 0x202E}, {0x2060, 0x206F}, {0x2800, 0x2800}, {0x3164, 0x3164},
+	{0xFEFF, 0xFEFF}, {0xFFA0, 0xFFA0}, {0xFFF0, 0xFFFB}, {0x110BD, 0x110BD},
+	{0x110CD, 0x110CD}, {0x13430, 0x1343F}, {0x1BCA0, 0x1BCA3}, {0x1D173, 0x1D17A},
+	{0xE0000, 0xE00FF}, {0xE01F0, 0xE0FFF},
+};
+
+/* A control character (C0, DEL, C1), or one of invisible_ranges. */
+static bool
+is_hidden_char(pg_wchar ch, bool utf8)
+{
+	int			lo = 0;
+	int			hi = lengthof(invisible_ranges) - 1;
+
+	if (ch < 0x20 || ch == 0x7F)
+		return true;
+	if (!utf8 || ch < 0x80)
+		return false;
+	if (ch <= 0x9F)
+		return true;
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (ch < invisible_ranges[mid].first)
+			hi = mid - 1;
+		else if (ch > invisible_ranges[mid].last)
+			lo = mid + 1;
+		else
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The character at s (of at most len bytes) and its length in bytes; in a
+ * UTF-8 database a multibyte one as its code point.  0 bytes if it is cut
+ * short (the encoding check rejects it).
+ */
+static int
+next_char(const char *s, int len, bool utf8, pg_wchar *ch)
+{
+	unsigned char c = (unsigned char) *s;
+	int			step;
+
+	*ch = c;
+	if (!utf8 || c < 0x80)
+		return 1;
+	step = pg_utf_mblen((const unsigned char *) s);
+	if (step > len)
+		return 0;
+	*ch = utf8_to_unicode((const unsigned char *) s);
+	return step;
+}
+
+/*
+ * A name with a hidden character (is_hidden_char) is rejected, not
+ * cleaned.  what names the value in the message.
  */
 void
 dc_check_text(const char *s, int len, const char *what)
@@ -358,32 +429,65 @@ dc_check_text(const char *s, int len, const char *what)
 
 	for (int i = 0; i < len;)
 	{
-		unsigned char c = (unsigned char) s[i];
-		pg_wchar	ch = c;
-		int			step = 1;
+		pg_wchar	ch;
+		int			step = next_char(s + i, len - i, utf8, &ch);
 
-		if (utf8 && c >= 0x80)
-		{
-			step = pg_utf_mblen((const unsigned char *) s + i);
-			if (i + step > len)
-				break;			/* the encoding check rejects it */
-			ch = utf8_to_unicode((const unsigned char *) s + i);
-		}
-		if (ch < 0x20 || ch == 0x7F || (utf8 && ch >= 0x80 && ch <= 0x9F) ||
-			ch == 0x061C || ch == 0x200E || ch == 0x200F ||
-			(ch >= 0x202A && ch <= 0x202E) || (ch >= 0x2066 && ch <= 0x2069))
+		if (step == 0)
+			break;
+		if (is_hidden_char(ch, utf8))
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("%s must not contain control or bidirectional formatting characters",
+					errmsg("%s must not contain control, format or invisible characters",
 						   what),
 					errdetail("Character U+%04X is at byte %d.", (unsigned int) ch, i + 1));
 		i += step;
 	}
 }
 
+/* how many characters of a user's string a message shows */
+#define QUOTED_CHARS	64
+
 /*
- * An entity id: not empty, at most 255 bytes, no control or bidirectional
- * formatting characters.  Returns it as a C string.
+ * A string a user gave, for an error message or the log: in double
+ * quotes, with quotes, backslashes and hidden characters escaped (\uXXXX)
+ * and cut after QUOTED_CHARS characters ("..." then follows), so that it
+ * can neither forge a line of the log nor hide what it is.
+ */
+char *
+dc_quote_for_message(const char *s)
+{
+	StringInfoData buf;
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
+	int			len = strlen(s);
+	int			nchars = 0;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '"');
+	for (int i = 0; i < len; nchars++)
+	{
+		pg_wchar	ch;
+		int			step = next_char(s + i, len - i, utf8, &ch);
+
+		if (nchars == QUOTED_CHARS || step == 0)
+		{
+			appendStringInfoString(&buf, "...");
+			break;
+		}
+		if (ch == '"' || ch == '\\')
+			appendStringInfo(&buf, "\\%c", (char) ch);
+		else if (is_hidden_char(ch, utf8))
+			appendStringInfo(&buf, "\\u%04X", (unsigned int) ch);
+		else
+			appendBinaryStringInfo(&buf, s + i, step);
+		i += step;
+	}
+	appendStringInfoChar(&buf, '"');
+	return buf.data;
+}
+
+/*
+ * An entity id: not empty, at most 255 bytes, no control, format or
+ * invisible characters.  Returns it as a C string.
  */
 char *
 dc_id_check(const char *id, int len, const char *what)
@@ -802,7 +906,7 @@ dc_entity_check_doc(Jsonb *doc, Jsonb *before, const char *command)
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("handler of command \"%s\" returned \"balance\" %s; it must be from 0 to 9999999999999999.99 with at most 2 decimal places",
-					   command, text));
+					   command, dc_quote_for_message(text)));
 	if ((v = state_key(doc, command, "last_event_time", jbvString, true)) != NULL)
 		(void) DirectFunctionCall3(timestamptz_in,
 								   CStringGetDatum(jsonb_string_dup(v)),

@@ -29,17 +29,18 @@
 #include "remote.h"
 
 /*
- * Hand a validated command of role (NULL: the current user) to the server
- * at address, whose node owns its shard, and return the reply; NULL for a
- * tell that node took.  *moved
+ * Hand a validated command of roles (NULL: this session's, tenant.h) to the
+ * server at address, whose node owns its shard, and return the reply; NULL
+ * for a tell that node took.  *moved
  * when that server's map no longer names one of its nodes the owner, or
  * when that server cannot be reached (it may be down: its shards are
  * about to move), in which case nothing was sent.
  */
 Jsonb *
-dc_forward(const char *address, const char *role, const char *mall_id, const char *user_id,
+dc_forward(const char *address, const DcRoles *roles, const char *mall_id, const char *user_id,
 		   const DcCommand *cmd, bool tell, TimestampTz deadline, bool *moved)
 {
+	DcRoles		session;
 	char	   *why;
 	const char *values[9];
 	PGresult   *res;
@@ -47,10 +48,25 @@ dc_forward(const char *address, const char *role, const char *mall_id, const cha
 
 	/*
 	 * The command as a client sends it, the transfer's record for a saga
-	 * step, and the role that sent it, whose malls that server checks too.
+	 * step, and the roles that sent it, whose malls that server checks too:
+	 * one role in the format every release reads, several in the one that
+	 * lists them.
 	 */
-	values[0] = CppAsString2(DC_FORWARD_FORMAT);
-	values[1] = role ? role : GetUserNameFromId(GetUserId(), false);
+	if (roles == NULL)
+	{
+		dc_session_roles(&session);
+		roles = &session;
+	}
+	if (roles->n == 1)
+	{
+		values[0] = CppAsString2(DC_FORWARD_FORMAT_ONE_ROLE);
+		values[1] = roles->names[0];
+	}
+	else
+	{
+		values[0] = CppAsString2(DC_FORWARD_FORMAT_ROLES);
+		values[1] = dc_roles_text(roles);
+	}
 	values[2] = mall_id;
 	values[3] = user_id;
 	values[4] = cmd->name;

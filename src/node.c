@@ -800,8 +800,10 @@ forward_tell_elsewhere(int slot, const char *address)
 	PG_TRY();
 	{
 		bool		not_taken;
+		DcRoles		cluster;
 
-		(void) dc_forward(address, DC_CLUSTER_ROLE, req->mall_id, req->user_id, &req->command, true,
+		dc_one_role(DC_CLUSTER_ROLE, &cluster);
+		(void) dc_forward(address, &cluster, req->mall_id, req->user_id, &req->command, true,
 						  req->forward_until, &not_taken);
 		moved = not_taken;
 	}
@@ -980,6 +982,23 @@ process_batch(const int *slots, int n)
 			dc_cache_remove(entry);
 		else
 			dc_cache_set_state(entry, &entities[e].pending);
+	}
+
+	/*
+	 * An entity still never stored (read, or refused, only) keeps no place
+	 * in the cache: reads of ids nobody wrote would push out the entities
+	 * of other tenants.  It is loaded again, as not stored, if asked for.
+	 */
+	for (int i = 0; i < n; i++)
+	{
+		bool		found;
+		CachedEntity *entry;
+
+		if (reqs[i].kind != DC_REPLY_OK)
+			continue;
+		entry = cache_lookup(&dc_shared->slots[reqs[i].slot], HASH_FIND, &found);
+		if (found && entry->state.revision == 0)
+			dc_cache_remove(entry);
 	}
 
 	for (int i = 0; i < n; i++)

@@ -211,7 +211,7 @@ dc_saga_step_parse(const char *name, Jsonb *payload, Jsonb *record,
 	else
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("\"%s\" is not a step of a transfer", name));
+				errmsg("%s is not a step of a transfer", dc_quote_for_message(name)));
 
 	/* the command as a client would send it, then the step's own id */
 	dc_command_parse(name, DatumGetJsonbP(DirectFunctionCall2(jsonb_delete,

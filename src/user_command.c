@@ -27,7 +27,9 @@
  * - with search_path set to pg_catalog, pg_temp, so that names it does not
  *   qualify resolve to the system's and not to objects someone else put
  *   first in the store session's path; settings it changes are undone
- *   after it.
+ *   after it, and session-level advisory locks it took are released;
+ * - unable to send commands, at once or at commit (it would wait for its
+ *   own node, or queue work behind the batch it is part of).
  *
  * The state it returns is checked (entity.c, dc_entity_check_doc): it may
  * not change the entity's ids nor give a built-in key a value no built-in
@@ -49,6 +51,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -103,8 +106,8 @@ lookup_command(const char *name, Oid *handler, Oid *registrant)
 }
 
 /* Is name registered, in the store's registry, wherever that is? */
-static bool
-user_command_exists(const char *name)
+bool
+dc_command_registered(const char *name)
 {
 	Oid			handler;
 	Oid			registrant;
@@ -124,10 +127,10 @@ user_command_exists(const char *name)
 void
 dc_parse_client_command(const char *name, Jsonb *payload, DcCommand *cmd)
 {
-	if (!dc_command_is_builtin(name) && !user_command_exists(name))
+	if (!dc_command_is_builtin(name) && !dc_command_registered(name))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				errmsg("unknown command \"%s\"", name),
+				errmsg("unknown command %s", dc_quote_for_message(name)),
 				errdetail("Built-in commands are: %s.", dc_builtin_command_list()),
 				errhint("Commands registered with dc_register_command() are listed in dc_commands."));
 	dc_command_parse(name, payload, cmd);
@@ -159,7 +162,7 @@ name_argument(FunctionCallInfo fcinfo)
 		strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(name))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_NAME),
-				errmsg("invalid command name \"%s\"", name),
+				errmsg("invalid command name %s", dc_quote_for_message(name)),
 				errdetail("A command name is 1 to %d lower-case letters, digits and underscores, starting with a letter.",
 						  NAMEDATALEN - 1));
 	if (dc_command_is_builtin(name))
@@ -433,6 +436,13 @@ dc_run_command(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
+
+	/*
+	 * Session-level advisory locks it took would stay with the node's store
+	 * session, held against everyone, for as long as that lives: they end
+	 * with the handler (the node takes none of its own).
+	 */
+	LockReleaseSession(USER_LOCKMETHOD);
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

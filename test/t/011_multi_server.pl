@@ -7,7 +7,9 @@
 #
 # 1. Commands sent through any server reach the owner, wherever it runs
 #    (forwarded over libpq); dc_get_state reads the store from every server;
-#    registered commands and transfers work through a node server.
+#    registered commands and transfers work through a node server; a
+#    restricted login is refused another mall through a node server after
+#    SET ROLE, and its own commands are forwarded with every role it acts as.
 # 2. Writers on all three servers (each command with a command_id, retried
 #    once with it after a failure) while:
 #    - server b is lost (immediate shutdown): its shards fail over to the
@@ -113,6 +115,31 @@ ok(DurableClusterLoad::poll_until($b,
 	'b sent it on');
 is($store->safe_psql('postgres', q{SELECT dc_get_state('everywhere', 'u4') #>> '{state,balance}'}),
 	'5.25', 'and it was applied once');
+
+# a restricted login stays restricted on a node server whatever role it
+# becomes, and the roles it acts as travel with a forwarded command
+for my $server ($store, $b)
+{
+	$server->safe_psql('postgres', q{CREATE ROLE mall_a_app LOGIN IN ROLE dc_client});
+}
+$store->safe_psql('postgres', q{SELECT dc_restrict_role('mall_a_app', '{mall_a}')});
+my $as_tenant = q{SET SESSION AUTHORIZATION mall_a_app; SET ROLE dc_client;};
+my $victim_state = q{SELECT dc_get_state('everywhere', 'u1') #- '{state,last_event_time}'};
+my $victim_before = $store->safe_psql('postgres', $victim_state);
+($ret, $out, $err) = $b->psql('postgres', $as_tenant . q{
+SELECT dc_send_command('everywhere', 'u1', 'add_balance', '{"amount": 100}')});
+like($err, qr/ERROR:  role "mall_a_app", which this request acts as, may not send "add_balance" to the entities of mall "everywhere"/,
+	'through b, SET ROLE dc_client does not lift mall_a_app\'s restriction');
+is($store->safe_psql('postgres', $victim_state), $victim_before, 'and nothing was applied');
+my $elsewhere = $store->safe_psql('postgres', qq{
+SELECT 'a' || g FROM generate_series(1, 1000) g
+ WHERE (SELECT m.address FROM dc_shards s JOIN dc_members m ON m.name = s.node
+         WHERE s.shard_id = dc_shard_id('mall_a', 'a' || g)) = '$address{store}'
+ ORDER BY g LIMIT 1});
+like($b->safe_psql('postgres', $as_tenant . qq{
+SELECT dc_send_command('mall_a', '$elsewhere', 'login')}),
+	qr/"node": "node-\d\@\Q$address{store}\E"/,
+	'its own mall it reaches, forwarded to the store\'s node with both roles');
 
 # 2. writers through all three servers
 my %load_opts = (clients => 2, entities => 40, retry => 1, pause_ms => 2);

@@ -116,7 +116,8 @@ SELECT string_agg(t, E'\n' ORDER BY t) FROM (
   UNION ALL
   SELECT 'grant ' || row_to_json(g)::text FROM durable_cluster.tenant_grants g
   UNION ALL
-  SELECT 'pending ' || row_to_json(p)::text FROM durable_cluster.pending_commands p
+  -- (0.2 adds the roles a command acts as, NULL in a row of 0.1)
+  SELECT 'pending ' || (row_to_json(p)::jsonb - 'roles')::text FROM durable_cluster.pending_commands p
   UNION ALL
   SELECT 'settings ' || number_of_shards FROM durable_cluster.settings) rows};
 my $before = $node->safe_psql('postgres', $snapshot_query);
