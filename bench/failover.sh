@@ -9,9 +9,9 @@
 #
 #   failover  SIGSTOP node-2 -> node-2 is marked down and owns no shard
 #             (then SIGCONT; it rejoins as a new incarnation)
-#   hand-off  SELECT dc_remove_node('node-3') -> the call returns, with
+#   hand-off  SELECT dc.remove_node('node-3') -> the call returns, with
 #             node-3 left and its shards owned by the others
-#             (then dc_add_node() brings a node-3 back)
+#             (then dc.add_node() brings a node-3 back)
 #
 # and prints the median and the range of each, the number of commands the
 # load stored and of errors it got, and writes the same to
@@ -34,17 +34,17 @@ median()
 }
 
 bench_server_start "${DC_BENCH_DIR:-/tmp/durable_cluster_bench}" "${DC_BENCH_PORT:-5498}"
-ready="SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = 3
-          AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
+ready="SELECT (SELECT count(*) FROM dc.members WHERE status = 'up') = 3
+          AND (SELECT count(*) FROM dc.shards s JOIN dc.members m ON m.name = s.node
                 WHERE m.status = 'up') = 100
-          AND (SELECT max(shard_count) - min(shard_count) FROM dc_members WHERE status = 'up') <= 1"
+          AND (SELECT max(shard_count) - min(shard_count) FROM dc.members WHERE status = 'up') <= 1"
 DIR=$BENCH_DIR
 PORT=$BENCH_PORT
 
 # the load: 8 clients, add_balance over 1,000 entities, until stopped
 cat > "$DIR/load.sql" <<'LOAD'
 \set u random(1, 1000)
-SELECT dc_send_command('bench', 'u' || :u, 'add_balance', '{"amount": 1}');
+SELECT dc.send_command('bench', 'u' || :u, 'add_balance', '{"amount": 1}');
 LOAD
 # ask_timeout above failure_timeout + heartbeat_interval: commands caught
 # by a failover wait for the new owner instead of failing
@@ -57,22 +57,22 @@ wait_for "SELECT count(*) > 100 FROM durable_cluster.entity_state"
 failover=()
 handoff=()
 for trial in $(seq 1 "$TRIALS"); do
-	pid=$(sql "SELECT pid FROM dc_members WHERE name = 'node-2'")
+	pid=$(sql "SELECT pid FROM dc.members WHERE name = 'node-2'")
 	t0=$(now)
 	kill -STOP "$pid"
-	wait_for "SELECT status = 'down' AND shard_count = 0 FROM dc_members WHERE name = 'node-2'"
+	wait_for "SELECT status = 'down' AND shard_count = 0 FROM dc.members WHERE name = 'node-2'"
 	t1=$(now)
 	kill -CONT "$pid"
 	failover+=("$(printf '%.3f' "$(echo "$t1 - $t0" | bc)")")
 	wait_for "$ready"
 
 	t0=$(now)
-	sql "SELECT dc_remove_node('node-3')" >/dev/null
+	sql "SELECT dc.remove_node('node-3')" >/dev/null
 	t1=$(now)
-	[ "$(sql "SELECT status = 'left' AND shard_count = 0 FROM dc_members WHERE name = 'node-3'")" = t ] ||
-		{ echo "node-3 had not left when dc_remove_node returned" >&2; exit 1; }
+	[ "$(sql "SELECT status = 'left' AND shard_count = 0 FROM dc.members WHERE name = 'node-3'")" = t ] ||
+		{ echo "node-3 had not left when dc.remove_node returned" >&2; exit 1; }
 	handoff+=("$(printf '%.3f' "$(echo "$t1 - $t0" | bc)")")
-	sql "SELECT dc_add_node()" >/dev/null
+	sql "SELECT dc.add_node()" >/dev/null
 	wait_for "$ready"
 	echo "trial $trial: failover ${failover[-1]} s, hand-off ${handoff[-1]} s"
 done
@@ -95,7 +95,7 @@ report=$(cat <<REPORT
 | measure ($TRIALS trials, under load) | median | min | max |
 |---|---|---|---|
 | failover: SIGSTOP node-2 until it is down and owns no shard | ${f_med} s | ${f_min} s | ${f_max} s |
-| hand-off: dc_remove_node('node-3') until it returns | ${h_med} s | ${h_min} s | ${h_max} s |
+| hand-off: dc.remove_node('node-3') until it returns | ${h_med} s | ${h_min} s | ${h_max} s |
 
 Load during the run (pgbench, 8 clients, add_balance over 1,000 entities, ask_timeout 15s):
 $stored commands stored, $failed client errors.

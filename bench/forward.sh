@@ -60,26 +60,26 @@ $extra"
 
 start_server a "$port_a" 3 ""
 start_server b "$port_b" 1 "durable_cluster.store = 'host=$base/a port=$port_a dbname=postgres'"
-wait_on a "$port_a" "SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = 4
-                       AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
+wait_on a "$port_a" "SELECT (SELECT count(*) FROM dc.members WHERE status = 'up') = 4
+                       AND (SELECT count(*) FROM dc.shards s JOIN dc.members m ON m.name = s.node
                              WHERE m.status = 'up') = 100"
 
 # 100 entities owned by a's nodes, stored and cached before measuring
 sql_on a "$port_a" "CREATE TABLE bench_keys AS
 SELECT row_number() OVER () AS k, u
   FROM (SELECT 'u' || g AS u FROM generate_series(1, 10000) g) x
- WHERE (SELECT m.address FROM dc_shards s JOIN dc_members m ON m.name = s.node
-         WHERE s.shard_id = dc_shard_id('fw', x.u)) = '$base/a:$port_a'
+ WHERE (SELECT m.address FROM dc.shards s JOIN dc.members m ON m.name = s.node
+         WHERE s.shard_id = dc.shard_id('fw', x.u)) = '$base/a:$port_a'
  LIMIT 100"
 keys=$(sql_on a "$port_a" "SELECT string_agg(u, ' ' ORDER BY k) FROM bench_keys")
-sql_on a "$port_a" "SELECT count(*) FROM bench_keys, LATERAL dc_send_command('fw', u, 'login')" >/dev/null
-wait_on b "$port_b" "SELECT dc_send_command('fw', 'u1', 'get_state') IS NOT NULL"
+sql_on a "$port_a" "SELECT count(*) FROM bench_keys, LATERAL dc.send_command('fw', u, 'login')" >/dev/null
+wait_on b "$port_b" "SELECT dc.send_command('fw', 'u1', 'get_state') IS NOT NULL"
 
 # pgbench picks one of the 100 ids by position
 script="$base/forward.sql"
 {
 	echo "\\set k random(1, 100)"
-	echo "SELECT dc_send_command('fw', (string_to_array('$keys', ' '))[:k], 'login');"
+	echo "SELECT dc.send_command('fw', (string_to_array('$keys', ' '))[:k], 'login');"
 } > "$script"
 chmod 644 "$script"
 

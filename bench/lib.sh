@@ -54,8 +54,8 @@ bench_server_start()
 shared_buffers = 512MB"
 	trap bench_server_stop EXIT
 	sql "CREATE EXTENSION durable_cluster"
-	wait_for "SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = 3
-	             AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
+	wait_for "SELECT (SELECT count(*) FROM dc.members WHERE status = 'up') = 3
+	             AND (SELECT count(*) FROM dc.shards s JOIN dc.members m ON m.name = s.node
 	                   WHERE m.status = 'up') = 100"
 }
 

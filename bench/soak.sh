@@ -15,9 +15,9 @@
 #       private memory: Private_Clean + Private_Dirty of
 #                       /proc/PID/smaps_rollup, in kB;
 #       for nodes also the total of their memory contexts
-#                       (dc_node_stats.memory_bytes).
+#                       (dc.node_stats.memory_bytes).
 #
-#     It also samples the rows and bytes (dc_storage) of every table of
+#     It also samples the rows and bytes (dc.storage) of every table of
 #     the extension.  The command log and the sagas are kept for
 #     SOAK_RETENTION seconds (default 120, set as command_log_retention and
 #     saga_retention), so that within the run they reach the size at which
@@ -58,40 +58,40 @@ sql "SELECT pg_reload_conf()" >/dev/null
 sql "
 CREATE FUNCTION soak_note(state jsonb, payload jsonb) RETURNS jsonb
 LANGUAGE sql AS \$\$ SELECT state || jsonb_build_object('note', payload -> 'note') \$\$;
-SELECT dc_register_command('soak_note', 'soak_note(jsonb, jsonb)');"
+SELECT dc.register_command('soak_note', 'soak_note(jsonb, jsonb)');"
 # (each in a transaction of its own: the nodes see committed registrations)
-sql "SELECT count(dc_tell('s', 'u' || g, 'add_balance', '{\"amount\": 1000}'))
+sql "SELECT count(dc.tell('s', 'u' || g, 'add_balance', '{\"amount\": 1000}'))
        FROM generate_series(1, $ENTITIES) g" >/dev/null
-sql "SELECT count(dc_send_command('s', 'u' || g, 'soak_note', '{\"note\": 0}'))
+sql "SELECT count(dc.send_command('s', 'u' || g, 'soak_note', '{\"note\": 0}'))
        FROM generate_series(1, $ENTITIES) g" >/dev/null
 
 # the mix, as pgbench scripts with weights
 cat > "$DIR/cmd.sql" <<EOF
 \\set u random(1, $ENTITIES)
 \\set c random(1, 4)
-SELECT dc_send_command('s', 'u' || :u,
+SELECT dc.send_command('s', 'u' || :u,
        (ARRAY['login', 'add_balance', 'deduct_balance', 'get_state'])[:c],
        CASE WHEN :c IN (2, 3) THEN '{"amount": 1}'::jsonb ELSE '{}'::jsonb END);
 EOF
 cat > "$DIR/idem.sql" <<EOF
 \\set u random(1, $ENTITIES)
 \\set id random(1, 1000000000)
-SELECT dc_send_command('s', 'u' || :u, 'add_balance',
+SELECT dc.send_command('s', 'u' || :u, 'add_balance',
        jsonb_build_object('amount', 1, 'command_id', 'soak-' || :id));
 EOF
 cat > "$DIR/tell.sql" <<EOF
 \\set u random(1, $ENTITIES)
-SELECT dc_tell('s', 'u' || :u, 'login');
+SELECT dc.tell('s', 'u' || :u, 'login');
 EOF
 cat > "$DIR/transfer.sql" <<EOF
 \\set a random(1, $ENTITIES)
 \\set d random(1, $(( ENTITIES - 1 )))
-SELECT dc_transfer('s', 'u' || :a, 's', 'u' || ((:a - 1 + :d) % $ENTITIES + 1), 1);
+SELECT dc.transfer('s', 'u' || :a, 's', 'u' || ((:a - 1 + :d) % $ENTITIES + 1), 1);
 EOF
 cat > "$DIR/note.sql" <<EOF
 \\set u random(1, $ENTITIES)
 \\set n random(1, 100)
-SELECT dc_send_command('s', 'u' || :u, 'soak_note', jsonb_build_object('note', :n));
+SELECT dc.send_command('s', 'u' || :u, 'soak_note', jsonb_build_object('note', :n));
 EOF
 [ "$(id -u)" -ne 0 ] || chown postgres "$DIR"/*.sql
 
@@ -132,8 +132,8 @@ while :; do
 	while IFS='|' read -r table bytes; do
 		printf '%s\t%s\t%s\t%s\n' "$t" "$table" \
 			"$(sql "SELECT count(*) FROM durable_cluster.$table")" "$bytes" >> "$tables"
-	done < <(sql "SELECT table_name || '|' || total_bytes FROM dc_storage ORDER BY 1")
-	contexts=$(sql "SELECT string_agg(node || '=' || memory_bytes, ' ') FROM dc_node_stats")
+	done < <(sql "SELECT table_name || '|' || total_bytes FROM dc.storage ORDER BY 1")
+	contexts=$(sql "SELECT string_agg(node || '=' || memory_bytes, ' ') FROM dc.node_stats")
 	while IFS='|' read -r label pid; do
 		[ -n "$pid" ] || continue
 		bytes=-
@@ -200,7 +200,7 @@ requested ($tps achieved) over $ENTITIES entities -- commands (login, add, deduc
 get_state), commands with a command_id, tells, transfers and a registered command --
 sampled every $SAMPLE s.  Slopes are least-squares fits from the second sample on (the
 first is the warm-up).  Private memory is Private_Clean + Private_Dirty of
-/proc/PID/smaps_rollup; contexts are the node's memory contexts (dc_node_stats).
+/proc/PID/smaps_rollup; contexts are the node's memory contexts (dc.node_stats).
 
 | process | private memory at the end (kB) | slope (kB/h) | contexts slope (bytes/h) |
 |---|---|---|---|

@@ -9,7 +9,7 @@
 # Contenders, for add_balance on $ENTITIES (default 100,000) entities,
 # keys drawn uniformly by pgbench (-M prepared):
 #
-#   ext     SELECT dc_send_command(m, u, 'add_balance', '{"amount": "1.00"}')
+#   ext     SELECT dc.send_command(m, u, 'add_balance', '{"amount": "1.00"}')
 #   alt     SELECT bench_add_balance(m, u, 1.00): the PL/pgSQL function of
 #           bench/alternative.sql -- SELECT ... FOR UPDATE, validation,
 #           UPDATE with revision + 1, the new state as jsonb, insert when
@@ -19,9 +19,9 @@
 # Cases:
 #   scaling   each contender at 1, 4, 16, 64 and 128 clients
 #   hot       ext and alt, 16 clients on 10 entities and on 1 entity
-#   tell      dc_tell at 16 clients: commands applied per second, counted
-#             from the nodes' stats (dc_node_stats), not calls returned
-#   bulk      dc_send_commands with 100 add_balance commands per call,
+#   tell      dc.tell at 16 clients: commands applied per second, counted
+#             from the nodes' stats (dc.node_stats), not calls returned
+#   bulk      dc.send_commands with 100 add_balance commands per call,
 #             against the ceiling of the plain table: 100-row
 #             UPDATE ... FROM (VALUES ...) transactions (commands or rows
 #             per second, 1 and 4 clients; each client works on keys of its
@@ -34,7 +34,7 @@
 #             expired entries as fast as they come; then 16 clients on 10
 #             entities, where the per-entity cap deletes an entry for every
 #             command.  Reports the log's rows after each run.
-#   reads     primary-key SELECT, dc_get_state, the get_state command
+#   reads     primary-key SELECT, dc.get_state, the get_state command
 #   cold      ext and alt over $COLD_ENTITIES (default 1,000,000) entities
 #
 # Every case runs $ROUNDS times (default 2), the contenders of a
@@ -78,7 +78,7 @@ load_entities()
 	local from=$1 to=$2
 	sql "
 INSERT INTO durable_cluster.entity_state (mall_id, user_id, shard_id, state, revision, updated_at)
-SELECT 'm', 'u' || g, dc_shard_id('m', 'u' || g),
+SELECT 'm', 'u' || g, dc.shard_id('m', 'u' || g),
        jsonb_build_object('mall_id', 'm', 'user_id', 'u' || g, 'logged_in', false,
                           'login_count', 0, 'nickname', NULL, 'balance', '0.00',
                           'last_event_time', NULL), 1, now()
@@ -96,7 +96,7 @@ script()
 {
 	printf '\\set k random(1, %s)\n%s\n' "$2" "$3" > "$DIR/$1.sql"
 }
-ext_query="SELECT dc_send_command('m', 'u' || :k, 'add_balance', '{\"amount\": \"1.00\"}');"
+ext_query="SELECT dc.send_command('m', 'u' || :k, 'add_balance', '{\"amount\": \"1.00\"}');"
 alt_query="SELECT bench_add_balance('m', 'u' || :k, 1.00);"
 upsert_query="INSERT INTO bench_state AS b (mall_id, user_id, state, revision, updated_at)
 VALUES ('m', 'u' || :k, jsonb_build_object('mall_id', 'm', 'user_id', 'u' || :k, 'balance', '1.00'), 1, now())
@@ -110,18 +110,18 @@ script ext_hot10 10 "$ext_query"
 script alt_hot10 10 "$alt_query"
 script ext_hot1 1 "$ext_query"
 script alt_hot1 1 "$alt_query"
-script tell "$ENTITIES" "SELECT dc_tell('m', 'u' || :k, 'add_balance', '{\"amount\": \"1.00\"}');"
+script tell "$ENTITIES" "SELECT dc.tell('m', 'u' || :k, 'add_balance', '{\"amount\": \"1.00\"}');"
 # a command_id unique to the client and a random 62-bit number
 logged_query()
 {
 	printf '\\set r random(1, 4611686018427387904)\n\\set k random(1, %s)\n%s\n' "$1" \
-		"SELECT dc_send_command('m', 'u' || :k, 'add_balance', ('{\"amount\": \"1.00\", \"command_id\": \"c' || :client_id || '-' || :r || '\"}')::jsonb);"
+		"SELECT dc.send_command('m', 'u' || :k, 'add_balance', ('{\"amount\": \"1.00\", \"command_id\": \"c' || :client_id || '-' || :r || '\"}')::jsonb);"
 }
 logged_query "$ENTITIES" > "$DIR/logged.sql"
 logged_query 10 > "$DIR/logged_hot10.sql"
 script pk "$ENTITIES" "SELECT state FROM bench_state WHERE mall_id = 'm' AND user_id = 'u' || :k;"
-script get "$ENTITIES" "SELECT dc_get_state('m', 'u' || :k);"
-script get_cmd "$ENTITIES" "SELECT dc_send_command('m', 'u' || :k, 'get_state');"
+script get "$ENTITIES" "SELECT dc.get_state('m', 'u' || :k);"
+script get_cmd "$ENTITIES" "SELECT dc.send_command('m', 'u' || :k, 'get_state');"
 printf '%s\n' "UPDATE bench_state b
    SET state = b.state || jsonb_build_object('balance', to_char((b.state ->> 'balance')::numeric + 1.00, 'FM9999999999999990.00')),
        revision = b.revision + 1, updated_at = now()
@@ -133,7 +133,7 @@ printf '%s\n' "UPDATE bench_state b
 # caller's backend more than sending the commands does.  Any command
 # answered with an error fails the run (division by zero).
 printf '%s\n' "SELECT 1 / (count(*) - count(sqlstate))::int / (count(*) = 100)::int
-  FROM dc_send_commands((
+  FROM dc.send_commands((
     SELECT ('[' || string_agg(format('{\"mall_id\": \"m\", \"user_id\": \"u%s\", \"command\": \"add_balance\", \"payload\": {\"amount\": \"1.00\"}}',
                                      1 + :client_id + 4 * floor(random() * ($ENTITIES / 4))::int), ', ') || ']')::jsonb
       FROM generate_series(1, 100)));" > "$DIR/bulk.sql"
@@ -165,9 +165,9 @@ pgb()
 }
 
 # commands the nodes applied so far
-node_commands() { sql "SELECT coalesce(sum(commands), 0) FROM dc_node_stats"; }
+node_commands() { sql "SELECT coalesce(sum(commands), 0) FROM dc.node_stats"; }
 
-# tell_run: dc_tell at 16 clients; commands applied per second, from the
+# tell_run: dc.tell at 16 clients; commands applied per second, from the
 # nodes' stats, until every told command is applied
 tell_run()
 {
@@ -222,7 +222,7 @@ node_rss_kb()
 	echo "$total"
 }
 rss_before=$(node_rss_kb)
-sql "SELECT count(*) FROM generate_series(1, $ENTITIES) g, LATERAL dc_send_command('m', 'u' || g, 'get_state')" >/dev/null
+sql "SELECT count(*) FROM generate_series(1, $ENTITIES) g, LATERAL dc.send_command('m', 'u' || g, 'get_state')" >/dev/null
 rss_after=$(node_rss_kb)
 state_bytes=$(sql "SELECT round(avg(pg_column_size(state))) FROM durable_cluster.entity_state")
 
@@ -280,7 +280,7 @@ set ylabel 'commands per second'
 set logscale x 2
 set key bottom right
 set grid
-plot '$dat' using 1:2 with linespoints title 'durable_cluster (dc_send_command)', \
+plot '$dat' using 1:2 with linespoints title 'durable_cluster (dc.send_command)', \
      '$dat' using 1:3 with linespoints title 'PL/pgSQL read-validate-write function', \
      '$dat' using 1:4 with linespoints title 'blind UPSERT'
 PLOT
@@ -300,24 +300,24 @@ $(line "extension, 16 clients on 10 entities" ext_hot10)
 $(line "alternative, 16 clients on 10 entities" alt_hot10)
 $(line "extension, 16 clients on 1 entity" ext_hot1)
 $(line "alternative, 16 clients on 1 entity" alt_hot1)
-$(line "dc_tell calls returned, 16 clients" tell)
+$(line "dc.tell calls returned, 16 clients" tell)
 $(line "100-row UPDATE ceiling, 1 client (transactions)" ceiling_1)
 $(line "100-row UPDATE ceiling, 4 clients (transactions)" ceiling_4)
-$(line "dc_send_commands, 100 per call, 1 client (calls)" bulk_1)
-$(line "dc_send_commands, 100 per call, 4 clients (calls)" bulk_4)
+$(line "dc.send_commands, 100 per call, 1 client (calls)" bulk_1)
+$(line "dc.send_commands, 100 per call, 4 clients (calls)" bulk_4)
 $(line "extension with a command_id, 16 clients, retention 1 day" ext_logged)
 $(line "extension with a command_id, 16 clients, retention 5 s" ext_logged_pruned)
 $(line "extension with a command_id, 16 clients on 10 entities (cap 100)" ext_logged_hot10)
 $(line "primary-key SELECT, 16 clients" pk)
-$(line "dc_get_state, 16 clients" get)
+$(line "dc.get_state, 16 clients" get)
 $(line "get_state command, 16 clients" get_cmd)
 $(line "cold ($COLD_ENTITIES entities): extension, 16 clients" ext_cold)
 $(line "cold ($COLD_ENTITIES entities): alternative, 16 clients" alt_cold)
 
-dc_tell at 16 clients: $(printf '%.0f' "$tell_applied") commands applied per second (counted
-from dc_node_stats until the nodes had applied every told command).
+dc.tell at 16 clients: $(printf '%.0f' "$tell_applied") commands applied per second (counted
+from dc.node_stats until the nodes had applied every told command).
 100-row UPDATE ceiling: $(printf '%.0f' "$(echo "$(m ceiling_1) * 100" | bc -l)") rows per second with 1 client,
-$(printf '%.0f' "$(echo "$(m ceiling_4) * 100" | bc -l)") with 4; dc_send_commands: $(printf '%.0f' "$(echo "$(m bulk_1) * 100" | bc -l)") commands
+$(printf '%.0f' "$(echo "$(m ceiling_4) * 100" | bc -l)") with 4; dc.send_commands: $(printf '%.0f' "$(echo "$(m bulk_1) * 100" | bc -l)") commands
 applied per second with 1 client, $(printf '%.0f' "$(echo "$(m bulk_4) * 100" | bc -l)") with 4.
 
 Commands with a \`command_id\` (issue 18): $(ratio "$(m ext_logged)" "$(m ext_16)")× the throughput of
@@ -336,11 +336,11 @@ $(target "uniform, 128 clients: extension / alternative" "$(ratio "$(m ext_128)"
 $(target "hot, 10 entities: extension / alternative" "$(ratio "$(m ext_hot10)" "$(m alt_hot10)")" ">=" 3.0)
 $(target "hot, 1 entity: extension / alternative" "$(ratio "$(m ext_hot1)" "$(m alt_hot1)")" ">=" 10.0)
 $(target "1 client: extension latency / alternative latency" "$(ratio "$(ml ext_1)" "$(ml alt_1)")" "<=" 1.15)
-$(target "16 clients: dc_tell applied / dc_send_command" "$(ratio "$tell_applied" "$(m ext_16)")" ">=" 1.5)
+$(target "16 clients: dc.tell applied / dc.send_command" "$(ratio "$tell_applied" "$(m ext_16)")" ">=" 1.5)
 $(target "bulk, 1 client: commands / ceiling rows" "$(ratio "$(m bulk_1)" "$(m ceiling_1)")" ">=" 0.5)
 $(target "bulk, 4 clients: commands / ceiling rows" "$(ratio "$(m bulk_4)" "$(m ceiling_4)")" ">=" 0.5)
 $(target "cold: extension / alternative" "$(ratio "$(m ext_cold)" "$(m alt_cold)")" ">=" 1.2)
-$(target "reads: dc_get_state / primary-key SELECT" "$(ratio "$(m get)" "$(m pk)")" ">=" 1.0)
+$(target "reads: dc.get_state / primary-key SELECT" "$(ratio "$(m get)" "$(m pk)")" ">=" 1.0)
 $(target "reads: get_state command / primary-key SELECT" "$(ratio "$(m get_cmd)" "$(m pk)")" ">=" 0.8)
 $(target "node memory per cached entity (bytes)" "$per_entity" "<=" 1024)
 

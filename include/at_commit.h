@@ -13,7 +13,11 @@
 
 #include "utils/memutils.h"
 
-/* One round of the saga worker over this server's pending commands. */
-extern void dc_at_commit_round(MemoryContext cxt);
+/*
+ * The saga worker's rounds over this server's pending commands: sending
+ * them, and removing old outcomes.  Each returns true when more may wait.
+ */
+extern bool dc_at_commit_round(MemoryContext cxt);
+extern bool dc_at_commit_retention(void);
 
 #endif							/* DC_AT_COMMIT_H */

@@ -48,7 +48,10 @@ typedef struct DcEntityState
 /* command ids made for commands sent at commit (at_commit.c); likewise */
 #define DC_AT_COMMIT_ID_PREFIX	"commit-"
 
-/* A user-defined command's payload travels in the request slot. */
+/*
+ * Every command's payload, as jsonb: a user-defined command's travels in
+ * the request slot, and any may wait in pending_commands.
+ */
 #define DC_MAX_PAYLOAD_BYTES	2048
 
 typedef enum DcCommandKind

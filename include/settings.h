@@ -34,7 +34,7 @@
 
 /* the hint of every "may or may not have been applied" (40003) error */
 #define DC_RETRY_HINT \
-	"Send it again with the same \"command_id\" in its payload, which applies it at most once; without one, read the entity with dc_get_state() before retrying."
+	"Send it again with the same \"command_id\" in its payload, which applies it at most once; without one, read the entity with dc.get_state() before retrying."
 
 /*
  * The role every session of the cluster's own logs in as: node store
@@ -49,6 +49,7 @@ extern char *dc_store;
 extern char *dc_advertise_address;
 extern int	dc_nodes;
 extern int	dc_at_commit_retention_ms;
+extern int	dc_max_pending_per_role;
 extern int	dc_max_nodes;
 extern int	dc_ask_timeout_ms;
 extern int	dc_heartbeat_interval_ms;
@@ -69,6 +70,7 @@ extern const char *dc_self_address(void);
 /* true when the store is this server and no advertise_address is set */
 extern bool dc_single_server(void);
 extern void dc_check_timeouts(void);
+extern void dc_check_reserved_connections(void);
 
 /* true when the store is this server (durable_cluster.store empty) */
 extern bool dc_store_is_here(void);

@@ -47,6 +47,7 @@ extern Relation dc_open_commands(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_tenant_grants(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_pending_commands(LOCKMODE lockmode, Oid *pkey);
 extern int	dc_read_number_of_shards(void);
+extern bool dc_extension_is_current(Oid *extension);
 extern bool dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 						   TupleTableSlot *slot);
 

@@ -22,6 +22,7 @@ typedef struct DcRoles
 {
 	int			n;
 	char		names[DC_MAX_ACTING_ROLES][NAMEDATALEN];
+	Oid			oids[DC_MAX_ACTING_ROLES];	/* this server's, where known */
 } DcRoles;
 
 /* This session's: session_user, the role of SET ROLE, current_user. */

@@ -195,14 +195,14 @@ say "CREATE EXTENSION durable_cluster"
 "${psql[@]}" -v ON_ERROR_STOP=1 -q -c 'CREATE EXTENSION durable_cluster'
 
 say "waiting (at most ${READY_TIMEOUT}s) for 3 nodes to be up and every shard to have an owner"
-ready_query="SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = 3
-               AND (SELECT count(*) FROM dc_shards) > 0
-               AND (SELECT count(*) FROM dc_shards WHERE node IS NULL) = 0"
+ready_query="SELECT (SELECT count(*) FROM dc.members WHERE status = 'up') = 3
+               AND (SELECT count(*) FROM dc.shards) > 0
+               AND (SELECT count(*) FROM dc.shards WHERE node IS NULL) = 0"
 deadline=$((SECONDS + READY_TIMEOUT))
 until [ "$("${psql[@]}" -Atq -c "$ready_query" 2>/dev/null)" = t ]; do
 	if [ "$SECONDS" -ge "$deadline" ]; then
-		echo "dc_members now:" >&2
-		"${psql[@]}" -c 'SELECT * FROM dc_members' >&2 || true
+		echo "dc.members now:" >&2
+		"${psql[@]}" -c 'SELECT * FROM dc.members' >&2 || true
 		echo "last lines of $LOG_FILE:" >&2
 		tail -n 30 "$LOG_FILE" >&2 || true
 		die "the cluster was not ready within ${READY_TIMEOUT}s"

@@ -29,41 +29,41 @@
 
 \echo
 \echo '---- 1. Log in.  The first command to an entity creates it. ----'
-SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'login'));
+SELECT jsonb_pretty(dc.send_command('mall001', 'user001', 'login'));
 
 \echo
 \echo '---- 2. The state as the owning node holds it. ----'
-SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'get_state'));
+SELECT jsonb_pretty(dc.send_command('mall001', 'user001', 'get_state'));
 
 \echo
 \echo '---- 3. Set a nickname. ----'
-SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'update_profile',
+SELECT jsonb_pretty(dc.send_command('mall001', 'user001', 'update_profile',
                                     '{"nickname": "Alice"}'));
 
 \echo
 \echo '---- 4. Add 100.50 to the balance. ----'
-SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'add_balance',
+SELECT jsonb_pretty(dc.send_command('mall001', 'user001', 'add_balance',
                                     '{"amount": 100.50}'));
 
 \echo
 \echo '---- 5. Spend 30. ----'
-SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'deduct_balance',
+SELECT jsonb_pretty(dc.send_command('mall001', 'user001', 'deduct_balance',
                                     '{"amount": 30}'));
 
 \echo
 \echo '---- 6. Try to spend 1000: more than the balance.  The node refuses ----'
 \echo '----    ("ok": false, "error": "insufficient_balance"); nothing changes. ----'
-SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'deduct_balance',
+SELECT jsonb_pretty(dc.send_command('mall001', 'user001', 'deduct_balance',
                                     '{"amount": 1000}'));
 
 \echo
 \echo '---- 7. A refund of 10.  Balance: 100.50 - 30 + 10 = 80.50. ----'
-SELECT jsonb_pretty(dc_send_command('mall001', 'user001', 'refund_balance',
+SELECT jsonb_pretty(dc.send_command('mall001', 'user001', 'refund_balance',
                                     '{"amount": 10}'));
 
 \echo
 \echo '---- 8. The last committed state, read from storage (not from the node). ----'
-SELECT jsonb_pretty(dc_get_state('mall001', 'user001'));
+SELECT jsonb_pretty(dc.get_state('mall001', 'user001'));
 
 -- Back to tables for the rest, apart from the cluster status.
 \pset format aligned
@@ -78,13 +78,13 @@ SELECT mall_id, user_id, shard_id, revision,
 
 \echo
 \echo '---- 10. Which shard the entity hashes to (62 for mall001/user001). ----'
-SELECT dc_shard_id('mall001', 'user001') AS shard_id;
+SELECT dc.shard_id('mall001', 'user001') AS shard_id;
 
 \echo
 \echo '---- 11. The cluster as this server sees it. ----'
 \pset format unaligned
 \pset tuples_only on
-SELECT jsonb_pretty(dc_cluster_status());
+SELECT jsonb_pretty(dc.cluster_status());
 \pset format aligned
 \pset tuples_only off
 
@@ -92,13 +92,13 @@ SELECT jsonb_pretty(dc_cluster_status());
 \echo '---- 12. The members (nodes). ----'
 -- One member per record: the rows are too wide for a terminal.
 \x on
-SELECT * FROM dc_members ORDER BY 1;
+SELECT * FROM dc.members ORDER BY 1;
 \x off
 
 \echo
 \echo '---- 13. How many shards each node owns. ----'
 SELECT node, count(*) AS shards
-  FROM dc_shards
+  FROM dc.shards
  GROUP BY node
  ORDER BY node;
 
@@ -106,18 +106,18 @@ SELECT node, count(*) AS shards
 \echo '---- 14. A command with a command_id, sent twice: applied once, and the ----'
 \echo '----     retry gets the original reply (safe after a timeout or a lost ----'
 \echo '----     connection). ----'
-SELECT dc_send_command('mall001', 'user001', 'add_balance',
+SELECT dc.send_command('mall001', 'user001', 'add_balance',
                        '{"amount": 5, "command_id": "demo-gift-1"}') -> 'revision' AS revision;
-SELECT dc_send_command('mall001', 'user001', 'add_balance',
+SELECT dc.send_command('mall001', 'user001', 'add_balance',
                        '{"amount": 5, "command_id": "demo-gift-1"}') -> 'revision' AS revision;
 
 \echo
-\echo '---- 15. Fire and forget: dc_tell returns once the owner has the command. ----'
-SELECT dc_tell('mall001', 'user002', 'login');
+\echo '---- 15. Fire and forget: dc.tell returns once the owner has the command. ----'
+SELECT dc.tell('mall001', 'user002', 'login');
 
 \echo
 \echo '---- 16. A new command without recompiling: a SQL function returns the ----'
-\echo '----     new state, dc_register_command makes it a command. ----'
+\echo '----     new state, dc.register_command makes it a command. ----'
 CREATE OR REPLACE FUNCTION update_email(state jsonb, payload jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -128,20 +128,20 @@ BEGIN
     RETURN state || jsonb_build_object('email', payload ->> 'email');
 END
 $$;
-SELECT count(dc_register_command('update_email', 'update_email(jsonb, jsonb)')) AS registered
-  FROM (SELECT WHERE NOT EXISTS (SELECT FROM dc_commands WHERE name = 'update_email')) x;
-SELECT dc_send_command('mall001', 'user001', 'update_email',
+SELECT count(dc.register_command('update_email', 'update_email(jsonb, jsonb)')) AS registered
+  FROM (SELECT WHERE NOT EXISTS (SELECT FROM dc.commands WHERE name = 'update_email')) x;
+SELECT dc.send_command('mall001', 'user001', 'update_email',
                        '{"email": "alice@example.com"}') -> 'state' AS state;
 
 \echo
 \echo '---- 17. A transfer: deduct, add (refund if the add is rejected), each ----'
-\echo '----     step recorded with the step itself in dc_sagas. ----'
-SELECT dc_transfer('mall001', 'user001', 'mall001', 'user002', 10) AS transfer \gset
+\echo '----     step recorded with the step itself in dc.sagas. ----'
+SELECT dc.transfer('mall001', 'user001', 'mall001', 'user002', 10) AS transfer \gset
 \echo :transfer
 SELECT saga_id, from_user, to_user, amount, step, status
-  FROM dc_sagas WHERE saga_id = (:'transfer'::jsonb ->> 'saga_id')::bigint;
+  FROM dc.sagas WHERE saga_id = (:'transfer'::jsonb ->> 'saga_id')::bigint;
 
 \echo
 \echo '---- 18. What each node did. ----'
 SELECT node, entities_in_memory, commands, batches, avg_commands_per_batch, passivations
-  FROM dc_node_stats;
+  FROM dc.node_stats;

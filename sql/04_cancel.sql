@@ -3,18 +3,18 @@
 -- pg_cancel_backend, or ask_timeout) leaves the node and its inbox healthy.
 -- The node is held up by a lock this session takes on the state table.
 --
-SELECT show(dc_send_command('mall001', 'waiter', 'login'));
+SELECT show(dc.send_command('mall001', 'waiter', 'login'));
 
 BEGIN;
 LOCK TABLE durable_cluster.entity_state IN ACCESS EXCLUSIVE MODE;
 SET LOCAL statement_timeout = '300ms';
-SELECT dc_send_command('mall001', 'waiter', 'login');
+SELECT dc.send_command('mall001', 'waiter', 'login');
 ROLLBACK;
 
 BEGIN;
 LOCK TABLE durable_cluster.entity_state IN ACCESS EXCLUSIVE MODE;
 SET LOCAL durable_cluster.ask_timeout = '300ms';
-SELECT dc_send_command('mall001', 'waiter', 'login');
+SELECT dc.send_command('mall001', 'waiter', 'login');
 ROLLBACK;
 
 -- Both commands had reached the node, so both were applied once the lock
@@ -22,7 +22,7 @@ ROLLBACK;
 -- say so -- the statement_timeout too, as 40003 and not as a plain cancel
 -- (57014), which would mean "not applied".  Later commands are served
 -- normally.
-SELECT dc_send_command('mall001', 'waiter', 'get_state') #> '{state,login_count}' AS login_count,
-       dc_send_command('mall001', 'waiter', 'get_state') -> 'revision' AS revision;
+SELECT dc.send_command('mall001', 'waiter', 'get_state') #> '{state,login_count}' AS login_count,
+       dc.send_command('mall001', 'waiter', 'get_state') -> 'revision' AS revision;
 SELECT count(*) AS replies, count(*) FILTER (WHERE (r ->> 'ok')::boolean) AS ok
-  FROM generate_series(1, 50) g, LATERAL dc_send_command('mall001', 'waiter', 'logout') r;
+  FROM generate_series(1, 50) g, LATERAL dc.send_command('mall001', 'waiter', 'logout') r;

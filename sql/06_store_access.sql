@@ -9,18 +9,18 @@
 --
 CREATE TEMP VIEW wb_shard AS
 SELECT s.node, s.shard_id, s.epoch FROM durable_cluster.shards s
- WHERE s.shard_id = dc_shard_id('wb', 'u1');
+ WHERE s.shard_id = dc.shard_id('wb', 'u1');
 CREATE FUNCTION pg_temp.wb(node text, epoch bigint,
                            entities durable_cluster.batch_entity[],
                            log durable_cluster.batch_log_entry[] DEFAULT '{}')
 RETURNS durable_cluster.batch LANGUAGE sql AS $$
-    SELECT ROW(node, ARRAY[ROW(dc_shard_id('wb', 'u1'), epoch)]::durable_cluster.batch_shard[],
+    SELECT ROW(node, ARRAY[ROW(dc.shard_id('wb', 'u1'), epoch)]::durable_cluster.batch_shard[],
                entities, log, '{}')::durable_cluster.batch
 $$;
 -- an entity of mall 'wb' at new revision rev, replacing old (0: a new row)
 CREATE FUNCTION pg_temp.wbe(user_id text, state jsonb, rev bigint, old bigint)
 RETURNS durable_cluster.batch_entity LANGUAGE sql AS $$
-    SELECT ROW('wb', user_id, dc_shard_id('wb', user_id), state, rev, old)::durable_cluster.batch_entity
+    SELECT ROW('wb', user_id, dc.shard_id('wb', user_id), state, rev, old)::durable_cluster.batch_entity
 $$;
 
 -- a new row, written by the owner at its epoch
@@ -83,12 +83,12 @@ SELECT durable_cluster.write_batch(pg_temp.wb(node, epoch, '{}',
 -- 0.1's form, sixteen arrays, which 0.1 nodes call during a rolling
 -- upgrade: the same batch, and its arrays checked
 SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb}', '{u3}',
-                                   ARRAY[dc_shard_id('wb', 'u3')], ARRAY['{"n": 1}'::jsonb], '{1}', '{0}',
+                                   ARRAY[dc.shard_id('wb', 'u3')], ARRAY['{"n": 1}'::jsonb], '{1}', '{0}',
                                    '{wb}', '{u3}', '{c3}', ARRAY['{"ok": true}'::jsonb],
                                    ARRAY['{"command": "login"}'::jsonb])
   FROM wb_shard;
 SELECT durable_cluster.write_batch('no-such-node', ARRAY[shard_id], ARRAY[epoch], '{wb}', '{u3}',
-                                   ARRAY[dc_shard_id('wb', 'u3')], ARRAY['{"n": 2}'::jsonb], '{2}', '{1}')
+                                   ARRAY[dc.shard_id('wb', 'u3')], ARRAY['{"n": 2}'::jsonb], '{2}', '{1}')
        = ARRAY[shard_id] AS fenced
   FROM wb_shard;
 SELECT durable_cluster.write_batch(node, ARRAY[shard_id], ARRAY[epoch], '{wb,wb}', '{u3}',
@@ -112,11 +112,11 @@ SELECT what, ord, doc, revision, request
   FROM durable_cluster.load_batch('{wb,wb}', '{u1,u2}', '{wb,wb}', '{u1,u1}', '{c9,c10}')
  ORDER BY what, ord;
 
--- dc_get_state reads it the same way
-SELECT dc_get_state('wb', 'u1'), (dc_get_state('wb', 'u2') ->> 'revision') = '0' AS never_stored;
+-- dc.get_state reads it the same way
+SELECT dc.get_state('wb', 'u1'), (dc.get_state('wb', 'u2') ->> 'revision') = '0' AS never_stored;
 
 -- only the cluster's role may call write_batch, even with the schema
--- open; dc_get_state is for dc_client, and needs no privilege on the
+-- open; dc.get_state is for dc_client, and needs no privilege on the
 -- table (which would let a client read every mall)
 CREATE ROLE wb_user;
 SET ROLE wb_user;
@@ -124,7 +124,7 @@ SELECT durable_cluster.write_batch(ROW('x', '{}', '{}', '{}', '{}'));
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 SELECT durable_cluster.write_batch('x', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}');
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
-SELECT dc_get_state('wb', 'u1');
+SELECT dc.get_state('wb', 'u1');
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 RESET ROLE;
 GRANT USAGE ON SCHEMA durable_cluster TO wb_user;
@@ -136,7 +136,7 @@ SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 RESET ROLE;
 GRANT dc_client TO wb_user;
 SET ROLE wb_user;
-SELECT dc_get_state('wb', 'u1');
+SELECT dc.get_state('wb', 'u1');
 SELECT * FROM durable_cluster.entity_state WHERE mall_id = 'wb';
 SELECT :'LAST_ERROR_SQLSTATE' AS sqlstate;
 RESET ROLE;

@@ -68,7 +68,7 @@ command_arguments(FunctionCallInfo fcinfo, char **mall_id, char **user_id, DcCom
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				errmsg("command must not be NULL"),
-				errhint("Known commands are: %s, and those in dc_commands.", dc_builtin_command_list()));
+				errhint("Known commands are: %s, and those in dc.commands.", dc_builtin_command_list()));
 	if (PG_ARGISNULL(3))
 		ereport(ERROR,
 				errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -116,7 +116,7 @@ bulk_error_context(void *arg)
 	int			n = *(int *) arg;
 
 	if (n > 0)
-		errcontext("command %d of the array passed to dc_send_commands", n);
+		errcontext("command %d of the array passed to dc.send_commands", n);
 }
 
 /* A string member of a command object, checked as an id or a name. */
@@ -346,19 +346,17 @@ dc_get_state(PG_FUNCTION_ARGS)
 	dc_tenant_check(NULL, mall, "get_state");
 
 	/*
-	 * The store on another server: the same read there (the function is in
-	 * the same schema on every server), for a caller allowed here; the
-	 * cluster's role may call it there, in a statement of its own.
+	 * The store on another server: the same read there, for a caller
+	 * allowed here; the cluster's role may call it there, in a statement
+	 * of its own.
 	 */
 	if (!dc_store_is_here())
 	{
 		char	   *doc;
 
-		doc = dc_store_value(psprintf("SELECT %s.dc_get_state($1, $2)",
-									  quote_identifier(get_namespace_name(get_func_namespace(fcinfo->flinfo->fn_oid)))),
-							 2, (const char *[]) {mall, user});
+		doc = dc_store_value("SELECT dc.get_state($1, $2)", 2, (const char *[]) {mall, user});
 		if (doc == NULL)
-			elog(ERROR, "dc_get_state on the store returned NULL");
+			elog(ERROR, "dc.get_state on the store returned NULL");
 		PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(doc)));
 	}
 

@@ -252,12 +252,12 @@ route_one(AskCall *call, DcAsk *a, TimestampTz now)
 				fail(call, a, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
 					 pstrdup("no durable_cluster node is serving: the shard map is not loaded"),
 					 NULL,
-					 "Check that durable_cluster.nodes > 0 and that the nodes run (SELECT * FROM dc_members).");
+					 "Check that durable_cluster.nodes > 0 and that the nodes run (SELECT * FROM dc.members).");
 			else
 				fail(call, a, ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
 					 psprintf("no live durable_cluster node owns shard %d", a->shard),
 					 psprintf("Waited durable_cluster.ask_timeout (%d ms).", opt->timeout_ms),
-					 "Check the nodes with SELECT * FROM dc_members.");
+					 "Check the nodes with SELECT * FROM dc.members.");
 			return 0;
 		}
 		a->not_before = TimestampTzPlusMilliseconds(now, ROUTE_RETRY_MS);

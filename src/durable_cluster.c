@@ -120,11 +120,12 @@ _PG_init(void)
 				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				errmsg("durable_cluster needs %d background workers (%d nodes and the saga worker), but max_worker_processes is %d",
 					   dc_nodes + 1, dc_nodes, max_worker_processes),
-				errdetail("Workers that do not fit are not started; dc_cluster_status() lists them as missing."),
+				errdetail("Workers that do not fit are not started; dc.cluster_status() lists them as missing."),
 				errhint("Raise max_worker_processes to at least %d (%d to add nodes up to durable_cluster.max_nodes), plus what parallel queries and other extensions use, and restart the server.",
 						dc_nodes + 1, dc_max_nodes + 1));
 
 	dc_check_timeouts();
+	dc_check_reserved_connections();
 
 	/* first: a server short of workers had better lose a node than it */
 	register_saga_worker();

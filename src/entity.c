@@ -273,8 +273,8 @@ static const struct
 	const char *prefix;
 	const char *owner;
 }			reserved_ids[] = {
-	{DC_SAGA_ID_PREFIX, "the steps of dc_transfer"},
-	{DC_AT_COMMIT_ID_PREFIX, "commands sent with dc_send_command_at_commit"},
+	{DC_SAGA_ID_PREFIX, "the steps of dc.transfer"},
+	{DC_AT_COMMIT_ID_PREFIX, "commands sent with dc.send_command_at_commit"},
 };
 
 /* The optional "command_id" of any command: a string of 1 to 255 bytes. */
@@ -585,16 +585,21 @@ dc_command_parse(const char *name, Jsonb *payload, DcCommand *cmd)
 				: errhint("Pass '{}' for a command without arguments."));
 	}
 
+	/*
+	 * Every payload is bounded, the built-in commands' too: one may wait,
+	 * sent at commit, in a table every tenant's commands go through.
+	 */
+	if (VARSIZE(payload) > DC_MAX_PAYLOAD_BYTES)
+		ereport(ERROR,
+				errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				errmsg("payload of command \"%s\" is %zu bytes long; the limit is %d bytes",
+					   name, (size_t) VARSIZE(payload), DC_MAX_PAYLOAD_BYTES));
+
 	/* all of it: a forwarded command travels whole (forward.c) */
 	memset(cmd, 0, sizeof(*cmd));
 	parse_command_id(name, payload, cmd->command_id);
 	if (spec == NULL)
 	{
-		if (VARSIZE(payload) > DC_MAX_PAYLOAD_BYTES)
-			ereport(ERROR,
-					errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					errmsg("payload of command \"%s\" is %zu bytes long; the limit for a registered command is %d bytes",
-						   name, (size_t) VARSIZE(payload), DC_MAX_PAYLOAD_BYTES));
 		cmd->kind = DC_CMD_USER;
 		strlcpy(cmd->name, name, sizeof(cmd->name));
 		cmd->payload_len = VARSIZE(payload);

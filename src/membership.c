@@ -177,7 +177,7 @@ dc_remove_node(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				errcode(ERRCODE_UNDEFINED_OBJECT),
 				errmsg("no node named \"%s\" is running on this server", name),
-				errhint("SELECT name FROM dc_members WHERE status = 'up' lists the nodes."));
+				errhint("SELECT name FROM dc.members WHERE status = 'up' lists the nodes."));
 
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), REMOVE_TIMEOUT_MS);
 	while (dc_node_find(name) == slot)
@@ -187,7 +187,7 @@ dc_remove_node(PG_FUNCTION_ARGS)
 					errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					errmsg("node \"%s\" did not finish leaving within %d s",
 						   name, REMOVE_TIMEOUT_MS / 1000),
-					errdetail("It goes on leaving; watch dc_members."));
+					errdetail("It goes on leaving; watch dc.members."));
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 20, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -37,6 +37,7 @@
 
 #include "retention.h"
 #include "settings.h"
+#include "state_table.h"
 
 /* rows of each table one round removes at most */
 #define RETENTION_BATCH		2000
@@ -69,16 +70,12 @@ dc_retention_round(void)
 	uint64		log_removed;
 	uint64		sagas_removed;
 
+	Oid			extension;
+
+	if (!dc_extension_is_current(&extension))
+		return false;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (run("SELECT FROM pg_catalog.pg_extension"
-			" WHERE extname = 'durable_cluster' AND extversion = $1",
-			1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(DC_VERSION)},
-			SPI_OK_SELECT) == 0)
-	{
-		SPI_finish();
-		return false;
-	}
 
 	/* where the log's sequence stands, if the newest mark is old enough */
 	run("INSERT INTO durable_cluster.command_log_marks (marked_at, seq)"

@@ -35,6 +35,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/sequence.h"
 #include "executor/spi.h"
@@ -61,12 +62,16 @@
 #include "saga.h"
 #include "settings.h"
 #include "shared_memory.h"
+#include "state_table.h"
 #include "tenant.h"
 
 PG_FUNCTION_INFO_V1(dc_transfer);
 
 /* sagas the worker takes up per round */
 #define RECOVER_PER_ROUND	100
+
+/* the saga worker's memory for one round, reset by each */
+static MemoryContext round_context = NULL;
 
 typedef struct Saga
 {
@@ -332,7 +337,7 @@ drive(const Saga *s, const char *step)
 static void
 transfer_error_context(void *arg)
 {
-	errcontext("transfer saga " INT64_FORMAT "; if its deduct was applied, the saga worker completes or compensates it (see dc_sagas)",
+	errcontext("transfer saga " INT64_FORMAT "; if its deduct was applied, the saga worker completes or compensates it (see dc.sagas)",
 			   *(int64 *) arg);
 }
 
@@ -548,9 +553,10 @@ stalled_sagas(MemoryContext cxt, Saga **sagas)
  * (a node's write of the saga's row never waits for a round), so that one
  * that cannot go on yet (its node is down) does not hold up the others.
  */
-static void
-recover_sagas(MemoryContext cxt)
+static bool
+recover_sagas(void)
 {
+	MemoryContext cxt = round_context;
 	Saga	   *sagas;
 	int			n;
 
@@ -563,7 +569,7 @@ recover_sagas(MemoryContext cxt)
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 	if (n == 0)
-		return;
+		return false;
 
 	pgstat_report_activity(STATE_RUNNING, "durable_cluster saga recovery");
 	for (int i = 0; i < n; i++)
@@ -573,6 +579,7 @@ recover_sagas(MemoryContext cxt)
 			(void) run_in_transaction(postpone, &sagas[i], cxt);
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
+	return false;
 }
 
 /*
@@ -595,6 +602,84 @@ retention_round(void)
 	return more;
 }
 
+/*
+ * Once for each extension this server's database gets (CREATE EXTENSION
+ * or the update to this version): warn in the log where roles other than
+ * its owner can create objects beside the API, durable_cluster.
+ * api_exposure() (docs/security.md, "The API cannot be shadowed").
+ */
+static bool
+warn_api_exposure(void)
+{
+	static Oid	checked = InvalidOid;
+	Oid			extension;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (dc_extension_is_current(&extension) && extension != checked)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute("SELECT schema_name, creators FROM durable_cluster.api_exposure()",
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not run durable_cluster.api_exposure()");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			char	   *schema = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
+
+			ereport(WARNING,
+					errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					errmsg("roles other than its owner can create objects in schema %s, which holds durable_cluster's API: %s",
+						   quote_identifier(schema), SPI_getvalue(tup, SPI_tuptable->tupdesc, 2)),
+					errdetail("Such a role can add an overload that a call of the API by its short name (dc_send_command, ...) picks instead of the extension's function; calls by qualified name (dc.send_command) are safe."),
+					errhint("REVOKE CREATE ON SCHEMA %s FROM PUBLIC (and from the roles named), and call the API as dc.send_command(...).",
+							quote_identifier(schema)));
+		}
+		SPI_finish();
+		checked = extension;
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return false;
+}
+
+/* The rounds over commands sent at commit (at_commit.c). */
+static bool
+at_commit_round(void)
+{
+	return dc_at_commit_round(round_context);
+}
+
+/*
+ * Run one of the worker's rounds: its failure (say, the extension being
+ * dropped meanwhile) is logged and ends that round only, so that no round
+ * keeps the others from running.  True when the round says more may be
+ * waiting.
+ */
+static bool
+guarded(bool (*round) (void))
+{
+	volatile bool more = false;
+
+	PG_TRY();
+	{
+		more = round();
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		AbortOutOfAnyTransaction();
+		FlushErrorState();
+		MemoryContextSwitchTo(round_context);
+		pgstat_report_activity(STATE_IDLE, NULL);
+		more = false;
+	}
+	PG_END_TRY();
+	return more;
+}
+
 static void
 saga_worker_gone(int code, Datum arg)
 {
@@ -607,8 +692,6 @@ saga_worker_gone(int code, Datum arg)
 void
 dc_saga_worker_main(Datum main_arg)
 {
-	MemoryContext round_context;
-
 	SpinLockAcquire(&dc_shared->mutex);
 	dc_shared->saga_pid = MyProcPid;
 	dc_shared->saga_latch = MyLatch;
@@ -655,22 +738,18 @@ dc_saga_worker_main(Datum main_arg)
 			dc_check_timeouts();
 		}
 
-		/* a failed round (say, the extension being dropped) is logged */
-		PG_TRY();
 		{
-			recover_sagas(round_context);
-			dc_at_commit_round(round_context);
+			bool		more = false;
+
+			(void) guarded(warn_api_exposure);
+			(void) guarded(recover_sagas);
+			more |= guarded(at_commit_round);
+			more |= guarded(dc_at_commit_retention);
+			if (dc_store_is_here())
+				more |= guarded(retention_round);
 			/* a backlog drains round after round, without waiting */
-			if (dc_store_is_here() && retention_round())
+			if (more)
 				SetLatch(MyLatch);
 		}
-		PG_CATCH();
-		{
-			EmitErrorReport();
-			AbortOutOfAnyTransaction();
-			FlushErrorState();
-			pgstat_report_activity(STATE_IDLE, NULL);
-		}
-		PG_END_TRY();
 	}
 }

@@ -35,6 +35,7 @@ int			dc_command_timeout_ms = 1000;
 int			dc_passivate_idle_after_ms = 30 * 60 * 1000;
 int			dc_max_entities_per_node = 100000;
 int			dc_at_commit_retention_ms = 24 * 60 * 60 * 1000;
+int			dc_max_pending_per_role = 10000;
 int			dc_command_log_retention_s = 24 * 60 * 60;
 int			dc_command_log_per_entity = 100;
 int			dc_saga_retention_s = 24 * 60 * 60;
@@ -115,7 +116,7 @@ dc_define_settings(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("durable_cluster.ask_timeout",
-							"How long dc_send_command waits for a node's reply.",
+							"How long dc.send_command waits for a node's reply.",
 							"Longer than failure_timeout plus two heartbeat_intervals, callers ride through a failover without errors.",
 							&dc_ask_timeout_ms,
 							10000, 1, INT_MAX,
@@ -169,12 +170,22 @@ dc_define_settings(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("durable_cluster.at_commit_retention",
-							"How long the outcome of a command sent with dc_send_command_at_commit is kept.",
-							"dc_command_outcome() answers for it until then; the saga worker removes it afterwards.",
+							"How long the outcome of a command sent with dc.send_command_at_commit is kept.",
+							"dc.command_outcome() answers for it until then; the saga worker removes it afterwards.",
 							&dc_at_commit_retention_ms,
 							24 * 60 * 60 * 1000, 1000, INT_MAX,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	/* a policy of the server: no session may change it for itself */
+	DefineCustomIntVariable("durable_cluster.max_pending_per_role",
+							"Most commands sent at commit that may wait to be sent, per login role.",
+							"dc.send_command_at_commit fails with 53400 while the session's login role has this many waiting on this server.",
+							&dc_max_pending_per_role,
+							10000, 1, 100000000,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	/* read on the store's server: by its saga worker and its store backends */
@@ -241,6 +252,41 @@ dc_check_timeouts(void)
 				errdetail("Commands for a failed node's shards get errors instead of waiting for the new owner."),
 				errhint("Set durable_cluster.ask_timeout above %d ms, or shorten failure_timeout.",
 						failover_ms));
+}
+
+/*
+ * The nodes reach the store through client sessions (store.c), as do the
+ * callers of other servers forwarding commands here: they take connection
+ * slots like any client.  A role that holds every free slot would keep a
+ * node that lost its session from getting one again, and the cluster would
+ * stop serving.  PostgreSQL 16 keeps reserved_connections for the roles
+ * of pg_use_reserved_connections, which CREATE EXTENSION grants dc_cluster;
+ * say at start when fewer are kept than this server's nodes may use, and
+ * on 15, which cannot keep any for a role that is no superuser, that the
+ * risk is there.
+ */
+void
+dc_check_reserved_connections(void)
+{
+	if (dc_nodes == 0)
+		return;
+#if PG_VERSION_NUM >= 160000
+	if (ReservedConnections < dc_max_nodes)
+		ereport(WARNING,
+				errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				errmsg("reserved_connections (%d) keeps fewer connection slots than durable_cluster's nodes may need (durable_cluster.max_nodes = %d)",
+					   ReservedConnections, dc_max_nodes),
+				errdetail("The nodes reach the store through sessions of the role dc_cluster, which may use reserved slots; without enough of them, roles holding every other slot keep a node that lost its session from reconnecting, and the cluster stops serving."),
+				errhint("Set reserved_connections to at least %d, and on the store's server to the nodes of every server plus their callers' forwarding sessions.",
+						dc_max_nodes));
+#else
+	ereport(WARNING,
+			errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			errmsg("PostgreSQL %s cannot keep connection slots for durable_cluster's sessions",
+				   PG_MAJORVERSION),
+			errdetail("The nodes reach the store through sessions of the role dc_cluster, which is no superuser; roles holding every free slot keep a node that lost its session from reconnecting, and the cluster stops serving."),
+			errhint("Limit other roles' connections (ALTER ROLE ... CONNECTION LIMIT) or leave max_connections room, or run PostgreSQL 16 or later with reserved_connections set."));
+#endif
 }
 
 /*

@@ -20,8 +20,11 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -169,4 +172,37 @@ dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	index_endscan(scan);
 	return found;
+}
+
+/*
+ * Is the extension installed in this database at this library's version
+ * (DC_VERSION)?  *extension is its oid, InvalidOid if there is none.
+ * The workers' rounds do nothing otherwise: during an upgrade the tables
+ * may not be the ones this library knows (the nodes say so in the log).
+ */
+bool
+dc_extension_is_current(Oid *extension)
+{
+	Relation	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		current = false;
+
+	*extension = InvalidOid;
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("durable_cluster"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		bool		isnull;
+		Datum		version = heap_getattr(tup, Anum_pg_extension_extversion,
+										   RelationGetDescr(rel), &isnull);
+
+		*extension = ((Form_pg_extension) GETSTRUCT(tup))->oid;
+		current = !isnull && strcmp(TextDatumGetCString(version), DC_VERSION) == 0;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return current;
 }

@@ -103,30 +103,34 @@ allowed_here(const char *role, const char *mall_id, const char *command)
 	return allowed;
 }
 
+/* Add a role by name, and its oid on this server where known. */
 static void
-add_role(DcRoles *roles, const char *name)
+add_role(DcRoles *roles, const char *name, Oid oid)
 {
 	for (int i = 0; i < roles->n; i++)
 		if (strcmp(roles->names[i], name) == 0)
 			return;
 	Assert(roles->n < DC_MAX_ACTING_ROLES);
-	strlcpy(roles->names[roles->n++], name, NAMEDATALEN);
+	strlcpy(roles->names[roles->n], name, NAMEDATALEN);
+	roles->oids[roles->n++] = oid;
 }
 
 void
 dc_session_roles(DcRoles *roles)
 {
+	Oid			oids[DC_MAX_ACTING_ROLES] = {GetSessionUserId(), GetOuterUserId(), GetUserId()};
+
 	roles->n = 0;
-	add_role(roles, GetUserNameFromId(GetSessionUserId(), false));
-	add_role(roles, GetUserNameFromId(GetOuterUserId(), false));
-	add_role(roles, GetUserNameFromId(GetUserId(), false));
+	for (int i = 0; i < DC_MAX_ACTING_ROLES; i++)
+		if (i == 0 || (oids[i] != oids[0] && oids[i] != oids[i - 1]))
+			add_role(roles, GetUserNameFromId(oids[i], false), oids[i]);
 }
 
 void
 dc_one_role(const char *name, DcRoles *roles)
 {
 	roles->n = 0;
-	add_role(roles, name);
+	add_role(roles, name, InvalidOid);
 }
 
 char *
@@ -167,7 +171,7 @@ dc_roles_parse(const char *literal, DcRoles *roles)
 			ereport(ERROR,
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					errmsg("a role name of a request must be 1 to %d bytes long", NAMEDATALEN - 1));
-		add_role(roles, name);
+		add_role(roles, name, InvalidOid);
 	}
 }
 
@@ -183,12 +187,13 @@ first_refused(const DcRoles *roles, const char *mall_id, const char *command)
 
 	for (int i = 0; i < roles->n; i++)
 	{
-		Oid			oid = get_role_oid(roles->names[i], true);
+		Oid			oid = OidIsValid(roles->oids[i]) ? roles->oids[i]
+			: get_role_oid(roles->names[i], true);
 
 		if (OidIsValid(oid) && superuser_arg(oid))
 			continue;
 		if (!dc_store_is_here())
-			add_role(&restricted, roles->names[i]);
+			add_role(&restricted, roles->names[i], oid);
 		else if (!allowed_here(roles->names[i], mall_id, command))
 			return roles->names[i];
 	}
@@ -222,7 +227,7 @@ dc_tenant_check(const DcRoles *roles, const char *mall_id, const char *command)
 						 refused, command, mall_id),
 				roles->n == 1 ? 0
 				: errdetail("A request acts as the session's login role, the role it set with SET ROLE and the current user; each must be allowed."),
-				errhint("An administrator lets a role reach malls with dc_restrict_role(); dc_tenant_grants lists what each restricted role may do."));
+				errhint("An administrator lets a role reach malls with dc.restrict_role(); dc.tenant_grants lists what each restricted role may do."));
 }
 
 /* The elements of a text[] argument, which the caller checked for NULLs. */
@@ -291,7 +296,7 @@ dc_check_tenant_grant(PG_FUNCTION_ARGS)
 					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					errmsg("unknown command %s", dc_quote_for_message(name)),
 					errdetail("Built-in commands are: %s.", dc_builtin_command_list()),
-					errhint("Register a command with dc_register_command() before allowing it."));
+					errhint("Register a command with dc.register_command() before allowing it."));
 	}
 	PG_RETURN_VOID();
 }

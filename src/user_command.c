@@ -132,7 +132,7 @@ dc_parse_client_command(const char *name, Jsonb *payload, DcCommand *cmd)
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("unknown command %s", dc_quote_for_message(name)),
 				errdetail("Built-in commands are: %s.", dc_builtin_command_list()),
-				errhint("Commands registered with dc_register_command() are listed in dc_commands."));
+				errhint("Commands registered with dc.register_command() are listed in dc.commands."));
 	dc_command_parse(name, payload, cmd);
 }
 
@@ -298,7 +298,7 @@ dc_register_command(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_DUPLICATE_OBJECT),
 				errmsg("command \"%s\" is already registered, with handler %s",
 					   name, format_procedure(existing_handler)),
-				errhint("Unregister it first with dc_unregister_command('%s').", name));
+				errhint("Unregister it first with dc.unregister_command('%s').", name));
 
 	write_registry("INSERT INTO durable_cluster.commands (name, handler, registered_by) "
 				   "VALUES ($1, $2, $3)",

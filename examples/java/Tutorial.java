@@ -3,7 +3,7 @@
 //     run as a single source file:
 //         java -cp /usr/share/java/postgresql.jar Tutorial.java
 //     The payload goes as a string with a ?::jsonb cast (setString alone
-//     sends varchar, for which there is no dc_send_command: 42883); fields
+//     sends varchar, for which there is no dc.send_command: 42883); fields
 //     are taken out of the reply in SQL, money as BigDecimal from its
 //     string.  Asserts what it prints; exits non-zero on the first
 //     surprise.  Connection from PGHOST, PGPORT, PGDATABASE, EXAMPLE_USER,
@@ -43,7 +43,7 @@ public class Tutorial {
         try (PreparedStatement ps = conn.prepareStatement(
                 "SELECT (r->>'ok')::boolean, r->>'result', r->>'error', (r->>'revision')::bigint,"
                 + " r#>>'{state,balance}', r#>>'{state,nickname}'"
-                + "  FROM dc_send_command(?, ?, ?, ?::jsonb) r")) {
+                + "  FROM dc.send_command(?, ?, ?, ?::jsonb) r")) {
             ps.setString(1, MALL);
             ps.setString(2, user);
             ps.setString(3, command);
@@ -103,7 +103,7 @@ public class Tutorial {
               && r.balance().compareTo(BigDecimal.ZERO) == 0, "rejected deduct");
         ok("rejected deduct: " + r.error());
 
-        String saga = scalar("SELECT dc_transfer(?, ?, ?, ?, ?::numeric) ->> 'status'",
+        String saga = scalar("SELECT dc.transfer(?, ?, ?, ?, ?::numeric) ->> 'status'",
                              MALL, "alice", MALL, "bob", "25.50");
         check("completed".equals(saga), "transfer " + saga);
         r = send("bob", "get_state", "{}");
@@ -112,27 +112,30 @@ public class Tutorial {
 
         // A command inside the caller's transaction: gone with a rollback ...
         conn.setAutoCommit(false);
-        scalar("SELECT dc_send_command_at_commit(?, ?, 'add_balance', ?::jsonb)", MALL, "bob",
+        scalar("SELECT dc.send_command_at_commit(?, ?, 'add_balance', ?::jsonb)", MALL, "bob",
                "{\"amount\": \"10.00\", \"command_id\": \"tx-rolled-back\"}");
         conn.rollback();
         conn.setAutoCommit(true);
-        check(scalar("SELECT dc_command_outcome(?, ?, ?)", MALL, "bob", "tx-rolled-back") == null,
+        // (asked with the command it was sent as: an outcome is bound to its command)
+        check(scalar("SELECT dc.command_outcome(?, ?, ?, 'add_balance', ?::jsonb)", MALL, "bob",
+                     "tx-rolled-back", "{\"amount\": \"10.00\"}") == null,
               "rolled back");
         ok("rolled back: never applied");
         // ... applied once after a commit
         conn.setAutoCommit(false);
-        scalar("SELECT dc_send_command_at_commit(?, ?, 'add_balance', ?::jsonb)", MALL, "bob",
+        scalar("SELECT dc.send_command_at_commit(?, ?, 'add_balance', ?::jsonb)", MALL, "bob",
                "{\"amount\": \"10.00\", \"command_id\": \"tx-committed\"}");
         conn.commit();
         conn.setAutoCommit(true);
         String status = "pending";
         for (long deadline = System.currentTimeMillis() + 30000;
              "pending".equals(status) && System.currentTimeMillis() < deadline; Thread.sleep(50)) {
-            status = scalar("SELECT dc_command_outcome(?, ?, ?) ->> 'status'", MALL, "bob",
-                            "tx-committed");
+            status = scalar("SELECT dc.command_outcome(?, ?, ?, 'add_balance', ?::jsonb) ->> 'status'",
+                            MALL, "bob", "tx-committed", "{\"amount\": \"10.00\"}");
         }
-        String balance = scalar("SELECT dc_command_outcome(?, ?, ?) #>> '{reply,state,balance}'",
-                                MALL, "bob", "tx-committed");
+        String balance = scalar("SELECT dc.command_outcome(?, ?, ?, 'add_balance', ?::jsonb)"
+                                + " #>> '{reply,state,balance}'",
+                                MALL, "bob", "tx-committed", "{\"amount\": \"10.00\"}");
         check("done".equals(status) && new BigDecimal(balance).equals(new BigDecimal("35.50")),
               "committed " + status + " " + balance);
         ok("committed: applied after the commit: " + balance);
@@ -145,7 +148,7 @@ public class Tutorial {
         check("22023".equals(state), "unknown command " + state);
         ok("unknown command: " + state);
         // without the cast, the payload is varchar: no such function
-        try (PreparedStatement ps = conn.prepareStatement("SELECT dc_send_command(?, ?, ?, ?)")) {
+        try (PreparedStatement ps = conn.prepareStatement("SELECT dc.send_command(?, ?, ?, ?)")) {
             ps.setString(1, MALL);
             ps.setString(2, "bob");
             ps.setString(3, "login");
@@ -164,9 +167,9 @@ public class Tutorial {
         ok("retry with command_id: revision " + again.revision() + " both times, balance "
            + again.balance());
 
-        String got = scalar("SELECT dc_get_state(?, ?) #>> '{state,balance}'", MALL, "bob");
-        check(new BigDecimal(got).equals(new BigDecimal("36.50")), "dc_get_state " + got);
-        ok("dc_get_state: " + got);
+        String got = scalar("SELECT dc.get_state(?, ?) #>> '{state,balance}'", MALL, "bob");
+        check(new BigDecimal(got).equals(new BigDecimal("36.50")), "dc.get_state " + got);
+        ok("dc.get_state: " + got);
 
         conn.close();
         System.out.println("java tutorial: all steps passed");

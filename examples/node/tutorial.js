@@ -26,7 +26,7 @@ function ok(what, value) {
 // text, and the server reads it as jsonb).
 async function send(user, command, payload = {}) {
   const { rows } = await client.query(
-    'SELECT dc_send_command($1, $2, $3, $4) AS reply', [mall, user, command, payload]);
+    'SELECT dc.send_command($1, $2, $3, $4) AS reply', [mall, user, command, payload]);
   return rows[0].reply;
 }
 
@@ -72,7 +72,7 @@ async function main() {
   ok('rejected deduct', r.error);
 
   const { rows: [t] } = await client.query(
-    'SELECT dc_transfer($1, $2, $1, $3, $4) AS saga', [mall, 'alice', 'bob', '25.50']);
+    'SELECT dc.transfer($1, $2, $1, $3, $4) AS saga', [mall, 'alice', 'bob', '25.50']);
   assert.equal(t.saga.status, 'completed');
   assert.equal(t.saga.amount, '25.50');
   r = await send('bob', 'get_state');
@@ -81,22 +81,23 @@ async function main() {
 
   // A command inside the caller's transaction: gone with a rollback ...
   await client.query('BEGIN');
-  await client.query('SELECT dc_send_command_at_commit($1, $2, $3, $4)',
+  await client.query('SELECT dc.send_command_at_commit($1, $2, $3, $4)',
     [mall, 'bob', 'add_balance', { amount: '10.00', command_id: 'tx-rolled-back' }]);
   await client.query('ROLLBACK');
-  let { rows: [o] } = await client.query('SELECT dc_command_outcome($1, $2, $3) AS o',
-    [mall, 'bob', 'tx-rolled-back']);
+  // (asked with the command it was sent as: an outcome is bound to its command)
+  let { rows: [o] } = await client.query('SELECT dc.command_outcome($1, $2, $3, $4, $5) AS o',
+    [mall, 'bob', 'tx-rolled-back', 'add_balance', { amount: '10.00' }]);
   assert.equal(o.o, null);
   ok('rolled back: never applied');
   // ... applied once after a commit
   await client.query('BEGIN');
-  await client.query('SELECT dc_send_command_at_commit($1, $2, $3, $4)',
+  await client.query('SELECT dc.send_command_at_commit($1, $2, $3, $4)',
     [mall, 'bob', 'add_balance', { amount: '10.00', command_id: 'tx-committed' }]);
   await client.query('COMMIT');
   const deadline = Date.now() + 30000;
   do {
-    ({ rows: [o] } = await client.query('SELECT dc_command_outcome($1, $2, $3) AS o',
-      [mall, 'bob', 'tx-committed']));
+    ({ rows: [o] } = await client.query('SELECT dc.command_outcome($1, $2, $3, $4, $5) AS o',
+      [mall, 'bob', 'tx-committed', 'add_balance', { amount: '10.00' }]));
     if (o.o.status !== 'pending') break;
     await new Promise((resolve) => setTimeout(resolve, 50));
   } while (Date.now() < deadline);
@@ -125,11 +126,11 @@ async function main() {
   assert.equal(again.state.balance, '36.50');
   ok('retry with command_id', `revision ${again.revision} both times, balance ${again.state.balance}`);
 
-  // dc_get_state: the same document as get_state
-  const { rows: [g] } = await client.query('SELECT dc_get_state($1, $2) AS s', [mall, 'bob']);
+  // dc.get_state: the same document as get_state
+  const { rows: [g] } = await client.query('SELECT dc.get_state($1, $2) AS s', [mall, 'bob']);
   assert.equal(g.s.revision, again.revision);
   assert.equal(g.s.state.balance, '36.50');
-  ok('dc_get_state', `revision ${g.s.revision}`);
+  ok('dc.get_state', `revision ${g.s.revision}`);
 
   await client.end();
   console.log('node tutorial: all steps passed');

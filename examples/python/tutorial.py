@@ -33,7 +33,7 @@ def ok(what):
 
 def send(user, command, payload=None):
     with conn.cursor() as cur:
-        cur.execute("SELECT dc_send_command(%s, %s, %s, %s)",
+        cur.execute("SELECT dc.send_command(%s, %s, %s, %s)",
                     (MALL, user, command, Json(payload or {})))
         return cur.fetchone()[0]
 
@@ -72,7 +72,7 @@ assert not r["ok"] and r["error"] == "insufficient_balance", r
 assert Decimal(r["state"]["balance"]) == 0, r
 ok("rejected deduct: " + r["error"])
 
-saga = scalar("SELECT dc_transfer(%s, %s, %s, %s, %s)", MALL, "alice", MALL, "bob",
+saga = scalar("SELECT dc.transfer(%s, %s, %s, %s, %s)", MALL, "alice", MALL, "bob",
               Decimal("25.50"))
 assert saga["status"] == "completed" and saga["amount"] == "25.50", saga
 r = send("bob", "get_state")
@@ -81,22 +81,25 @@ ok("transfer: %s, bob has %s" % (saga["status"], r["state"]["balance"]))
 
 # A command inside the caller's transaction: gone with a rollback ...
 conn.autocommit = False
-scalar("SELECT dc_send_command_at_commit(%s, %s, 'add_balance', %s)", MALL, "bob",
+scalar("SELECT dc.send_command_at_commit(%s, %s, 'add_balance', %s)", MALL, "bob",
        Json({"amount": "10.00", "command_id": "tx-rolled-back"}))
 conn.rollback()
 conn.autocommit = True
-assert scalar("SELECT dc_command_outcome(%s, %s, %s)", MALL, "bob", "tx-rolled-back") is None
+# (asked with the command it was sent as: an outcome is bound to its command)
+assert scalar("SELECT dc.command_outcome(%s, %s, %s, 'add_balance', %s)", MALL, "bob",
+              "tx-rolled-back", Json({"amount": "10.00"})) is None
 ok("rolled back: never applied")
 # ... applied once after a commit ("with conn" commits at the end of the block)
 conn.autocommit = False
 with conn:
-    scalar("SELECT dc_send_command_at_commit(%s, %s, 'add_balance', %s)", MALL, "bob",
+    scalar("SELECT dc.send_command_at_commit(%s, %s, 'add_balance', %s)", MALL, "bob",
            Json({"amount": "10.00", "command_id": "tx-committed"}))
 conn.autocommit = True
 deadline = time.time() + 30
 outcome = None
 while time.time() < deadline:
-    outcome = scalar("SELECT dc_command_outcome(%s, %s, %s)", MALL, "bob", "tx-committed")
+    outcome = scalar("SELECT dc.command_outcome(%s, %s, %s, 'add_balance', %s)", MALL, "bob",
+                     "tx-committed", Json({"amount": "10.00"}))
     if outcome["status"] != "pending":
         break
     time.sleep(0.05)
@@ -119,9 +122,9 @@ assert Decimal(again["state"]["balance"]) == Decimal("36.50"), again
 ok("retry with command_id: revision %d both times, balance %s"
    % (again["revision"], again["state"]["balance"]))
 
-got = scalar("SELECT dc_get_state(%s, %s)", MALL, "bob")
+got = scalar("SELECT dc.get_state(%s, %s)", MALL, "bob")
 assert got["revision"] == again["revision"] and got["state"]["balance"] == "36.50", got
-ok("dc_get_state: revision %d" % got["revision"])
+ok("dc.get_state: revision %d" % got["revision"])
 
 conn.close()
 print("python tutorial: all steps passed")

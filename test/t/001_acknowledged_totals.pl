@@ -80,8 +80,8 @@ sub dump_cluster
 	my ($ret, $out, $err) = $node->psql(
 		'postgres', q{
 SELECT 'member', name, status, incarnation, pid, last_heartbeat FROM durable_cluster.members ORDER BY 2;
-SELECT 'shards per node', node, count(*) FROM dc_shards GROUP BY node ORDER BY 2;
-SELECT 'status', dc_cluster_status();
+SELECT 'shards per node', node, count(*) FROM dc.shards GROUP BY node ORDER BY 2;
+SELECT 'status', dc.cluster_status();
 });
 	diag("cluster $when (psql exit $ret):\n$out\n$err");
 }
@@ -100,8 +100,8 @@ sub wait_for_cluster
 
 	my $ready = $node->poll_query_until(
 		'postgres', qq{
-SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = $n_nodes
-   AND (SELECT count(*) FROM dc_shards WHERE node IS NOT NULL) = $n_shards});
+SELECT (SELECT count(*) FROM dc.members WHERE status = 'up') = $n_nodes
+   AND (SELECT count(*) FROM dc.shards WHERE node IS NOT NULL) = $n_shards});
 	ok($ready, "$when: $n_nodes nodes up, $n_shards shards owned")
 	  or dump_cluster($when);
 
@@ -109,7 +109,7 @@ SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = $n_nodes
 		'postgres', qq{
 SELECT count(*) FILTER (WHERE (r->>'ok')::boolean)
        || '|' || count(DISTINCT r->>'node') FILTER (WHERE (r->>'ok')::boolean)
-  FROM (SELECT dc_send_command('probe', 'p' || g, 'get_state') AS r
+  FROM (SELECT dc.send_command('probe', 'p' || g, 'get_state') AS r
           FROM generate_series(1, $n_probes) g) s},
 		"$n_probes|$n_nodes");
 	ok($ready, "$when: all $n_nodes nodes answer commands")
@@ -174,7 +174,7 @@ for my $c (1 .. $n_clients)
 		$sent{"$c/$i"} = [ $user, $cents ];
 		$sql .=
 		    "SELECT '$c|$i|' || coalesce(r->>'ok', 'null') || '|' || coalesce(r->>'revision', '')"
-		  . " FROM (SELECT dc_send_command('$mall', '$user', 'add_balance', "
+		  . " FROM (SELECT dc.send_command('$mall', '$user', 'add_balance', "
 		  . "'{\"amount\": $amount}') AS r) s;\n";
 	}
 	unlink $script;
@@ -295,7 +295,7 @@ is(scalar(@bad_revisions), 0,
 # Checks, repeated after each restart.
 # ---------------------------------------------------------------------------
 
-# What is stored, and what dc_get_state says, against what was acknowledged.
+# What is stored, and what dc.get_state says, against what was acknowledged.
 sub check_stored_totals
 {
 	my ($when) = @_;
@@ -308,8 +308,8 @@ SELECT user_id,
        (state->>'balance')::numeric * 100,
        revision,
        state->>'balance',
-       coalesce((dc_get_state(mall_id, user_id)->>'revision'), 'NULL'),
-       coalesce((dc_get_state(mall_id, user_id)-> 'state' ->>'balance'), 'NULL')
+       coalesce((dc.get_state(mall_id, user_id)->>'revision'), 'NULL'),
+       coalesce((dc.get_state(mall_id, user_id)-> 'state' ->>'balance'), 'NULL')
   FROM durable_cluster.entity_state
  WHERE mall_id = '$mall'
  ORDER BY user_id});
@@ -336,9 +336,9 @@ SELECT user_id,
 		  if $cents != $want->{cents};
 		push @bad, "$user: stored revision $revision, acknowledged commands $want->{count}"
 		  if $revision != $want->{count};
-		push @bad, "$user: dc_get_state revision $gs_revision, stored $revision"
+		push @bad, "$user: dc.get_state revision $gs_revision, stored $revision"
 		  if $gs_revision ne $revision;
-		push @bad, "$user: dc_get_state balance $gs_balance, stored $balance"
+		push @bad, "$user: dc.get_state balance $gs_balance, stored $balance"
 		  if $gs_balance eq 'NULL' || $gs_balance != $balance;
 	}
 	for my $user (sort keys %expected)
@@ -371,7 +371,7 @@ SELECT e.user_id, e.revision, e.state->>'balance',
        coalesce(r->>'ok', 'NULL'), coalesce(r->>'revision', 'NULL'),
        coalesce(r->'state'->>'balance', 'NULL')
   FROM durable_cluster.entity_state e,
-       LATERAL (SELECT dc_send_command(e.mall_id, e.user_id, 'get_state') AS r) s
+       LATERAL (SELECT dc.send_command(e.mall_id, e.user_id, 'get_state') AS r) s
  WHERE e.mall_id = '$mall'
  ORDER BY e.user_id});
 
@@ -470,7 +470,7 @@ for my $cmd (@more)
 	my $reply = $node->safe_psql(
 		'postgres', qq{
 SELECT r->>'ok', r->>'revision', (r->'state'->>'balance')::numeric * 100
-  FROM (SELECT dc_send_command('$mall', '$user', '$command',
+  FROM (SELECT dc.send_command('$mall', '$user', '$command',
                                '{"amount": $amount}') AS r) s});
 	my ($ok, $revision, $reply_cents) = split /\|/, $reply, -1;
 	is($ok, 'true', "after crash: $command $amount to $user acknowledged");
@@ -533,7 +533,7 @@ for my $c (1 .. $n2_clients)
 		$sql .=
 		    "SELECT '$c|$i|' || coalesce(r->>'ok', 'null') || '|' || coalesce(r->>'revision', '')"
 		  . " || '|' || coalesce(((r->'state'->>'balance')::numeric * 100)::text, '')"
-		  . " FROM (SELECT dc_send_command('$mall2', '$user2', 'add_balance', "
+		  . " FROM (SELECT dc.send_command('$mall2', '$user2', 'add_balance', "
 		  . "'{\"amount\": $amount}') AS r) s;\n";
 	}
 	unlink $script;
@@ -669,7 +669,7 @@ my $after = $node->safe_psql(
 	'postgres', qq{
 SELECT r->>'ok', r->>'revision', e.revision
   FROM durable_cluster.entity_state e,
-       LATERAL (SELECT dc_send_command(e.mall_id, e.user_id, 'add_balance',
+       LATERAL (SELECT dc.send_command(e.mall_id, e.user_id, 'add_balance',
                                        '{"amount": 0.01}') AS r) s
  WHERE e.mall_id = '$mall2' AND e.user_id = 'v01'});
 my ($ok_after, $rev_after, $stored_before) = split /\|/, $after, -1;

@@ -31,8 +31,8 @@ $plain->init;
 $plain->start;
 $plain->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
 foreach my $call (
-	q{SELECT dc_send_command('mall001', 'user001', 'login')},
-	q{SELECT dc_get_state('mall001', 'user001')})
+	q{SELECT dc.send_command('mall001', 'user001', 'login')},
+	q{SELECT dc.get_state('mall001', 'user001')})
 {
 	my ($ret, $out, $err) = $plain->psql('postgres', $call);
 	isnt($ret, 0, "not preloaded: $call fails");
@@ -59,7 +59,7 @@ $empty->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
 	my $start = time();
 	my ($ret, $out, $err) = $empty->psql('postgres', q{
 SET durable_cluster.ask_timeout = '700ms';
-SELECT dc_send_command('mall001', 'user001', 'login');
+SELECT dc.send_command('mall001', 'user001', 'login');
 }, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 	my $elapsed = time() - $start;
 	isnt($ret, 0, 'no nodes: the command fails');
@@ -84,8 +84,8 @@ durable_cluster.heartbeat_interval = '200ms'
 $node->start;
 
 my $ready_query = q{
-SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = 3
-   AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
+SELECT (SELECT count(*) FROM dc.members WHERE status = 'up') = 3
+   AND (SELECT count(*) FROM dc.shards s JOIN dc.members m ON m.name = s.node
          WHERE m.status = 'up') = 100};
 
 # Nodes run, and wait without a word, before the extension exists.
@@ -101,7 +101,7 @@ $node->poll_query_until('postgres', $ready_query)
 my $log = slurp_file($node->logfile, 0);
 unlike(substr($log, 0, $log_offset), qr/durable_cluster.*(ERROR|WARNING|failed)/,
 	'nodes waited for CREATE EXTENSION without errors');
-is($node->safe_psql('postgres', q{SELECT dc_send_command('mall001', 'user001', 'login')->>'revision'}),
+is($node->safe_psql('postgres', q{SELECT dc.send_command('mall001', 'user001', 'login')->>'revision'}),
 	'1', 'commands are served after CREATE EXTENSION');
 
 # DROP EXTENSION: the nodes go quiet; a new extension is served afresh.
@@ -110,9 +110,9 @@ $node->safe_psql('postgres', 'DROP EXTENSION durable_cluster');
 $node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
 $node->poll_query_until('postgres', $ready_query)
   or die 'nodes did not rejoin a re-created extension';
-is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT incarnation::text, ',') FROM dc_members}),
+is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT incarnation::text, ',') FROM dc.members}),
 	'1', 're-created extension: nodes joined its new members table');
-is($node->safe_psql('postgres', q{SELECT dc_send_command('mall001', 'user001', 'login')->>'revision'}),
+is($node->safe_psql('postgres', q{SELECT dc.send_command('mall001', 'user001', 'login')->>'revision'}),
 	'1', 're-created extension: entities start over');
 # A statement a node's store session had begun when DROP EXTENSION
 # committed fails there with "does not exist" (the store logs it); the node
@@ -124,26 +124,26 @@ is(join("\n", @complaints), '', 'DROP and CREATE EXTENSION caused no node errors
 
 # A node worker that exits is restarted as a new incarnation.
 $node->safe_psql('postgres', q{
-SELECT dc_send_command('mall001', 'user001', 'add_balance', '{"amount": 12.34}')});
+SELECT dc.send_command('mall001', 'user001', 'add_balance', '{"amount": 12.34}')});
 my $owner = $node->safe_psql('postgres',
-	q{SELECT node FROM dc_shards WHERE shard_id = dc_shard_id('mall001', 'user001')});
-my $old_pid = $node->safe_psql('postgres', "SELECT pid FROM dc_members WHERE name = '$owner'");
+	q{SELECT node FROM dc.shards WHERE shard_id = dc.shard_id('mall001', 'user001')});
+my $old_pid = $node->safe_psql('postgres', "SELECT pid FROM dc.members WHERE name = '$owner'");
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($old_pid)");
 $node->poll_query_until('postgres', qq{
 SELECT incarnation = 2 AND status = 'up' AND pid <> $old_pid
-  FROM dc_members WHERE name = '$owner'})
+  FROM dc.members WHERE name = '$owner'})
   or die "$owner did not come back as incarnation 2";
 $node->poll_query_until('postgres', $ready_query)
   or die 'shards were not all served after the restart';
 # The worker left on SIGTERM and rejoined: the rebalance that followed may
 # have given the entity's shard to another node, which must serve it.
 is($node->safe_psql('postgres', q{
-SELECT (r->>'node' = (SELECT node FROM dc_shards WHERE shard_id = (r->>'shard')::int))
+SELECT (r->>'node' = (SELECT node FROM dc.shards WHERE shard_id = (r->>'shard')::int))
        || ' ' || (r->>'revision') || ' ' || (r->'state'->>'balance')
-  FROM dc_send_command('mall001', 'user001', 'get_state') r}),
+  FROM dc.send_command('mall001', 'user001', 'get_state') r}),
 	"true 2 12.34", 'the shard\'s current owner serves the stored state');
 is($node->safe_psql('postgres', q{
-SELECT dc_send_command('mall001', 'user001', 'add_balance', '{"amount": 1}')->>'revision'}),
+SELECT dc.send_command('mall001', 'user001', 'add_balance', '{"amount": 1}')->>'revision'}),
 	'3', 'and continues from the stored revision');
 
 # pg_cancel_backend on a waiting caller.  A lock on the state table holds
@@ -154,16 +154,16 @@ $locker->query_safe('LOCK TABLE durable_cluster.entity_state IN ACCESS EXCLUSIVE
 my $caller = $node->background_psql('postgres', on_error_stop => 0);
 $caller->query_until(qr/sent/, q{
 \echo sent
-SELECT dc_send_command('mall001', 'user001', 'add_balance', '{"amount": 5}');
+SELECT dc.send_command('mall001', 'user001', 'add_balance', '{"amount": 5}');
 });
 $node->poll_query_until('postgres', q{
 SELECT count(*) = 1 FROM pg_stat_activity
- WHERE query LIKE '%dc_send_command%' AND wait_event = 'Extension'
+ WHERE query LIKE '%dc.send_command%' AND wait_event = 'Extension'
    AND pid <> pg_backend_pid()})
   or die 'the caller never waited for its reply';
 $node->safe_psql('postgres', q{
 SELECT pg_cancel_backend(pid) FROM pg_stat_activity
- WHERE query LIKE '%dc_send_command%' AND wait_event = 'Extension' AND pid <> pg_backend_pid()});
+ WHERE query LIKE '%dc.send_command%' AND wait_event = 'Extension' AND pid <> pg_backend_pid()});
 $caller->query('SELECT 1');
 like($caller->{stderr}, qr/canceling statement due to user request/,
 	'the waiting caller was cancelled');
@@ -173,12 +173,12 @@ $locker->quit;
 
 # The cancelled command had reached the node; it may commit (it does here,
 # once the lock is gone).  The same session and others are served normally.
-is($caller->query_safe(q{SELECT dc_send_command('mall001', 'user001', 'get_state')->>'revision'}),
+is($caller->query_safe(q{SELECT dc.send_command('mall001', 'user001', 'get_state')->>'revision'}),
 	'4', 'the cancelled command was applied once, after the lock went away');
 is($caller->query_safe(q{
 SELECT count(*) FILTER (WHERE (r->>'ok')::boolean)
   FROM generate_series(1, 100) g,
-       LATERAL dc_send_command('mall001', 'user' || g, 'login') r}),
+       LATERAL dc.send_command('mall001', 'user' || g, 'login') r}),
 	'100', 'after the cancel, 100 more commands are served');
 $caller->quit;
 

@@ -68,7 +68,7 @@ sub shards_of
 	my ($name) = @_;
 	return split /,/,
 	  $node->safe_psql('postgres',
-		"SELECT string_agg(shard_id::text, ',' ORDER BY shard_id) FROM dc_shards WHERE node = '$name'"
+		"SELECT string_agg(shard_id::text, ',' ORDER BY shard_id) FROM dc.shards WHERE node = '$name'"
 	  );
 }
 
@@ -108,10 +108,10 @@ sub stopped_node_course
 	my ($failed_over, $failover_time) = DurableClusterLoad::poll_until(
 		$node, qq{
 SELECT m.status = 'down'
-   AND NOT EXISTS (SELECT 1 FROM dc_shards WHERE node = '$victim')
-   AND (SELECT count(*) FROM dc_shards s JOIN dc_members o ON o.name = s.node
+   AND NOT EXISTS (SELECT 1 FROM dc.shards WHERE node = '$victim')
+   AND (SELECT count(*) FROM dc.shards s JOIN dc.members o ON o.name = s.node
          WHERE o.status = 'up') = $n_shards
-  FROM dc_members m WHERE m.name = '$victim'},
+  FROM dc.members m WHERE m.name = '$victim'},
 		since => $t_stop,
 		timeout => $failure_timeout + 2 + 10);
 	ok($failed_over,
@@ -128,12 +128,12 @@ SELECT m.status = 'down'
 	{
 		is( $node->safe_psql(
 				'postgres', qq{
-SELECT count(*) FROM dc_members WHERE status = 'up' AND name <> '$victim'}),
+SELECT count(*) FROM dc.members WHERE status = 'up' AND name <> '$victim'}),
 			$n_nodes - 1,
 			"$label: the other nodes are up");
 		is( $node->safe_psql(
 				'postgres', qq{
-SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
+SELECT count(*) FROM dc.shards s JOIN dc.members m ON m.name = s.node
  WHERE m.status = 'up' AND m.name <> '$victim'
    AND s.shard_id IN (@{[ join(',', @victim_shards) ]})}),
 			scalar(@victim_shards),
@@ -165,7 +165,7 @@ SELECT clock_timestamp() > '$t_failover'::timestamptz + interval '1 s'
 	my ($rejoined) = DurableClusterLoad::poll_until(
 		$node, qq{
 SELECT status = 'up' AND incarnation @{[ $a{exact_incarnation} ? '=' : '>=' ]} $want_incarnation
-  FROM dc_members WHERE name = '$victim'},
+  FROM dc.members WHERE name = '$victim'},
 		timeout => 60);
 	ok($rejoined,
 		"$label: after SIGCONT $victim rejoined as incarnation "
@@ -175,7 +175,7 @@ SELECT status = 'up' AND incarnation @{[ $a{exact_incarnation} ? '=' : '>=' ]} $
 	is( $node->safe_psql(
 			'postgres', qq{
 SELECT max(shard_count) - min(shard_count) <= 1 AND sum(shard_count) = $n_shards
-  FROM dc_members WHERE status = 'up'}),
+  FROM dc.members WHERE status = 'up'}),
 		't',
 		"$label: after SIGCONT shards are balanced over the up members (max - min <= 1)");
 	cmp_ok(member($victim)->{shard_count}, '>', 0, "$label: $victim owns shards again");
@@ -217,7 +217,7 @@ my $victim = 'node-2';
 my $before = member($victim);
 is($before->{status}, 'up', "SIGSTOP: $victim is up before");
 is(worker_of($before->{pid}), "durable_cluster node $victim",
-	"SIGSTOP: dc_members.pid of $victim is its worker");
+	"SIGSTOP: dc.members.pid of $victim is its worker");
 my @victim_shards = shards_of($victim);
 cmp_ok(scalar(@victim_shards), '>', 0, "SIGSTOP: $victim owns shards before");
 
@@ -335,7 +335,7 @@ finish_load('SIGSTOP', $load1);
 
 	# Everything about the candidates is read before the lock is taken.
 	my %members_before = map { $_ => member($_) } split /\n/,
-	  $node->safe_psql('postgres', "SELECT name FROM dc_members WHERE status = 'up'");
+	  $node->safe_psql('postgres', "SELECT name FROM dc.members WHERE status = 'up'");
 	my %shards_before = map { $_ => [ shards_of($_) ] } keys %members_before;
 	is(scalar(keys %members_before), $n_nodes, "SIGSTOP in a batch: $n_nodes nodes up before");
 
@@ -343,7 +343,7 @@ finish_load('SIGSTOP', $load1);
 	$locker->query_safe('BEGIN');
 	$locker->query_safe('LOCK TABLE durable_cluster.entity_state IN ACCESS EXCLUSIVE MODE');
 	my $blocked_query = q{
-SELECT m.name FROM dc_members m JOIN pg_stat_activity a
+SELECT m.name FROM dc.members m JOIN pg_stat_activity a
     ON a.pid = m.pid OR a.application_name = 'durable_cluster ' || m.name
  WHERE m.status = 'up' AND a.wait_event_type = 'Lock'
  ORDER BY m.name LIMIT 1};
@@ -413,7 +413,7 @@ is($node->safe_psql('postgres', "SELECT pg_terminate_backend($before2->{pid})"),
 my ($restarted) = DurableClusterLoad::poll_until(
 	$node, qq{
 SELECT status = 'up' AND incarnation = $before2->{incarnation} + 1 AND pid <> $before2->{pid}
-  FROM dc_members WHERE name = '$victim2'},
+  FROM dc.members WHERE name = '$victim2'},
 	timeout => 60);
 ok($restarted,
 	"terminate: $victim2 was restarted with a new pid as incarnation "
@@ -461,7 +461,7 @@ $listener->quit;
 # 3. Crash restart of the whole server under load.
 # ===========================================================================
 my %incarnation_before = map { split /\|/ } split /\n/,
-  $node->safe_psql('postgres', 'SELECT name, incarnation FROM dc_members');
+  $node->safe_psql('postgres', 'SELECT name, incarnation FROM dc.members');
 
 my $load3 = DurableClusterLoad->start(
 	$node,
@@ -486,7 +486,7 @@ my ($all_new) = DurableClusterLoad::poll_until(
 SELECT count(*) FILTER (WHERE status = 'up' AND incarnation > CASE name
            @{[ join(' ', map { "WHEN '$_' THEN $incarnation_before{$_}" } sort keys %incarnation_before) ]}
            ELSE 0 END) = $n_nodes
-  FROM dc_members},
+  FROM dc.members},
 	timeout => 60);
 ok($all_new, 'crash: every node rejoined as a new incarnation')
   or DurableClusterLoad::dump_cluster($node, 'after the crash');
@@ -510,7 +510,7 @@ my ($ok_after, $rev_after, $stored_before) = split /\|/,
 	'postgres', q{
 SELECT r->>'ok', r->>'revision', e.revision
   FROM durable_cluster.entity_state e,
-       LATERAL (SELECT dc_send_command(e.mall_id, e.user_id, 'add_balance',
+       LATERAL (SELECT dc.send_command(e.mall_id, e.user_id, 'add_balance',
                                        '{"amount": 0.01}') AS r) s
  WHERE e.mall_id = 'mall_crash' AND e.user_id = 'u001'}), -1;
 is($ok_after, 'true', 'crash: a new command is acknowledged');

@@ -3,15 +3,15 @@
 #     Changing membership under concurrent writers, on a server with three
 #     static nodes:
 #
-#   1. dc_add_node() starts a node that joins and gets its share of the
+#   1. dc.add_node() starts a node that joins and gets its share of the
 #      shards (balanced: max - min <= 1), with zero failed commands; a node
-#      added with a name and roles shows them in dc_members.
-#   2. dc_remove_node('node-2') returns once the node has left (status
+#      added with a name and roles shows them in dc.members.
+#   2. dc.remove_node('node-2') returns once the node has left (status
 #      'left'); its worker exits and is not restarted; its shards go to the
 #      others, balanced; zero failed commands (commands arriving during the
 #      hand-off wait and are served by the new owner).
-#   3. Permissions: a plain role may call none of dc_add_node,
-#      dc_remove_node, dc_set_number_of_shards (42501); a member of dc_admin
+#   3. Permissions: a plain role may call none of dc.add_node,
+#      dc.remove_node, dc.set_number_of_shards (42501); a member of dc_admin
 #      may add (and remove) a node.
 #   4. A LISTEN client sees joined + rebalanced for the add and left +
 #      rebalanced for the remove.
@@ -52,7 +52,7 @@ sub up_members
 {
 	return split /\n/,
 	  $node->safe_psql('postgres',
-		"SELECT name FROM dc_members WHERE status = 'up' ORDER BY name");
+		"SELECT name FROM dc.members WHERE status = 'up' ORDER BY name");
 }
 
 sub shards_of
@@ -60,7 +60,7 @@ sub shards_of
 	my ($name) = @_;
 	return split /,/,
 	  $node->safe_psql('postgres',
-		"SELECT string_agg(shard_id::text, ',' ORDER BY shard_id) FROM dc_shards WHERE node = '$name'"
+		"SELECT string_agg(shard_id::text, ',' ORDER BY shard_id) FROM dc.shards WHERE node = '$name'"
 	  );
 }
 
@@ -98,7 +98,7 @@ my $listener = DurableClusterLoad::Listener->new($node);
 my @settled_loads;
 
 # ===========================================================================
-# 1. dc_add_node() under load.
+# 1. dc.add_node() under load.
 # ===========================================================================
 my $load_add = DurableClusterLoad->start(
 	$node,
@@ -109,17 +109,17 @@ my $load_add = DurableClusterLoad->start(
 ok($load_add->wait_for_progress(300), 'add: the writers are under way');
 
 my %before_add = map { $_ => 1 } split /\n/,
-  $node->safe_psql('postgres', 'SELECT name FROM dc_members');
+  $node->safe_psql('postgres', 'SELECT name FROM dc.members');
 $listener->poll;
 my $from = scalar($listener->events);
 
-my $new = $node->safe_psql('postgres', 'SELECT dc_add_node()');
-like($new, qr/^node-\d+$/, "add: dc_add_node() returns the new node's name ($new)");
+my $new = $node->safe_psql('postgres', 'SELECT dc.add_node()');
+like($new, qr/^node-\d+$/, "add: dc.add_node() returns the new node's name ($new)");
 ok(!$before_add{$new}, "add: $new is a new name");
 
 my ($ok) = DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query($n_static + 1));
 ok($ok, 'add: 4 up members, every shard owned by one of them, balanced (max - min <= 1)')
-  or DurableClusterLoad::dump_cluster($node, 'after dc_add_node()');
+  or DurableClusterLoad::dump_cluster($node, 'after dc.add_node()');
 my $m_new = member($new);
 is($m_new->{status}, 'up', "add: $new is up");
 cmp_ok($m_new->{shard_count}, '>=', 24, "add: $new owns its share of the shards ($m_new->{shard_count})");
@@ -128,7 +128,7 @@ like(
 		"SELECT backend_type || ' ' || application_name FROM pg_stat_activity WHERE pid = "
 		  . ($m_new->{pid} || 0)),
 	qr/^durable_cluster node \Q$new\E$/,
-	"add: dc_members.pid of $new is a node worker");
+	"add: dc.members.pid of $new is a node worker");
 DurableClusterLoad::wait_for_cluster($node, $n_static + 1, 'add');
 ok($load_add->wait_for_progress(300), 'add: writers go on with the new node');
 
@@ -164,18 +164,18 @@ ok($load_add->wait_for_progress(300), 'add: writers go on with the new node');
 # A node with a name and roles of its own, under the same load.
 $listener->poll;
 $from = scalar($listener->events);
-is($node->safe_psql('postgres', q{SELECT dc_add_node('blue', ARRAY['reporting'])}),
-	'blue', q{add: dc_add_node('blue', ARRAY['reporting']) returns 'blue'});
+is($node->safe_psql('postgres', q{SELECT dc.add_node('blue', ARRAY['reporting'])}),
+	'blue', q{add: dc.add_node('blue', ARRAY['reporting']) returns 'blue'});
 ($ok) = DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query($n_static + 2));
 ok($ok, 'add: 5 up members, balanced')
-  or DurableClusterLoad::dump_cluster($node, 'after dc_add_node(blue)');
+  or DurableClusterLoad::dump_cluster($node, 'after dc.add_node(blue)');
 my $m_blue = member('blue');
 is($m_blue->{status}, 'up', 'add: blue is up');
 note("add: roles of blue: $m_blue->{roles}");
 is( $node->safe_psql(
-		'postgres', q{SELECT 'reporting' = ANY (roles) FROM dc_members WHERE name = 'blue'}),
+		'postgres', q{SELECT 'reporting' = ANY (roles) FROM dc.members WHERE name = 'blue'}),
 	't',
-	'add: dc_members shows the role reporting for blue');
+	'add: dc.members shows the role reporting for blue');
 cmp_ok($m_blue->{shard_count}, '>=', 19, "add: blue owns its share of the shards ($m_blue->{shard_count})");
 ok( $listener->wait_for(
 		sub { ($_[0]->{event} // '') eq 'joined' && ($_[0]->{node} // '') eq 'blue' },
@@ -192,7 +192,7 @@ push @settled_loads, $load_add
   if DurableClusterLoad::check_stored($node, 'add', [$load_add]);
 
 # ===========================================================================
-# 2. dc_remove_node('node-2') under load.
+# 2. dc.remove_node('node-2') under load.
 # ===========================================================================
 my $load_rm = DurableClusterLoad->start(
 	$node,
@@ -210,20 +210,20 @@ $listener->poll;
 $from = scalar($listener->events);
 
 my $t0 = time;
-my ($ret, $out, $err) = $node->psql('postgres', "SELECT dc_remove_node('$gone')");
-is($ret, 0, "remove: dc_remove_node('$gone') succeeds") or diag($err);
-note(sprintf('remove: dc_remove_node took %.2f s', time - $t0));
+my ($ret, $out, $err) = $node->psql('postgres', "SELECT dc.remove_node('$gone')");
+is($ret, 0, "remove: dc.remove_node('$gone') succeeds") or diag($err);
+note(sprintf('remove: dc.remove_node took %.2f s', time - $t0));
 my $removed_at = $node->safe_psql('postgres', 'SELECT clock_timestamp()');
-is(member($gone)->{status}, 'left', "remove: $gone is 'left' when dc_remove_node returns");
-is($node->safe_psql('postgres', "SELECT count(*) FROM dc_shards WHERE node = '$gone'"),
-	'0', "remove: $gone owns no shard when dc_remove_node returns");
+is(member($gone)->{status}, 'left', "remove: $gone is 'left' when dc.remove_node returns");
+is($node->safe_psql('postgres', "SELECT count(*) FROM dc.shards WHERE node = '$gone'"),
+	'0', "remove: $gone owns no shard when dc.remove_node returns");
 
 ($ok) = DurableClusterLoad::poll_until($node,
 	"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $m_gone->{pid}");
 ok($ok, "remove: the worker of $gone (pid $m_gone->{pid}) exits");
 ($ok) = DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query($n_static + 1));
 ok($ok, 'remove: 4 up members, every shard owned by one of them, balanced')
-  or DurableClusterLoad::dump_cluster($node, 'after dc_remove_node');
+  or DurableClusterLoad::dump_cluster($node, 'after dc.remove_node');
 DurableClusterLoad::wait_for_cluster($node, $n_static + 1, 'remove');
 ok($load_rm->wait_for_progress(300), "remove: writers go on without $gone");
 
@@ -285,10 +285,10 @@ CREATE ROLE dc_ops LOGIN IN ROLE dc_admin;});
 
 my @members_before = up_members();
 for my $call (
-	q{SELECT dc_add_node()},
-	q{SELECT dc_add_node('sneaky', ARRAY['x'])},
-	q{SELECT dc_remove_node('node-1')},
-	q{SELECT dc_set_number_of_shards(100)})
+	q{SELECT dc.add_node()},
+	q{SELECT dc.add_node('sneaky', ARRAY['x'])},
+	q{SELECT dc.remove_node('node-1')},
+	q{SELECT dc.set_number_of_shards(100)})
 {
 	my ($r, $sqlstate, $message, $stderr) = try_sql($call, 'dc_plain');
 	isnt($r, 0, "permissions: a plain role cannot run $call");
@@ -299,16 +299,16 @@ is(join(',', up_members()), join(',', @members_before),
 	'permissions: the refused calls changed no member');
 
 {
-	my ($r, $o, $e) = $node->psql('postgres', q{SELECT dc_add_node('ops-node')},
+	my ($r, $o, $e) = $node->psql('postgres', q{SELECT dc.add_node('ops-node')},
 		extra_params => [ '-U', 'dc_ops' ]);
-	is($r, 0, 'permissions: a member of dc_admin may call dc_add_node') or diag($e);
+	is($r, 0, 'permissions: a member of dc_admin may call dc.add_node') or diag($e);
 	is($o, 'ops-node', 'permissions: and gets the name of its node');
 	($ok) = DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query($n_static + 2));
 	ok($ok, 'permissions: the node added by dc_ops joined, balanced')
-	  or DurableClusterLoad::dump_cluster($node, 'after dc_add_node by dc_ops');
-	($r, $o, $e) = $node->psql('postgres', q{SELECT dc_remove_node('ops-node')},
+	  or DurableClusterLoad::dump_cluster($node, 'after dc.add_node by dc_ops');
+	($r, $o, $e) = $node->psql('postgres', q{SELECT dc.remove_node('ops-node')},
 		extra_params => [ '-U', 'dc_ops' ]);
-	is($r, 0, 'permissions: a member of dc_admin may call dc_remove_node') or diag($e);
+	is($r, 0, 'permissions: a member of dc_admin may call dc.remove_node') or diag($e);
 	is(member('ops-node')->{status}, 'left', 'permissions: ops-node left');
 	($ok) = DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query($n_static + 1));
 	ok($ok, 'permissions: back to 4 up members, balanced');
@@ -318,36 +318,36 @@ is(join(',', up_members()), join(',', @members_before),
 # 5. Bad input.
 # ===========================================================================
 {
-	my ($r, $sqlstate, $message, $stderr) = try_sql(q{SELECT dc_remove_node('no-such-node')});
-	note("bad input: dc_remove_node('no-such-node'): $sqlstate $message");
-	isnt($r, 0, q{bad input: dc_remove_node('no-such-node') fails});
-	like($stderr, qr/ERROR:/, q{bad input: dc_remove_node('no-such-node') raises an ERROR});
-	like($sqlstate, qr/^(22023|42704)$/, q{bad input: dc_remove_node('no-such-node'): SQLSTATE 22023 or 42704})
+	my ($r, $sqlstate, $message, $stderr) = try_sql(q{SELECT dc.remove_node('no-such-node')});
+	note("bad input: dc.remove_node('no-such-node'): $sqlstate $message");
+	isnt($r, 0, q{bad input: dc.remove_node('no-such-node') fails});
+	like($stderr, qr/ERROR:/, q{bad input: dc.remove_node('no-such-node') raises an ERROR});
+	like($sqlstate, qr/^(22023|42704)$/, q{bad input: dc.remove_node('no-such-node'): SQLSTATE 22023 or 42704})
 	  or diag("stderr: $stderr");
 	like($message, qr/no-such-node/, 'bad input: the message names the node');
 
-	($r, $sqlstate, $message, $stderr) = try_sql(q{SELECT dc_remove_node(NULL)});
-	note("bad input: dc_remove_node(NULL): $sqlstate $message");
-	isnt($r, 0, 'bad input: dc_remove_node(NULL) fails');
-	like($stderr, qr/ERROR:/, 'bad input: dc_remove_node(NULL) raises an ERROR');
+	($r, $sqlstate, $message, $stderr) = try_sql(q{SELECT dc.remove_node(NULL)});
+	note("bad input: dc.remove_node(NULL): $sqlstate $message");
+	isnt($r, 0, 'bad input: dc.remove_node(NULL) fails');
+	like($stderr, qr/ERROR:/, 'bad input: dc.remove_node(NULL) raises an ERROR');
 	like($sqlstate, qr/^(22023|42704|22004)$/,
-		'bad input: dc_remove_node(NULL): SQLSTATE 22023, 42704 or 22004 (null_value_not_allowed)')
+		'bad input: dc.remove_node(NULL): SQLSTATE 22023, 42704 or 22004 (null_value_not_allowed)')
 	  or diag("stderr: $stderr");
 	like($message, qr/NULL|null|name/, 'bad input: the message says what is wrong');
 
 	for my $taken ('node-1', 'blue')
 	{
 		my @before = up_members();
-		($r, $sqlstate, $message, $stderr) = try_sql("SELECT dc_add_node('$taken')");
-		note("bad input: dc_add_node('$taken'): $sqlstate $message");
-		isnt($r, 0, "bad input: dc_add_node('$taken') (name in use) fails");
-		like($stderr, qr/ERROR:/, "bad input: dc_add_node('$taken') raises an ERROR");
+		($r, $sqlstate, $message, $stderr) = try_sql("SELECT dc.add_node('$taken')");
+		note("bad input: dc.add_node('$taken'): $sqlstate $message");
+		isnt($r, 0, "bad input: dc.add_node('$taken') (name in use) fails");
+		like($stderr, qr/ERROR:/, "bad input: dc.add_node('$taken') raises an ERROR");
 		like($message, qr/\Q$taken\E/, 'bad input: the message names the node');
-		is(join(',', up_members()), join(',', @before), "bad input: dc_add_node('$taken') changed no member");
+		is(join(',', up_members()), join(',', @before), "bad input: dc.add_node('$taken') changed no member");
 	}
 	is( $node->safe_psql(
 			'postgres', q{
-SELECT count(*) FROM dc_members WHERE name = 'node-1' AND status = 'up'}),
+SELECT count(*) FROM dc.members WHERE name = 'node-1' AND status = 'up'}),
 		'1',
 		'bad input: node-1 is still up, once');
 }
@@ -361,7 +361,7 @@ $listener->quit;
 #    nobody is left to hand off to, and nothing acknowledged may be lost.
 # ===========================================================================
 my $up_without_worker = q{
-SELECT string_agg(m.name, ', ' ORDER BY m.name) FROM dc_members m
+SELECT string_agg(m.name, ', ' ORDER BY m.name) FROM dc.members m
  WHERE m.status = 'up'
    AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a
                     WHERE a.pid = m.pid AND a.backend_type = 'durable_cluster node')};
@@ -369,11 +369,11 @@ SELECT string_agg(m.name, ', ' ORDER BY m.name) FROM dc_members m
 sub up_incarnations
 {
 	return map { split /\|/ } split /\n/,
-	  $node->safe_psql('postgres', "SELECT name, incarnation FROM dc_members WHERE status = 'up'");
+	  $node->safe_psql('postgres', "SELECT name, incarnation FROM dc.members WHERE status = 'up'");
 }
 
 # After a start: the static nodes (durable_cluster.nodes) rejoin as new
-# incarnations; nodes added with dc_add_node are not started again and none
+# incarnations; nodes added with dc.add_node are not started again and none
 # of them may stay "up" without a worker.
 sub check_restart
 {
@@ -381,7 +381,7 @@ sub check_restart
 	my @static_back = grep { exists $up_before{$_} } map { "node-$_" } 1 .. $n_static;
 	my ($ok) = DurableClusterLoad::poll_until(
 		$node, qq{
-SELECT count(*) = @{[ scalar @static_back ]} FROM dc_members
+SELECT count(*) = @{[ scalar @static_back ]} FROM dc.members
  WHERE status = 'up' AND (@{[ join(' OR ', map { "(name = '$_' AND incarnation > $up_before{$_})" } @static_back) ]})});
 	ok($ok, "$label: after the start, the nodes " . join(', ', @static_back) . ' rejoined as new incarnations')
 	  or DurableClusterLoad::dump_cluster($node, "$label: after the restart");
@@ -389,8 +389,8 @@ SELECT count(*) = @{[ scalar @static_back ]} FROM dc_members
 	ok($ok, "$label: no member is \"up\" without a running worker");
 	note("$label: members after the start: "
 		  . $node->safe_psql('postgres',
-			"SELECT string_agg(name || ' ' || status || ' ' || incarnation, ', ' ORDER BY name) FROM dc_members"));
-	my $n_up = $node->safe_psql('postgres', "SELECT count(*) FROM dc_members WHERE status = 'up'");
+			"SELECT string_agg(name || ' ' || status || ' ' || incarnation, ', ' ORDER BY name) FROM dc.members"));
+	my $n_up = $node->safe_psql('postgres', "SELECT count(*) FROM dc.members WHERE status = 'up'");
 	DurableClusterLoad::wait_for_cluster($node, $n_up, "$label: after the start");
 	return;
 }
@@ -428,9 +428,9 @@ check_restart('smart shutdown', %up_before);
 DurableClusterLoad::check_stored($node, 'smart shutdown', [$load_sd]);
 
 # 6b. Fast shutdown under load, with a node added at runtime.
-$node->safe_psql('postgres', q{SELECT dc_add_node('green')});
+$node->safe_psql('postgres', q{SELECT dc.add_node('green')});
 DurableClusterLoad::wait_for_cluster($node,
-	$node->safe_psql('postgres', "SELECT count(*) FROM dc_members WHERE status = 'up'"),
+	$node->safe_psql('postgres', "SELECT count(*) FROM dc.members WHERE status = 'up'"),
 	'fast shutdown: green added');
 my $load_fast = DurableClusterLoad->start(
 	$node,
@@ -444,7 +444,7 @@ $node->stop('fast');
 $load_fast->wait;
 $node->start;
 check_restart('fast shutdown', %up_before);
-is($node->safe_psql('postgres', "SELECT status FROM dc_members WHERE name = 'green'"),
+is($node->safe_psql('postgres', "SELECT status FROM dc.members WHERE name = 'green'"),
 	'down', 'fast shutdown: green, added at runtime and not restarted, is down');
 
 cmp_ok(scalar($load_fast->in_flight), '<=', $n_clients, 'fast shutdown: at most one command in flight per writer');

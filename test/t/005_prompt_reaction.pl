@@ -9,9 +9,9 @@
 # tick at once, and every announced change wakes the nodes when it
 # commits.  So:
 #
-#   - right after dc_set_number_of_shards (a change made by a client
+#   - right after dc.set_number_of_shards (a change made by a client
 #     session, not by a node), a command goes to its new shard at once;
-#   - right after dc_add_node, the new node owns its share;
+#   - right after dc.add_node, the new node owns its share;
 #   - a LISTEN client sees the "rebalanced" events and the join.
 #
 # "At once" is asserted generously (under 3 s, against the 10 s a poll would
@@ -43,28 +43,28 @@ $listener->query_safe('LISTEN durable_cluster');
 # A change made by a client session: the nodes must pick the new map up.
 my $start = time();
 my $reply = $node->safe_psql('postgres', q{
-SELECT dc_set_number_of_shards(10);
-SELECT (dc_send_command('mall001', 'user001', 'login') ->> 'shard')
-       || ' ' || dc_shard_id('mall001', 'user001', 10)});
+SELECT dc.set_number_of_shards(10);
+SELECT (dc.send_command('mall001', 'user001', 'login') ->> 'shard')
+       || ' ' || dc.shard_id('mall001', 'user001', 10)});
 my $elapsed = time() - $start;
 my (undef, $answer) = split /\n/, $reply;
 my ($shard, $expected) = split / /, $answer;
-is($shard, $expected, 'after dc_set_number_of_shards(10) the command went to its new shard');
+is($shard, $expected, 'after dc.set_number_of_shards(10) the command went to its new shard');
 cmp_ok($elapsed, '<', 3,
 	sprintf('it was served at once (%.2f s), not at the next heartbeat (10 s)', $elapsed));
 
 # A node added at runtime gets its share at once.
 $start = time();
-my $added = $node->safe_psql('postgres', 'SELECT dc_add_node()');
+my $added = $node->safe_psql('postgres', 'SELECT dc.add_node()');
 $node->poll_query_until('postgres', qq{
-SELECT shard_count > 0 FROM dc_members WHERE name = '$added' AND status = 'up'})
+SELECT shard_count > 0 FROM dc.members WHERE name = '$added' AND status = 'up'})
   or die "$added got no shard";
 $elapsed = time() - $start;
 cmp_ok($elapsed, '<', 3,
-	sprintf('%s owned shards %.2f s after dc_add_node, not at a heartbeat', $added, $elapsed));
+	sprintf('%s owned shards %.2f s after dc.add_node, not at a heartbeat', $added, $elapsed));
 is($node->safe_psql('postgres', q{
 SELECT max(shard_count) - min(shard_count) <= 1 AND sum(shard_count) = 10
-  FROM dc_members WHERE status = 'up'}),
+  FROM dc.members WHERE status = 'up'}),
 	't', 'the 10 shards are balanced over the 4 nodes');
 
 # The announcements: psql prints them after the next command it runs.

@@ -2,7 +2,7 @@
 # test/t/006_passivation.pl
 #     Entities leave a node's memory when idle (passivate_idle_after) or
 #     beyond max_entities_per_node, and come back from the store intact;
-#     dc_node_stats counts it.
+#     dc.node_stats counts it.
 #
 # Settings are short so that the test is quick: heartbeat_interval 100ms
 # (idle entities are passivated at a node's tick), passivate_idle_after 1s,
@@ -35,26 +35,26 @@ sub add_round
 	my ($round) = @_;
 	return $node->safe_psql('postgres', qq{
 SELECT count(*) FROM (
-    SELECT g, dc_send_command('pas', 'u' || g, 'add_balance',
+    SELECT g, dc.send_command('pas', 'u' || g, 'add_balance',
                               jsonb_build_object('amount', g / 100.0)) AS r
       FROM generate_series(1, $entities) g) s
  WHERE (r ->> 'ok')::boolean AND (r ->> 'revision')::int = $round
    AND (r -> 'state' ->> 'balance')::numeric = $round * g / 100.0});
 }
 
-$node->safe_psql('postgres', 'SELECT dc_stats_reset()');
+$node->safe_psql('postgres', 'SELECT dc.stats_reset()');
 is(add_round(1), $entities, 'round 1: every command applied once');
 
 # Past max_entities_per_node the least recently used leave memory.
 my ($ok) = DurableClusterLoad::poll_until($node, qq{
 SELECT max(entities_in_memory) <= 10 AND sum(passivations) >= $entities - 30
        AND sum(commands) = $entities
-  FROM dc_node_stats}, timeout => 30);
+  FROM dc.node_stats}, timeout => 30);
 ok($ok, 'no node holds more than max_entities_per_node; the others were passivated');
 
 # Idle entities leave memory after passivate_idle_after.
 ($ok) = DurableClusterLoad::poll_until($node,
-	'SELECT sum(entities_in_memory) = 0 FROM dc_node_stats', timeout => 30);
+	'SELECT sum(entities_in_memory) = 0 FROM dc.node_stats', timeout => 30);
 ok($ok, 'after passivate_idle_after every entity left memory');
 
 # The next command loads the stored state again: nothing was lost.
@@ -68,8 +68,8 @@ SELECT count(*) FROM durable_cluster.entity_state
 ($ok) = DurableClusterLoad::poll_until($node, qq{
 SELECT sum(commands) = 2 * $entities AND sum(batches) > 0
        AND bool_and(avg_commands_per_batch >= 1) AND bool_and(last_batch_at IS NOT NULL)
-  FROM dc_node_stats}, timeout => 30);
-ok($ok, 'dc_node_stats counts the commands and batches of both rounds');
+  FROM dc.node_stats}, timeout => 30);
+ok($ok, 'dc.node_stats counts the commands and batches of both rounds');
 
 # passivate_idle_after = 0 keeps idle entities; wait for several ticks of
 # every node (their heartbeats) and check nothing left memory.
@@ -79,27 +79,27 @@ SELECT pg_reload_conf()});
 ($ok) = DurableClusterLoad::poll_until($node,
 	q{SELECT current_setting('durable_cluster.passivate_idle_after') = '0'});
 $node->safe_psql('postgres', q{
-SELECT dc_send_command('kept', 'k' || g, 'login') FROM generate_series(1, 5) g});
+SELECT dc.send_command('kept', 'k' || g, 'login') FROM generate_series(1, 5) g});
 my $held = $node->safe_psql('postgres',
-	'SELECT sum(entities_in_memory) FROM dc_node_stats');
+	'SELECT sum(entities_in_memory) FROM dc.node_stats');
 cmp_ok($held, '>=', 5, 'the five entities are in memory');
-my $since = $node->safe_psql('postgres', 'SELECT max(last_heartbeat) FROM dc_members');
+my $since = $node->safe_psql('postgres', 'SELECT max(last_heartbeat) FROM dc.members');
 ($ok) = DurableClusterLoad::poll_until($node, qq{
-SELECT min(last_heartbeat) > '$since'::timestamptz + interval '2 s' FROM dc_members});
+SELECT min(last_heartbeat) > '$since'::timestamptz + interval '2 s' FROM dc.members});
 ok($ok, 'every node ran its ticks for more than 2 s');
-is($node->safe_psql('postgres', 'SELECT sum(entities_in_memory) FROM dc_node_stats'),
+is($node->safe_psql('postgres', 'SELECT sum(entities_in_memory) FROM dc.node_stats'),
 	$held, 'with passivate_idle_after = 0 no idle entity left memory');
 
-# dc_stats_reset is for superusers and dc_admin
+# dc.stats_reset is for superusers and dc_admin
 $node->safe_psql('postgres', 'CREATE ROLE plain LOGIN');
-my ($ret, $out, $err) = $node->psql('postgres', 'SELECT dc_stats_reset()',
+my ($ret, $out, $err) = $node->psql('postgres', 'SELECT dc.stats_reset()',
 	extra_params => [ '-U', 'plain' ]);
-like($err, qr/permission denied for function dc_stats_reset/,
+like($err, qr/permission denied for function stats_reset/,
 	'a plain role may not reset the statistics');
-$node->safe_psql('postgres', 'SELECT dc_stats_reset()');
+$node->safe_psql('postgres', 'SELECT dc.stats_reset()');
 is($node->safe_psql('postgres', q{
-SELECT sum(commands) || ' ' || sum(batches) || ' ' || sum(passivations) FROM dc_node_stats}),
-	'0 0 0', 'dc_stats_reset zeroes the counters');
+SELECT sum(commands) || ' ' || sum(batches) || ' ' || sum(passivations) FROM dc.node_stats}),
+	'0 0 0', 'dc.stats_reset zeroes the counters');
 
 $node->stop;
 done_testing();

@@ -27,7 +27,7 @@ durable_cluster.failure_timeout = '2s'
 durable_cluster.ask_timeout = '20s'
 });
 
-my $add = q{SELECT dc_send_command('shop', 'buyer', 'add_balance',
+my $add = q{SELECT dc.send_command('shop', 'buyer', 'add_balance',
                                    '{"amount": 10, "command_id": "pay-1"}')};
 my $first = $node->safe_psql('postgres', $add);
 like($first, qr/"revision": 1\b/, 'the command was applied (revision 1)');
@@ -41,7 +41,7 @@ my $victim = DurableClusterLoad::member($node, $owner);
 is(kill('STOP', $victim->{pid}), 1, "stopped $owner, the owner");
 my ($ok) = DurableClusterLoad::poll_until($node, qq{
 SELECT node IS DISTINCT FROM '$owner' AND node IS NOT NULL
-  FROM dc_shards WHERE shard_id = dc_shard_id('shop', 'buyer')}, timeout => 60);
+  FROM dc.shards WHERE shard_id = dc.shard_id('shop', 'buyer')}, timeout => 60);
 ok($ok, 'the shard moved to another node');
 is($node->safe_psql('postgres', $add), $first,
 	'after the failover the new owner answers the retry with the original reply');
@@ -61,7 +61,7 @@ SELECT (state ->> 'balance') || ' ' || revision FROM durable_cluster.entity_stat
 	'10.00 1', 'stored: the amount added once, revision 1');
 
 # a new command_id is a new command
-like($node->safe_psql('postgres', q{SELECT dc_send_command('shop', 'buyer', 'add_balance',
+like($node->safe_psql('postgres', q{SELECT dc.send_command('shop', 'buyer', 'add_balance',
                                    '{"amount": 10, "command_id": "pay-2"}')}),
 	qr/"revision": 2\b/, 'another command_id is applied (revision 2)');
 
@@ -87,7 +87,7 @@ my $deadline = time + 10;
 while ($paused eq '' && time < $deadline)
 {
 	my ($r, $o) = $node->psql('postgres', q{
-SELECT m.name FROM dc_members m JOIN pg_stat_activity a
+SELECT m.name FROM dc.members m JOIN pg_stat_activity a
     ON a.application_name = 'durable_cluster ' || m.name
  WHERE m.status = 'up' AND a.wait_event_type = 'Lock'
  ORDER BY m.name LIMIT 1});
@@ -101,7 +101,7 @@ $locker->query_safe('COMMIT');
 $locker->quit;
 
 ($ok) = DurableClusterLoad::poll_until($node,
-	qq{SELECT status = 'down' FROM dc_members WHERE name = '$paused'}, timeout => 60);
+	qq{SELECT status = 'down' FROM dc.members WHERE name = '$paused'}, timeout => 60);
 ok($ok, "$paused was marked down and its shards moved");
 ok($load->wait_for_progress(200), 'the writers went on without it');
 

@@ -1,6 +1,6 @@
 #
 # test/t/008_tell_rebalance.pl
-#     Every dc_tell that returned is applied, also while shards move: a tell
+#     Every dc.tell that returned is applied, also while shards move: a tell
 #     accepted by a node whose batch then finds its shard gone is forwarded
 #     by that node to the new owner (its caller has left).
 #
@@ -32,7 +32,7 @@ durable_cluster.ask_timeout = '20s'
 
 my $script = "$PostgreSQL::Test::Utils::tmp_check/tells.sql";
 PostgreSQL::Test::Utils::append_to_file($script, q{\set u random(1, 50)
-SELECT dc_tell('tellm', 'u' || :u, 'add_balance', '{"amount": 0.01}');
+SELECT dc.tell('tellm', 'u' || :u, 'add_balance', '{"amount": 0.01}');
 });
 my ($out, $err) = ('', '');
 my $pgbench = IPC::Run::start(
@@ -47,10 +47,10 @@ my $pgbench = IPC::Run::start(
 my ($ok) = DurableClusterLoad::poll_until($node, q{
 SELECT count(*) >= 20 FROM durable_cluster.entity_state WHERE mall_id = 'tellm'});
 ok($ok, 'tells are being applied');
-my $added = $node->safe_psql('postgres', 'SELECT dc_add_node()');
+my $added = $node->safe_psql('postgres', 'SELECT dc.add_node()');
 ($ok) = DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query(4));
 ok($ok, "$added joined and the shards were rebalanced under the tells");
-$node->safe_psql('postgres', "SELECT dc_remove_node('node-2')");
+$node->safe_psql('postgres', "SELECT dc.remove_node('node-2')");
 ($ok) = DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query(3));
 ok($ok, 'node-2 left and its shards moved under the tells');
 
@@ -69,22 +69,22 @@ SELECT sum(revision) FROM durable_cluster.entity_state WHERE mall_id = 'tellm'})
 	$done, 'one revision per tell, none applied twice');
 
 # 2. a batch fenced after its tell returned
-my $shard = $node->safe_psql('postgres', q{SELECT dc_shard_id('tellm', 'fenced')});
+my $shard = $node->safe_psql('postgres', q{SELECT dc.shard_id('tellm', 'fenced')});
 my $holder = $node->background_psql('postgres');
 $holder->query_safe(qq{BEGIN;
 SELECT shard_id FROM durable_cluster.shards WHERE shard_id = $shard FOR UPDATE});
-$node->safe_psql('postgres', q{SELECT dc_tell('tellm', 'fenced', 'login')});
-pass('dc_tell returned while its batch waits for the shard row');
+$node->safe_psql('postgres', q{SELECT dc.tell('tellm', 'fenced', 'login')});
+pass('dc.tell returned while its batch waits for the shard row');
 $holder->query_safe(qq{
 UPDATE durable_cluster.shards SET epoch = epoch + 1 WHERE shard_id = $shard;
 UPDATE durable_cluster.settings SET map_version = map_version + 1;
 COMMIT});
 $holder->quit;
 ($ok) = DurableClusterLoad::poll_until($node, q{
-SELECT coalesce((dc_get_state('tellm', 'fenced') -> 'state' ->> 'logged_in')::boolean, false)},
+SELECT coalesce((dc.get_state('tellm', 'fenced') -> 'state' ->> 'logged_in')::boolean, false)},
 	timeout => 60);
 ok($ok, 'the tell fenced after it returned was forwarded and applied');
-is($node->safe_psql('postgres', q{SELECT dc_get_state('tellm', 'fenced') -> 'revision'}),
+is($node->safe_psql('postgres', q{SELECT dc.get_state('tellm', 'fenced') -> 'revision'}),
 	'1', 'applied once');
 
 $node->stop;

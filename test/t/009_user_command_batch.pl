@@ -41,14 +41,14 @@ BEGIN
     RETURN state || jsonb_build_object('email', payload ->> 'email');
 END
 $$;
-SELECT dc_register_command('set_email', 'set_email(jsonb, jsonb)');
+SELECT dc.register_command('set_email', 'set_email(jsonb, jsonb)');
 });
 
 my $owner = $node->safe_psql('postgres',
-	q{SELECT node FROM dc_shards WHERE shard_id = dc_shard_id('batch', 'u1')});
+	q{SELECT node FROM dc.shards WHERE shard_id = dc.shard_id('batch', 'u1')});
 my $other = $node->safe_psql('postgres', qq{
 SELECT 'u' || i FROM generate_series(2, 1000) i
- WHERE (SELECT node FROM dc_shards WHERE shard_id = dc_shard_id('batch', 'u' || i)) = '$owner'
+ WHERE (SELECT node FROM dc.shards WHERE shard_id = dc.shard_id('batch', 'u' || i)) = '$owner'
  ORDER BY i LIMIT 1});
 ok($other ne '', "$owner also owns ('batch', '$other')");
 
@@ -56,10 +56,10 @@ my $member = DurableClusterLoad::member($node, $owner);
 is(kill('STOP', $member->{pid}), 1, "paused $owner");
 
 my %commands = (
-	good_u1 => q{SELECT dc_send_command('batch', 'u1', 'set_email', '{"email": "u1@example.com"}')},
-	bad_u1 => q{SELECT dc_send_command('batch', 'u1', 'set_email', '{"email": "bad@example.com", "fail": true}')},
-	login_u1 => q{SELECT dc_send_command('batch', 'u1', 'login')},
-	good_other => qq{SELECT dc_send_command('batch', '$other', 'set_email', '{"email": "other\@example.com"}')},
+	good_u1 => q{SELECT dc.send_command('batch', 'u1', 'set_email', '{"email": "u1@example.com"}')},
+	bad_u1 => q{SELECT dc.send_command('batch', 'u1', 'set_email', '{"email": "bad@example.com", "fail": true}')},
+	login_u1 => q{SELECT dc.send_command('batch', 'u1', 'login')},
+	good_other => qq{SELECT dc.send_command('batch', '$other', 'set_email', '{"email": "other\@example.com"}')},
 );
 my %runs;
 for my $name (sort keys %commands)
@@ -77,9 +77,9 @@ for my $name (sort keys %commands)
 
 my ($ok) = DurableClusterLoad::poll_until($node, q{
 SELECT count(*) = 4 FROM pg_stat_activity
- WHERE query LIKE 'SELECT dc_send_command(''batch''%' AND wait_event_type = 'Extension'});
+ WHERE query LIKE 'SELECT dc.send_command(''batch''%' AND wait_event_type = 'Extension'});
 ok($ok, "the four commands wait for $owner");
-$node->safe_psql('postgres', 'SELECT dc_stats_reset()');
+$node->safe_psql('postgres', 'SELECT dc.stats_reset()');
 kill('CONT', $member->{pid});
 $_->{h}->finish for values %runs;
 
@@ -93,22 +93,22 @@ like($runs{bad_u1}{err}, qr/ERROR:\s+23514: refused bad\@example.com/,
 is($runs{bad_u1}{out}, '', 'and no reply');
 
 is($node->safe_psql('postgres',
-	qq{SELECT commands || ' ' || batches FROM dc_node_stats WHERE node = '$owner'}),
+	qq{SELECT commands || ' ' || batches FROM dc.node_stats WHERE node = '$owner'}),
 	'4 1', 'the four commands were one batch');
 
 is($node->safe_psql('postgres', q{
 SELECT concat_ws(' ', r #>> '{state,email}', r #>> '{state,login_count}', r ->> 'revision')
-  FROM dc_get_state('batch', 'u1') r}),
+  FROM dc.get_state('batch', 'u1') r}),
 	'u1@example.com 1 2', 'u1: the good set_email and the login applied, the failed one not');
 is($node->safe_psql('postgres', qq{
-SELECT concat_ws(' ', r #>> '{state,email}', r ->> 'revision') FROM dc_get_state('batch', '$other') r}),
+SELECT concat_ws(' ', r #>> '{state,email}', r ->> 'revision') FROM dc.get_state('batch', '$other') r}),
 	'other@example.com 1', "$other: its command in the same batch applied");
 is($node->safe_psql('postgres', q{SELECT string_agg(email, ',' ORDER BY email) FROM audit}),
 	'other@example.com,u1@example.com',
 	'what the failed handler wrote was undone; the others\' writes committed');
 
 # the node's memory agrees with the store
-like($node->safe_psql('postgres', q{SELECT dc_send_command('batch', 'u1', 'get_state')}),
+like($node->safe_psql('postgres', q{SELECT dc.send_command('batch', 'u1', 'get_state')}),
 	qr/"email": "u1\@example.com".*"revision": 2/, 'the owner holds the same state');
 
 $node->stop;

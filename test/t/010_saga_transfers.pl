@@ -48,11 +48,11 @@ restart_after_crash = on
 $node->safe_psql('postgres', q{
 CREATE FUNCTION max_out(state jsonb, payload jsonb) RETURNS jsonb
 LANGUAGE sql AS $$ SELECT state || '{"balance": 9999999999999999.99}' $$;
-SELECT dc_register_command('max_out', 'max_out(jsonb, jsonb)');
-SELECT dc_send_command('bank', 'vault', 'max_out');
+SELECT dc.register_command('max_out', 'max_out(jsonb, jsonb)');
+SELECT dc.send_command('bank', 'vault', 'max_out');
 });
 is($node->safe_psql('postgres', qq{
-SELECT count(*) FILTER (WHERE (dc_send_command('bank', 'acct' || g, 'add_balance',
+SELECT count(*) FILTER (WHERE (dc.send_command('bank', 'acct' || g, 'add_balance',
                                               jsonb_build_object('amount', $funds)) ->> 'ok')::boolean)
   FROM generate_series(1, $accounts) g}), $accounts, "$accounts accounts funded");
 
@@ -75,7 +75,7 @@ BEGIN
         a := 1 + floor(random() * $accounts);
         b := 1 + (a + floor(random() * ($accounts - 1))::int) % $accounts;
         BEGIN
-            r := dc_transfer('bank', 'acct' || a, 'bank',
+            r := dc.transfer('bank', 'acct' || a, 'bank',
                              CASE WHEN random() < 0.1 THEN 'vault' ELSE 'acct' || b END,
                              round((1 + random() * 300)::numeric, 2));
             n_done := n_done + 1;
@@ -119,19 +119,19 @@ sub check_books
 {
 	my ($when) = @_;
 	my ($ok) = DurableClusterLoad::poll_until($node,
-		q{SELECT count(*) = 0 FROM dc_sagas WHERE status = 'running'}, timeout => 120);
+		q{SELECT count(*) = 0 FROM dc.sagas WHERE status = 'running'}, timeout => 120);
 	ok($ok, "$when: every saga was completed or compensated");
 	is($node->safe_psql('postgres', q{
 SELECT count(*) FILTER (WHERE status = 'completed') > 0
    AND count(*) FILTER (WHERE status = 'compensated') > 0
    AND count(*) FILTER (WHERE status = 'compensated') = count(*) FILTER (WHERE to_user = 'vault')
-  FROM dc_sagas}),
+  FROM dc.sagas}),
 		't', "$when: transfers to the vault, and only those, were compensated");
 	is($node->safe_psql('postgres',
-		q{SELECT dc_get_state('bank', 'vault') -> 'state' ->> 'balance'}),
+		q{SELECT dc.get_state('bank', 'vault') -> 'state' ->> 'balance'}),
 		'9999999999999999.99', "$when: the vault's balance did not change");
 	my $balances = qq{
-SELECT g AS acct, (dc_get_state('bank', 'acct' || g) -> 'state' ->> 'balance')::numeric AS balance
+SELECT g AS acct, (dc.get_state('bank', 'acct' || g) -> 'state' ->> 'balance')::numeric AS balance
   FROM generate_series(1, $accounts) g};
 	my $log = slurp_file($node->logfile);
 	my $resumed = () = $log =~ /durable_cluster: saga \d+ resumed/g;
@@ -142,9 +142,9 @@ SELECT g AS acct, (dc_get_state('bank', 'acct' || g) -> 'state' ->> 'balance')::
 		0, "$when: no balance is negative");
 	is($node->safe_psql('postgres', qq{
 WITH moved AS (
-    SELECT substr(from_user, 5)::int AS acct, -amount AS delta FROM dc_sagas WHERE status = 'completed'
+    SELECT substr(from_user, 5)::int AS acct, -amount AS delta FROM dc.sagas WHERE status = 'completed'
     UNION ALL
-    SELECT substr(to_user, 5)::int, amount FROM dc_sagas WHERE status = 'completed')
+    SELECT substr(to_user, 5)::int, amount FROM dc.sagas WHERE status = 'completed')
 SELECT count(*) FROM ($balances) b
  WHERE balance <> $funds + coalesce((SELECT sum(delta) FROM moved m WHERE m.acct = b.acct), 0)}),
 		0, "$when: each balance is its funds plus completed sagas in, minus out");
@@ -153,35 +153,35 @@ SELECT count(*) FROM ($balances) b
 
 # 1. a paused node and a removed one under 8 clients
 my @clients = start_clients(8, 30);
-my ($ok) = DurableClusterLoad::poll_until($node, q{SELECT count(*) >= 50 FROM dc_sagas});
+my ($ok) = DurableClusterLoad::poll_until($node, q{SELECT count(*) >= 50 FROM dc.sagas});
 ok($ok, 'transfers are under way');
 
 my $paused = DurableClusterLoad::member($node, 'node-1');
 is(kill('STOP', $paused->{pid}), 1, 'paused node-1');
 ($ok) = DurableClusterLoad::poll_until($node, q{
-SELECT count(*) = 0 FROM dc_shards WHERE node = 'node-1'}, timeout => 60);
+SELECT count(*) = 0 FROM dc.shards WHERE node = 'node-1'}, timeout => 60);
 ok($ok, 'node-1\'s shards were failed over while it was paused');
 kill('CONT', $paused->{pid});
 ($ok) = DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query(3),
 	timeout => 60);
 ok($ok, 'node-1 rejoined');
 
-$node->safe_psql('postgres', q{SELECT dc_remove_node('node-2')});
+$node->safe_psql('postgres', q{SELECT dc.remove_node('node-2')});
 ($ok) = DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query(2),
 	timeout => 60);
 ok($ok, 'node-2 was removed and its shards moved');
 
 my $answered = finish_clients(@clients);
 ok($answered > 100, "the clients got $answered transfers answered");
-my $sagas = $node->safe_psql('postgres', 'SELECT count(*) FROM dc_sagas');
+my $sagas = $node->safe_psql('postgres', 'SELECT count(*) FROM dc.sagas');
 note("sagas recorded: $sagas");
 check_books('after the pause and the removal');
 
 # 2. a crash of the whole server in the middle of transfers
-my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM dc_sagas');
+my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM dc.sagas');
 @clients = start_clients(4, 8);
 ($ok) = DurableClusterLoad::poll_until($node,
-	qq{SELECT count(*) >= $before + 30 FROM dc_sagas});
+	qq{SELECT count(*) >= $before + 30 FROM dc.sagas});
 ok($ok, 'transfers are under way again');
 $node->stop('immediate');
 finish_clients(@clients);
@@ -197,28 +197,28 @@ check_books('after the crash');
 # deduct is recorded, the paused node is killed, which crash-restarts the
 # server before any failover could take the add elsewhere.
 my $src_owner = $node->safe_psql('postgres',
-	q{SELECT node FROM dc_shards WHERE shard_id = dc_shard_id('crash', 'src')});
+	q{SELECT node FROM dc.shards WHERE shard_id = dc.shard_id('crash', 'src')});
 my $dst = $node->safe_psql('postgres', qq{
 SELECT 'dst' || i FROM generate_series(1, 1000) i
- WHERE (SELECT node FROM dc_shards WHERE shard_id = dc_shard_id('crash', 'dst' || i))
+ WHERE (SELECT node FROM dc.shards WHERE shard_id = dc.shard_id('crash', 'dst' || i))
        <> '$src_owner'
  ORDER BY i LIMIT 1});
 my $dst_owner = $node->safe_psql('postgres',
-	qq{SELECT node FROM dc_shards WHERE shard_id = dc_shard_id('crash', '$dst')});
+	qq{SELECT node FROM dc.shards WHERE shard_id = dc.shard_id('crash', '$dst')});
 $node->safe_psql('postgres',
-	q{SELECT dc_send_command('crash', 'src', 'add_balance', '{"amount": 50}')});
+	q{SELECT dc.send_command('crash', 'src', 'add_balance', '{"amount": 50}')});
 my $victim = DurableClusterLoad::member($node, $dst_owner);
 is(kill('STOP', $victim->{pid}), 1, "paused $dst_owner, owner of the target");
 my ($out, $err) = ('', '');
 my $transfer = IPC::Run::start(
 	[
 		$node->installed_command('psql'), '-XAtq', '-d', $node->connstr('postgres'),
-		'-c', "SELECT dc_transfer('crash', 'src', 'crash', '$dst', 20)"
+		'-c', "SELECT dc.transfer('crash', 'src', 'crash', '$dst', 20)"
 	],
 	'>', \$out, '2>', \$err,
 	IPC::Run::timeout(3 * $PostgreSQL::Test::Utils::timeout_default));
 ($ok) = DurableClusterLoad::poll_until($node, q{
-SELECT step || ' ' || status FROM dc_sagas WHERE from_mall = 'crash'},
+SELECT step || ' ' || status FROM dc.sagas WHERE from_mall = 'crash'},
 	expected => 'deducted running', interval => 0.02);
 ok($ok, 'the deduct was applied and recorded; the add waits at the paused node');
 my $log_offset = -s $node->logfile;
@@ -227,11 +227,11 @@ DurableClusterLoad::wait_for_crash_restart($node, $log_offset, 'node killed mid-
 eval { $transfer->finish; };
 unlike($out, qr/completed/, 'the caller did not see the transfer completed');
 ($ok) = DurableClusterLoad::poll_until($node, q{
-SELECT step || ' ' || status FROM dc_sagas WHERE from_mall = 'crash'},
+SELECT step || ' ' || status FROM dc.sagas WHERE from_mall = 'crash'},
 	expected => 'added completed', timeout => 60);
 ok($ok, 'after the crash restart the saga worker completed the saga');
 is($node->safe_psql('postgres', qq{
-SELECT (dc_get_state('crash', 'src') -> 'state' ->> 'balance') || ' ' || (dc_get_state('crash', '$dst') -> 'state' ->> 'balance')}),
+SELECT (dc.get_state('crash', 'src') -> 'state' ->> 'balance') || ' ' || (dc.get_state('crash', '$dst') -> 'state' ->> 'balance')}),
 	'30.00 20.00', 'the amount left the source once and reached the target once');
 like(slurp_file($node->logfile, $log_offset), qr/saga \d+ resumed at step deducted/,
 	'the saga worker logged the saga it resumed');

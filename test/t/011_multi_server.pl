@@ -6,7 +6,7 @@
 #     durable_cluster.advertise_address.
 #
 # 1. Commands sent through any server reach the owner, wherever it runs
-#    (forwarded over libpq); dc_get_state reads the store from every server;
+#    (forwarded over libpq); dc.get_state reads the store from every server;
 #    registered commands and transfers work through a node server; a
 #    restricted login is refused another mall through a node server after
 #    SET ROLE, and its own commands are forwarded with every role it acts as.
@@ -56,9 +56,9 @@ my %address = map { $_->name => $_->host . ':' . $_->port } ($store, $b, $c);
 my ($ok) = DurableClusterLoad::poll_until($store, DurableClusterLoad::balanced_query(6));
 ok($ok, 'six nodes on three servers are up and share the shards');
 is($store->safe_psql('postgres', q{
-SELECT string_agg(DISTINCT address, ',' ORDER BY address) FROM dc_members WHERE status = 'up'}),
+SELECT string_agg(DISTINCT address, ',' ORDER BY address) FROM dc.members WHERE status = 'up'}),
 	join(',', sort values %address), 'members are known by their servers\' addresses');
-like($store->safe_psql('postgres', q{SELECT string_agg(name, ',' ORDER BY name) FROM dc_members}),
+like($store->safe_psql('postgres', q{SELECT string_agg(name, ',' ORDER BY name) FROM dc.members}),
 	qr/^node-1\@.*node-2\@/, 'node names carry the server address (unique in the cluster)');
 
 # 1. every server reaches every owner
@@ -66,18 +66,18 @@ for my $server ($store, $b, $c)
 {
 	my $nodes = $server->safe_psql('postgres', qq{
 SELECT count(DISTINCT split_part(r ->> 'node', '\@', 2))
-  FROM (SELECT dc_send_command('everywhere', 'u' || g, 'add_balance', '{"amount": 1}') AS r
+  FROM (SELECT dc.send_command('everywhere', 'u' || g, 'add_balance', '{"amount": 1}') AS r
           FROM generate_series(1, 60) g) s});
 	is($nodes, 3, 'through ' . $server->name . ': commands were applied by nodes of all three servers');
 }
 is($c->safe_psql('postgres', q{
-SELECT sum((dc_get_state('everywhere', 'u' || g) -> 'state' ->> 'balance')::numeric) FROM generate_series(1, 60) g}),
-	'180.00', 'dc_get_state on a node server reads the store: three commands per entity');
+SELECT sum((dc.get_state('everywhere', 'u' || g) -> 'state' ->> 'balance')::numeric) FROM generate_series(1, 60) g}),
+	'180.00', 'dc.get_state on a node server reads the store: three commands per entity');
 is($store->safe_psql('postgres', q{
 SELECT sum(revision) FROM durable_cluster.entity_state WHERE mall_id = 'everywhere'}),
 	180, 'the store holds every one of them once');
 my $told = $b->safe_psql('postgres', q{
-SELECT count(*) FROM (SELECT dc_tell('told', 'u' || g, 'login') FROM generate_series(1, 30) g) s});
+SELECT count(*) FROM (SELECT dc.tell('told', 'u' || g, 'login') FROM generate_series(1, 30) g) s});
 ($ok) = DurableClusterLoad::poll_until($store, q{
 SELECT count(*) = 30 FROM durable_cluster.entity_state WHERE mall_id = 'told' AND revision = 1});
 ok($ok, 'tells sent through a node server are applied');
@@ -87,33 +87,33 @@ ok($ok, 'tells sent through a node server are applied');
 $store->safe_psql('postgres', q{
 CREATE FUNCTION set_tier(state jsonb, payload jsonb) RETURNS jsonb
 LANGUAGE sql AS $$ SELECT state || jsonb_build_object('tier', payload ->> 'tier') $$;
-SELECT dc_register_command('set_tier', 'set_tier(jsonb, jsonb)');
+SELECT dc.register_command('set_tier', 'set_tier(jsonb, jsonb)');
 });
 like($b->safe_psql('postgres',
-		q{SELECT dc_send_command('everywhere', 'u1', 'set_tier', '{"tier": "gold"}')}),
+		q{SELECT dc.send_command('everywhere', 'u1', 'set_tier', '{"tier": "gold"}')}),
 	qr/"tier": "gold"/, 'a command registered on the store runs when sent through b');
 my ($ret, $out, $err) = $b->psql('postgres',
-	q{SELECT dc_register_command('other', 'jsonb_concat(jsonb, jsonb)')});
+	q{SELECT dc.register_command('other', 'jsonb_concat(jsonb, jsonb)')});
 like($err, qr/commands are registered on the server that holds the cluster store/,
 	'registering on a node server is refused');
-like($c->safe_psql('postgres', q{SELECT dc_transfer('everywhere', 'u2', 'everywhere', 'u3', 1.5)}),
+like($c->safe_psql('postgres', q{SELECT dc.transfer('everywhere', 'u2', 'everywhere', 'u3', 1.5)}),
 	qr/"status": "completed"/, 'a transfer through c completes');
 is($store->safe_psql('postgres', q{
-SELECT step || ' ' || status || ' ' || amount FROM dc_sagas WHERE from_user = 'u2'}),
+SELECT step || ' ' || status || ' ' || amount FROM dc.sagas WHERE from_user = 'u2'}),
 	'added completed 1.50', 'its saga is recorded in the store');
 is($c->safe_psql('postgres', q{
-SELECT (dc_get_state('everywhere', 'u2') -> 'state' ->> 'balance') || ' ' || (dc_get_state('everywhere', 'u3') -> 'state' ->> 'balance')}),
+SELECT (dc.get_state('everywhere', 'u2') -> 'state' ->> 'balance') || ' ' || (dc.get_state('everywhere', 'u3') -> 'state' ->> 'balance')}),
 	'1.50 4.50', 'and the amount moved once');
 # a command sent at commit on a node server: recorded and sent on there,
 # applied by whichever server's node owns the entity
 is($b->safe_psql('postgres', q{
 BEGIN;
-SELECT dc_send_command_at_commit('everywhere', 'u4', 'add_balance', '{"amount": "2.25", "command_id": "b-commit"}');
+SELECT dc.send_command_at_commit('everywhere', 'u4', 'add_balance', '{"amount": "2.25", "command_id": "b-commit"}');
 COMMIT;}), 'b-commit', 'a command sent at commit through b');
 ok(DurableClusterLoad::poll_until($b,
-		q{SELECT dc_command_outcome('everywhere', 'u4', 'b-commit') ->> 'status'}, expected => 'done'),
+		q{SELECT dc.command_outcome('everywhere', 'u4', 'b-commit', 'add_balance', '{"amount": "2.25"}') ->> 'status'}, expected => 'done'),
 	'b sent it on');
-is($store->safe_psql('postgres', q{SELECT dc_get_state('everywhere', 'u4') #>> '{state,balance}'}),
+is($store->safe_psql('postgres', q{SELECT dc.get_state('everywhere', 'u4') #>> '{state,balance}'}),
 	'5.25', 'and it was applied once');
 
 # a restricted login stays restricted on a node server whatever role it
@@ -122,22 +122,22 @@ for my $server ($store, $b)
 {
 	$server->safe_psql('postgres', q{CREATE ROLE mall_a_app LOGIN IN ROLE dc_client});
 }
-$store->safe_psql('postgres', q{SELECT dc_restrict_role('mall_a_app', '{mall_a}')});
+$store->safe_psql('postgres', q{SELECT dc.restrict_role('mall_a_app', '{mall_a}')});
 my $as_tenant = q{SET SESSION AUTHORIZATION mall_a_app; SET ROLE dc_client;};
-my $victim_state = q{SELECT dc_get_state('everywhere', 'u1') #- '{state,last_event_time}'};
+my $victim_state = q{SELECT dc.get_state('everywhere', 'u1') #- '{state,last_event_time}'};
 my $victim_before = $store->safe_psql('postgres', $victim_state);
 ($ret, $out, $err) = $b->psql('postgres', $as_tenant . q{
-SELECT dc_send_command('everywhere', 'u1', 'add_balance', '{"amount": 100}')});
+SELECT dc.send_command('everywhere', 'u1', 'add_balance', '{"amount": 100}')});
 like($err, qr/ERROR:  role "mall_a_app", which this request acts as, may not send "add_balance" to the entities of mall "everywhere"/,
 	'through b, SET ROLE dc_client does not lift mall_a_app\'s restriction');
 is($store->safe_psql('postgres', $victim_state), $victim_before, 'and nothing was applied');
 my $elsewhere = $store->safe_psql('postgres', qq{
 SELECT 'a' || g FROM generate_series(1, 1000) g
- WHERE (SELECT m.address FROM dc_shards s JOIN dc_members m ON m.name = s.node
-         WHERE s.shard_id = dc_shard_id('mall_a', 'a' || g)) = '$address{store}'
+ WHERE (SELECT m.address FROM dc.shards s JOIN dc.members m ON m.name = s.node
+         WHERE s.shard_id = dc.shard_id('mall_a', 'a' || g)) = '$address{store}'
  ORDER BY g LIMIT 1});
 like($b->safe_psql('postgres', $as_tenant . qq{
-SELECT dc_send_command('mall_a', '$elsewhere', 'login')}),
+SELECT dc.send_command('mall_a', '$elsewhere', 'login')}),
 	qr/"node": "node-\d\@\Q$address{store}\E"/,
 	'its own mall it reaches, forwarded to the store\'s node with both roles');
 
@@ -156,7 +156,7 @@ ok($ok, 'the writers make progress');
 my $lost_at = time;
 $b->stop('immediate');
 ($ok, my $took) = DurableClusterLoad::poll_until($store, qq{
-SELECT count(*) = 0 FROM dc_shards s LEFT JOIN dc_members m ON m.name = s.node AND m.status = 'up'
+SELECT count(*) = 0 FROM dc.shards s LEFT JOIN dc.members m ON m.name = s.node AND m.status = 'up'
  WHERE m.name IS NULL OR m.address = '$address{b}'}, since => $lost_at);
 ok($ok, 'b\'s shards failed over to the nodes of store and c');
 cmp_ok($took, '<=', $failure_timeout + 2, "within failure_timeout + 2 s (took ${took}s)");
@@ -196,15 +196,15 @@ DurableClusterLoad::check_stored($store, 'three servers', \@loads, in_flight => 
 # a node of another server: the node forwards it to that server
 my $fenced_user = $store->safe_psql('postgres', qq{
 SELECT 'f' || g FROM generate_series(1, 1000) g
- WHERE (SELECT m.address FROM dc_shards s JOIN dc_members m ON m.name = s.node
-         WHERE s.shard_id = dc_shard_id('fenced', 'f' || g)) = '$address{store}'
+ WHERE (SELECT m.address FROM dc.shards s JOIN dc.members m ON m.name = s.node
+         WHERE s.shard_id = dc.shard_id('fenced', 'f' || g)) = '$address{store}'
  ORDER BY g LIMIT 1});
-my $shard = $store->safe_psql('postgres', qq{SELECT dc_shard_id('fenced', '$fenced_user')});
+my $shard = $store->safe_psql('postgres', qq{SELECT dc.shard_id('fenced', '$fenced_user')});
 my $holder = $store->background_psql('postgres');
 $holder->query_safe(qq{BEGIN;
 SELECT shard_id FROM durable_cluster.shards WHERE shard_id = $shard FOR UPDATE});
-$store->safe_psql('postgres', qq{SELECT dc_tell('fenced', '$fenced_user', 'login')});
-pass('dc_tell returned while its batch waits for the shard row');
+$store->safe_psql('postgres', qq{SELECT dc.tell('fenced', '$fenced_user', 'login')});
+pass('dc.tell returned while its batch waits for the shard row');
 $holder->query_safe(qq{
 UPDATE durable_cluster.shards SET node = 'node-1\@$address{c}', epoch = epoch + 1
  WHERE shard_id = $shard;
@@ -212,10 +212,10 @@ UPDATE durable_cluster.settings SET map_version = map_version + 1;
 COMMIT});
 $holder->quit;
 ($ok) = DurableClusterLoad::poll_until($store, qq{
-SELECT coalesce((dc_get_state('fenced', '$fenced_user') -> 'state' ->> 'logged_in')::boolean, false)},
+SELECT coalesce((dc.get_state('fenced', '$fenced_user') -> 'state' ->> 'logged_in')::boolean, false)},
 	timeout => 60);
 ok($ok, 'the fenced tell was forwarded to the node of c and applied');
-is($store->safe_psql('postgres', qq{SELECT dc_get_state('fenced', '$fenced_user') -> 'revision'}),
+is($store->safe_psql('postgres', qq{SELECT dc.get_state('fenced', '$fenced_user') -> 'revision'}),
 	'1', 'applied once');
 
 # a server that reaches a store elsewhere must say how it is reached

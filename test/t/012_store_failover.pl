@@ -92,10 +92,10 @@ $standby->promote;
 # the lost primary's.
 my $lost_address = $primary->host . ':' . $primary->port;
 my $lost_owns = qq{
-SELECT count(*) FROM dc_members m JOIN dc_shards s ON s.node = m.name
+SELECT count(*) FROM dc.members m JOIN dc.shards s ON s.node = m.name
  WHERE m.address = '$lost_address'};
 ($ok) = DurableClusterLoad::poll_until($standby, DurableClusterLoad::balanced_query(4)
-	. qq{ AND NOT EXISTS (SELECT FROM dc_members WHERE status = 'up' AND address = '$lost_address')},
+	. qq{ AND NOT EXISTS (SELECT FROM dc.members WHERE status = 'up' AND address = '$lost_address')},
 	timeout => 60);
 ok($ok, 'after the promotion, the nodes of b and of the new primary share the shards');
 is($standby->safe_psql('postgres', $lost_owns), 0,

@@ -38,7 +38,7 @@ my $owner = DurableClusterLoad::member($node, 'node-1');
 is(kill('STOP', $owner->{pid}), 1, 'paused the only node');
 
 my $waiting = q{SELECT count(*) FROM pg_stat_activity
- WHERE query LIKE 'SELECT dc_send_command(''term''%' AND pid <> pg_backend_pid()};
+ WHERE query LIKE 'SELECT dc.send_command(''term''%' AND pid <> pg_backend_pid()};
 my $terminated = 0;
 my $rounds_ok = 1;
 for my $round (1 .. 10)
@@ -49,14 +49,14 @@ for my $round (1 .. 10)
 		my ($out, $err) = ('', '');
 		push @callers, IPC::Run::start(
 			[ 'psql', '-X', '-q', '-d', $node->connstr('postgres'),
-			  '-c', qq{SELECT dc_send_command('term', 'u$c', 'add_balance', '{"amount": 1}')} ],
+			  '-c', qq{SELECT dc.send_command('term', 'u$c', 'add_balance', '{"amount": 1}')} ],
 			'>', \$out, '2>', \$err);
 	}
 	my ($all) = DurableClusterLoad::poll_until($node, "SELECT ($waiting) = 50", timeout => 60);
 	$rounds_ok &&= $all;
 	$terminated += $node->safe_psql('postgres', qq{
 SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
- WHERE query LIKE 'SELECT dc_send_command(''term''%' AND pid <> pg_backend_pid()});
+ WHERE query LIKE 'SELECT dc.send_command(''term''%' AND pid <> pg_backend_pid()});
 	$_->finish for @callers;
 	DurableClusterLoad::poll_until($node, "SELECT ($waiting) = 0", timeout => 60);
 }
@@ -67,7 +67,7 @@ cmp_ok($terminated, '>', $slots, 'more callers than the server has request slots
 is(kill('CONT', $owner->{pid}), 1, 'resumed the node');
 like($node->safe_psql('postgres',
 		q{SET durable_cluster.ask_timeout = '20s';
-		  SELECT dc_send_command('term', 'after', 'add_balance', '{"amount": 7}') ->> 'result'}),
+		  SELECT dc.send_command('term', 'after', 'add_balance', '{"amount": 7}') ->> 'result'}),
 	qr/^balance_added$/, 'a normal command is served after 500 terminated callers');
 is($node->safe_psql('postgres', q{
 SELECT count(*) FROM durable_cluster.entity_state WHERE mall_id = 'term' AND user_id <> 'after'}),
@@ -76,7 +76,7 @@ SELECT count(*) FROM durable_cluster.entity_state WHERE mall_id = 'term' AND use
 # and many at once still find slots
 my $many = $node->safe_psql('postgres', q{
 SELECT count(*) FROM generate_series(1, 300) i,
-       LATERAL dc_send_command('term', 'after', 'login') r WHERE r ->> 'result' = 'logged_in'});
+       LATERAL dc.send_command('term', 'after', 'login') r WHERE r ->> 'result' = 'logged_in'});
 is($many, '300', '300 commands in a row after that all find a slot');
 
 $node->stop;

@@ -22,16 +22,16 @@ my $conf = qq{
 durable_cluster.heartbeat_interval = '200ms'
 };
 my $old = DurableClusterLoad::new_server('dump_old', 2, $conf);
-$old->safe_psql('postgres', q{SELECT dc_set_number_of_shards(10)});
-DurableClusterLoad::poll_until($old, DurableClusterLoad::balanced_query(2) . q{ AND (SELECT count(*) FROM dc_shards) = 10}, timeout => 60)
+$old->safe_psql('postgres', q{SELECT dc.set_number_of_shards(10)});
+DurableClusterLoad::poll_until($old, DurableClusterLoad::balanced_query(2) . q{ AND (SELECT count(*) FROM dc.shards) = 10}, timeout => 60)
   or die 'the old cluster did not take 10 shards';
 
 $old->safe_psql('postgres', q{
-SELECT dc_send_command('m' || (i % 3), 'u' || i, 'add_balance',
+SELECT dc.send_command('m' || (i % 3), 'u' || i, 'add_balance',
                        jsonb_build_object('amount', i, 'command_id', 'pay-' || i))
   FROM generate_series(1, 40) i;
-SELECT dc_send_command('m1', 'u1', 'update_profile', '{"nickname": "ann"}');
-SELECT dc_transfer('m1', 'u4', 'm2', 'u5', 3);
+SELECT dc.send_command('m1', 'u1', 'update_profile', '{"nickname": "ann"}');
+SELECT dc.transfer('m1', 'u4', 'm2', 'u5', 3);
 });
 my $states_query = q{
 SELECT string_agg(format('%s/%s shard %s rev %s %s', mall_id, user_id, shard_id, revision,
@@ -67,7 +67,7 @@ $new->command_ok([ 'pg_restore', '--exit-on-error', '-d', $new->connstr('postgre
 
 is($new->safe_psql('postgres', q{SELECT number_of_shards FROM durable_cluster.settings}),
 	'10', 'the number of shards is the dumped one');
-ok(DurableClusterLoad::poll_until($new, DurableClusterLoad::balanced_query(2) . q{ AND (SELECT count(*) FROM dc_shards) = 10}, timeout => 60),
+ok(DurableClusterLoad::poll_until($new, DurableClusterLoad::balanced_query(2) . q{ AND (SELECT count(*) FROM dc.shards) = 10}, timeout => 60),
 	'the restored cluster serves 10 shards');
 is($new->safe_psql('postgres', $states_query), $before{$states_query},
 	'entity states, revisions and shards are the dumped ones');
@@ -75,17 +75,17 @@ is($new->safe_psql('postgres', $log_query), $before{$log_query}, 'the command lo
 is($new->safe_psql('postgres', $saga_query), $before{$saga_query}, 'the sagas are the dumped ones');
 is($new->safe_psql('postgres', q{
 SELECT count(*) FROM durable_cluster.entity_state
- WHERE shard_id <> dc_shard_id(mall_id, user_id)}),
+ WHERE shard_id <> dc.shard_id(mall_id, user_id)}),
 	'0', 'every entity is in the shard its id hashes to');
 
 like($new->safe_psql('postgres', q{
-SELECT dc_send_command('m1', 'u7', 'add_balance', '{"amount": 7, "command_id": "pay-7"}')}),
+SELECT dc.send_command('m1', 'u7', 'add_balance', '{"amount": 7, "command_id": "pay-7"}')}),
 	qr/"revision": 1\b/, 'a retry is answered from the restored log');
 is($new->safe_psql('postgres', q{
-SELECT dc_send_command('m1', 'u7', 'add_balance', '{"amount": 1}') -> 'state' ->> 'balance'}),
+SELECT dc.send_command('m1', 'u7', 'add_balance', '{"amount": 1}') -> 'state' ->> 'balance'}),
 	'8.00', 'a new command goes on from the restored state');
-is($new->safe_psql('postgres', q{SELECT dc_get_state('m1', 'u1') -> 'state' ->> 'nickname'}),
-	'ann', 'dc_get_state reads restored states');
+is($new->safe_psql('postgres', q{SELECT dc.get_state('m1', 'u1') -> 'state' ->> 'nickname'}),
+	'ann', 'dc.get_state reads restored states');
 
 $new->stop;
 done_testing();

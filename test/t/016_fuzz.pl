@@ -46,7 +46,7 @@ CREATE TABLE fuzz_results (i int, fn text, who text, mall text, usr text, mall2 
 GRANT INSERT ON fuzz_results TO PUBLIC;
 CREATE FUNCTION fuzz_handler(state jsonb, payload jsonb) RETURNS jsonb
 LANGUAGE sql AS $$ SELECT state || jsonb_build_object('fz', payload -> 'v') $$;
-SELECT dc_register_command('fz_cmd', 'fuzz_handler(jsonb, jsonb)');
+SELECT dc.register_command('fz_cmd', 'fuzz_handler(jsonb, jsonb)');
 -- one call, its outcome recorded: 'ok' or the SQLSTATE it raised
 CREATE FUNCTION fuzz_call(i int, fn text, a text[]) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -55,20 +55,20 @@ DECLARE
 BEGIN
     BEGIN
         CASE fn
-            WHEN 'send' THEN PERFORM dc_send_command(a[1], a[2], a[3], a[4]::jsonb);
-            WHEN 'tell' THEN PERFORM dc_tell(a[1], a[2], a[3], a[4]::jsonb);
-            WHEN 'get_state' THEN PERFORM dc_get_state(a[1], a[2]);
-            WHEN 'at_commit' THEN PERFORM dc_send_command_at_commit(a[1], a[2], a[3], a[4]::jsonb);
-            WHEN 'outcome' THEN PERFORM dc_command_outcome(a[1], a[2], a[3]);
-            WHEN 'transfer' THEN PERFORM dc_transfer(a[1], a[2], a[3], a[4], a[5]::numeric);
-            WHEN 'shard_id' THEN PERFORM dc_shard_id(a[1], a[2], a[3]::int);
-            WHEN 'hashcode' THEN PERFORM dc_java_hashcode(a[1]);
-            WHEN 'status' THEN PERFORM dc_cluster_status();
-            WHEN 'add_node' THEN PERFORM dc_add_node(a[1], a[2]::text[]);
-            WHEN 'remove_node' THEN PERFORM dc_remove_node(a[1]);
-            WHEN 'register' THEN PERFORM dc_register_command(a[1], 'fuzz_handler(jsonb, jsonb)');
-            WHEN 'restrict' THEN PERFORM dc_restrict_role('fuzz_client', ARRAY[a[1]]);
-            WHEN 'set_shards' THEN PERFORM dc_set_number_of_shards(a[1]::int);
+            WHEN 'send' THEN PERFORM dc.send_command(a[1], a[2], a[3], a[4]::jsonb);
+            WHEN 'tell' THEN PERFORM dc.tell(a[1], a[2], a[3], a[4]::jsonb);
+            WHEN 'get_state' THEN PERFORM dc.get_state(a[1], a[2]);
+            WHEN 'at_commit' THEN PERFORM dc.send_command_at_commit(a[1], a[2], a[3], a[4]::jsonb);
+            WHEN 'outcome' THEN PERFORM dc.command_outcome(a[1], a[2], a[3], a[4], a[5]::jsonb);
+            WHEN 'transfer' THEN PERFORM dc.transfer(a[1], a[2], a[3], a[4], a[5]::numeric);
+            WHEN 'shard_id' THEN PERFORM dc.shard_id(a[1], a[2], a[3]::int);
+            WHEN 'hashcode' THEN PERFORM dc.java_hashcode(a[1]);
+            WHEN 'status' THEN PERFORM dc.cluster_status();
+            WHEN 'add_node' THEN PERFORM dc.add_node(a[1], a[2]::text[]);
+            WHEN 'remove_node' THEN PERFORM dc.remove_node(a[1]);
+            WHEN 'register' THEN PERFORM dc.register_command(a[1], 'fuzz_handler(jsonb, jsonb)');
+            WHEN 'restrict' THEN PERFORM dc.restrict_role('fuzz_client', ARRAY[a[1]]);
+            WHEN 'set_shards' THEN PERFORM dc.set_number_of_shards(a[1]::int);
             WHEN 'forward' THEN
                 PERFORM durable_cluster.forward(1, a[1], a[2], a[3], a[4], a[5]::jsonb, NULL,
                                                 false, 100);
@@ -205,7 +205,7 @@ for my $i (1 .. $calls)
 	elsif ($f < 0.72)
 	{
 		$fn = 'outcome';
-		@args = (an_id(), an_id(), an_id());
+		@args = (an_id(), an_id(), an_id(), a_command(), a_payload());
 	}
 	elsif ($f < 0.88)
 	{
@@ -281,7 +281,7 @@ is($node->safe_psql('postgres', $pids_query), $pids_before,
 ok(DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query(2), timeout => 30),
 	'both nodes are up and own every shard');
 is($node->safe_psql('postgres',
-		q{SELECT dc_send_command('fz_after', 'u1', 'login') ->> 'result'}),
+		q{SELECT dc.send_command('fz_after', 'u1', 'login') ->> 'result'}),
 	'logged_in', 'a command is served after the fuzzing');
 my $log = slurp_file($node->logfile);
 unlike($log, qr/terminated by signal|was terminated|PANIC/, 'no process crashed');

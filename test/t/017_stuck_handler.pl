@@ -43,25 +43,25 @@ END
 $$;
 CREATE FUNCTION sleepy(state jsonb, payload jsonb) RETURNS jsonb
 LANGUAGE sql AS $$ SELECT pg_sleep(10); SELECT state $$;
-SELECT dc_register_command('stuck', 'stuck(jsonb, jsonb)');
-SELECT dc_register_command('sleepy', 'sleepy(jsonb, jsonb)');
+SELECT dc.register_command('stuck', 'stuck(jsonb, jsonb)');
+SELECT dc.register_command('sleepy', 'sleepy(jsonb, jsonb)');
 });
 
 my $incarnations = q{
 SELECT string_agg(name || ':' || status || ':' || incarnation, ',' ORDER BY name)
-  FROM dc_members};
+  FROM dc.members};
 my $before = $node->safe_psql('postgres', $incarnations);
 
 my $owner = $node->safe_psql('postgres',
-	q{SELECT node FROM dc_shards WHERE shard_id = dc_shard_id('m', 'stuck-1')});
+	q{SELECT node FROM dc.shards WHERE shard_id = dc.shard_id('m', 'stuck-1')});
 my $t0 = time;
 my ($ret, $out, $err) = $node->psql('postgres',
-	q{SELECT dc_send_command('m', 'stuck-1', 'stuck')}, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
+	q{SELECT dc.send_command('m', 'stuck-1', 'stuck')}, extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 my $took = time - $t0;
 isnt($ret, 0, 'the command of a handler that never returns fails');
 like($err, qr/did not answer within/, 'its node gave up waiting for the store');
 cmp_ok($took, '<', 3, "it failed well before failure_timeout (took ${took}s)");
-is($node->safe_psql('postgres', q{SELECT dc_get_state('m', 'stuck-1') ->> 'revision'}), '0',
+is($node->safe_psql('postgres', q{SELECT dc.get_state('m', 'stuck-1') ->> 'revision'}), '0',
 	'nothing was applied');
 
 ok(DurableClusterLoad::poll_until($node, q{
@@ -72,17 +72,17 @@ SELECT count(*) = 0 FROM pg_stat_activity
 is($node->safe_psql('postgres', $incarnations), $before,
 	'no node was marked down or rejoined');
 is($node->safe_psql('postgres',
-		q{SELECT dc_send_command('m', 'stuck-1', 'login') ->> 'result'}),
+		q{SELECT dc.send_command('m', 'stuck-1', 'login') ->> 'result'}),
 	'logged_in', 'the node serves the next command for that entity');
 
 ($ret, $out, $err) = $node->psql('postgres',
-	q{SELECT dc_send_command('m', 'sleepy-1', 'sleepy')});
+	q{SELECT dc.send_command('m', 'sleepy-1', 'sleepy')});
 like($err, qr/statement timeout|canceling statement/, 'a handler that sleeps too long is cancelled');
 (undef, undef, $err) = $node->psql('postgres',
-	q{SELECT dc_send_command('m', 'sleepy-1', 'sleepy')},
+	q{SELECT dc.send_command('m', 'sleepy-1', 'sleepy')},
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 like($err, qr/ERROR:  57014:/, 'with 57014');
-is($node->safe_psql('postgres', q{SELECT dc_get_state('m', 'sleepy-1') ->> 'revision'}), '0',
+is($node->safe_psql('postgres', q{SELECT dc.get_state('m', 'sleepy-1') ->> 'revision'}), '0',
 	'and nothing was applied');
 
 # several stuck commands at once, while the owner is asked to leave
@@ -92,7 +92,7 @@ for my $i (1 .. 4)
 	my ($o, $e) = ('', '');
 	push @callers, IPC::Run::start(
 		[ 'psql', '-X', '-q', '-d', $node->connstr('postgres'),
-		  '-c', "SELECT dc_send_command('m', 'stuck-1', 'stuck')" ],
+		  '-c', "SELECT dc.send_command('m', 'stuck-1', 'stuck')" ],
 		'>', \$o, '2>', \$e);
 }
 DurableClusterLoad::poll_until($node, q{
@@ -100,14 +100,14 @@ SELECT count(*) > 0 FROM pg_stat_activity
  WHERE query LIKE '%run_command%' AND state = 'active' AND pid <> pg_backend_pid()},
 	timeout => 30);
 $t0 = time;
-$node->safe_psql('postgres', "SELECT dc_remove_node('$owner')");
+$node->safe_psql('postgres', "SELECT dc.remove_node('$owner')");
 $took = time - $t0;
 cmp_ok($took, '<', 10, "the owner left while stuck handlers were sent to it (took ${took}s)");
 $_->finish for @callers;
 ok(DurableClusterLoad::poll_until($node, DurableClusterLoad::balanced_query(1), timeout => 30),
 	'the other node took every shard');
 is($node->safe_psql('postgres',
-		q{SELECT dc_send_command('m', 'stuck-1', 'logout') ->> 'result'}),
+		q{SELECT dc.send_command('m', 'stuck-1', 'logout') ->> 'result'}),
 	'logged_out', 'and serves the entity');
 
 $node->stop;

@@ -3,9 +3,12 @@
 #     Misconfiguration is loud.  Too few max_worker_processes for the nodes
 #     and the saga worker: a WARNING at start that says how many are
 #     needed, the saga worker still runs (it is registered first), and
-#     dc_cluster_status() names the nodes that do not.  More nodes than
+#     dc.cluster_status() names the nodes that do not.  More nodes than
 #     max_nodes: the server refuses to start, with a hint.  An ask_timeout
 #     that cannot ride through a failover: a WARNING at start and reload.
+#     A schema beside the API where others can create objects (public,
+#     writable by PUBLIC as before PostgreSQL 15): a WARNING at CREATE
+#     EXTENSION and from the saga worker, and dc.cluster_status() says so.
 #
 
 use strict;
@@ -35,10 +38,10 @@ like($log, qr/HINT:  Raise max_worker_processes to at least 5/, 'and which setti
 
 $node->safe_psql('postgres', 'CREATE EXTENSION durable_cluster');
 ok(DurableClusterLoad::poll_until($node, q{
-SELECT count(*) > 0 FROM dc_members WHERE status = 'up'}, timeout => 60),
+SELECT count(*) > 0 FROM dc.members WHERE status = 'up'}, timeout => 60),
 	'the nodes that fit joined');
-my $missing = $node->safe_psql('postgres', q{SELECT dc_cluster_status() -> 'missing_workers'});
-like($missing, qr/"node-4"/, "dc_cluster_status() lists the nodes that do not run: $missing");
+my $missing = $node->safe_psql('postgres', q{SELECT dc.cluster_status() -> 'missing_workers'});
+like($missing, qr/"node-4"/, "dc.cluster_status() lists the nodes that do not run: $missing");
 unlike($missing, qr/sagas/, 'the saga worker runs: it is registered first');
 $node->stop;
 
@@ -71,6 +74,39 @@ like(slurp_file($short->logfile, $offset),
 	qr/is not longer than a failover \(failure_timeout \+ 2 \* heartbeat_interval = 12000 ms\)/,
 	'and again after a reload, by the saga worker');
 $short->stop;
+
+# public writable by all, as in a database made before PostgreSQL 15
+my $open = PostgreSQL::Test::Cluster->new('open_public');
+$open->init;
+$open->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'durable_cluster'
+durable_cluster.nodes = 1
+durable_cluster.heartbeat_interval = '200ms'
+});
+$open->start;
+$open->safe_psql('postgres', 'GRANT CREATE ON SCHEMA public TO PUBLIC');
+$offset = -s $open->logfile;
+my ($ret, $out, $err) = $open->psql('postgres', 'CREATE EXTENSION durable_cluster');
+is($ret, 0, 'CREATE EXTENSION succeeds where others can create objects in public');
+like($err, qr/WARNING:  roles other than its owner can create objects in schema public, which holds durable_cluster's API: PUBLIC/,
+	'and warns, naming the schema and who');
+like($err, qr/HINT:  REVOKE CREATE ON SCHEMA public FROM PUBLIC .*call the API as dc\.send_command/,
+	'with what to do');
+# once by the backend that created the extension, once by the saga worker
+my $warning = qr/WARNING:  roles other than its owner can create objects in schema public/;
+my @warnings;
+$deadline = time + 30;
+while ((@warnings = slurp_file($open->logfile, $offset) =~ /$warning/g) < 2 && time < $deadline)
+{
+	sleep 1;
+}
+cmp_ok(scalar(@warnings), '>=', 2, 'the saga worker says it in the log too');
+is($open->safe_psql('postgres', q{SELECT dc.cluster_status() -> 'schemas_others_can_create_in'}),
+	'{"public": "PUBLIC"}', 'and dc.cluster_status() lists it');
+$open->safe_psql('postgres', 'REVOKE CREATE ON SCHEMA public FROM PUBLIC');
+is($open->safe_psql('postgres', q{SELECT dc.cluster_status() -> 'schemas_others_can_create_in'}),
+	'{}', 'until it is revoked');
+$open->stop;
 
 my $bad = PostgreSQL::Test::Cluster->new('too_many_nodes');
 $bad->init;

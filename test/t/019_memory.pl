@@ -10,7 +10,7 @@
 #     How it is measured: a process's private memory is Private_Clean +
 #     Private_Dirty of /proc/PID/smaps_rollup (what it alone holds, shared
 #     memory and shared libraries' clean pages aside); a node's memory
-#     contexts are their total, as it reports in dc_node_stats.memory_bytes.
+#     contexts are their total, as it reports in dc.node_stats.memory_bytes.
 #     Why the bounds are safe from noise: after the warm-up every cache is
 #     full (20 entities), so a process only reuses what it has; malloc
 #     arenas and AllocSet freelists may still round a little, which stays
@@ -86,7 +86,7 @@ sub context_bytes
 	for my $server ($store, $remote)
 	{
 		for my $row (split /\n/, $server->safe_psql('postgres',
-				q{SELECT node || ' ' || memory_bytes FROM dc_node_stats}))
+				q{SELECT node || ' ' || memory_bytes FROM dc.node_stats}))
 		{
 			my ($name, $b) = split / /, $row;
 			$bytes{$name} = $b;
@@ -109,7 +109,7 @@ sub run_ticks
 	my $since = $store->safe_psql('postgres', 'SELECT clock_timestamp()');
 	return DurableClusterLoad::poll_until($store, qq{
 SELECT bool_and(last_heartbeat > '$since'::timestamptz + interval '$phase_s seconds')
-  FROM dc_members WHERE status = 'up'}, timeout => 5 * $phase_s);
+  FROM dc.members WHERE status = 'up'}, timeout => 5 * $phase_s);
 }
 
 sub flat
@@ -148,8 +148,8 @@ my @loads = map {
 ok(stored_at_least($_, 300), 'warm-up load under way') for @loads;
 $_->stop for @loads;
 $store->safe_psql('postgres', q{
-SELECT dc_transfer('warm_mem_store', 'u1', 'warm_mem_remote', 'u1', 0.01)});
-$remote->safe_psql('postgres', q{SELECT dc_tell('warm_mem_store', 'u2', 'login')});
+SELECT dc.transfer('warm_mem_store', 'u1', 'warm_mem_remote', 'u1', 0.01)});
+$remote->safe_psql('postgres', q{SELECT dc.tell('warm_mem_store', 'u2', 'login')});
 ok(run_ticks(), 'warm-up ticks');
 
 # Idle.

@@ -120,11 +120,11 @@ ok(DurableClusterLoad::poll_until($store, DurableClusterLoad::balanced_query(4),
 	'the nodes behind the slow link joined and got their shards');
 
 my $remote_slow = $store->safe_psql('postgres', q{
-SELECT count(*) FROM dc_members WHERE status = 'up' AND address <> durable_cluster.self_address()});
+SELECT count(*) FROM dc.members WHERE status = 'up' AND address <> durable_cluster.self_address()});
 is($remote_slow, '2', 'two members on the server behind the proxy');
 
 my $incarnations = q{
-SELECT string_agg(name || ':' || incarnation, ',' ORDER BY name) FROM dc_members};
+SELECT string_agg(name || ':' || incarnation, ',' ORDER BY name) FROM dc.members};
 my $before = $store->safe_psql('postgres', $incarnations);
 
 # For $seconds, the oldest heartbeat of the slow server's members, sampled
@@ -141,7 +141,7 @@ sub largest_heartbeat_age
 	while (time < $end)
 	{
 		my $age = $store->safe_psql('postgres', q{
-SELECT extract(epoch FROM max(clock_timestamp() - last_heartbeat)) FROM dc_members
+SELECT extract(epoch FROM max(clock_timestamp() - last_heartbeat)) FROM dc.members
  WHERE status = 'up' AND address <> durable_cluster.self_address()});
 		$largest = $age if $age ne '' && $age > $largest;
 		usleep(100_000);

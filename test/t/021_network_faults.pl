@@ -117,13 +117,13 @@ ok(DurableClusterLoad::poll_until($store, DurableClusterLoad::balanced_query(6),
   or DurableClusterLoad::dump_cluster($store, 'at start');
 
 my $members_of_b = qq{
-SELECT string_agg(name, ',' ORDER BY name) FROM dc_members
+SELECT string_agg(name, ',' ORDER BY name) FROM dc.members
  WHERE address = '$address{b}:${\ $server_b->port}'};
 my @b_members = split /,/, $store->safe_psql('postgres', $members_of_b);
 is(scalar @b_members, 2, "b's two nodes are members (@b_members)");
 
 my $incarnations = q{
-SELECT string_agg(name || ':' || incarnation, ',' ORDER BY name) FROM dc_members};
+SELECT string_agg(name || ':' || incarnation, ',' ORDER BY name) FROM dc.members};
 
 
 my @loads = (
@@ -185,7 +185,7 @@ for my $kind ('asym', 'cut')
 	my $cut_at = time;
 	lab("fault b $kind");
 	my ($down, $seconds) = DurableClusterLoad::poll_until($store, qq{
-SELECT count(*) FROM dc_members
+SELECT count(*) FROM dc.members
  WHERE address = '$address{b}:${\ $server_b->port}' AND status = 'down'},
 		expected => '2', timeout => 30, interval => 0.1);
 	ok($down, sprintf("%s: b's members declared down after %.1f s", $what, $seconds));

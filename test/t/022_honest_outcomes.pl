@@ -44,7 +44,7 @@ BEGIN
     RETURN state || jsonb_build_object('gated', coalesce((state ->> 'gated')::int, 0) + 1);
 END
 $$;
-SELECT dc_register_command('gated', 'gated(jsonb, jsonb)');
+SELECT dc.register_command('gated', 'gated(jsonb, jsonb)');
 });
 
 # The gate: a session holding the advisory lock until told otherwise.
@@ -88,7 +88,7 @@ sub start_caller
 	return \%c;
 }
 
-# Wait until $n callers of the given names wait in dc_send_command.
+# Wait until $n callers of the given names wait in dc.send_command.
 sub waiting
 {
 	my (@c) = @_;
@@ -109,12 +109,12 @@ sub pid_of
 sub revision_of
 {
 	my ($user) = @_;
-	return $node->safe_psql('postgres', "SELECT dc_get_state('h', '$user') ->> 'revision'");
+	return $node->safe_psql('postgres', "SELECT dc.get_state('h', '$user') ->> 'revision'");
 }
 
 # ---- statement_timeout ----
 close_gate();
-my $taken = start_caller(q{SELECT dc_send_command('h', 'a', 'gated', '{"command_id": "a-1"}')},
+my $taken = start_caller(q{SELECT dc.send_command('h', 'a', 'gated', '{"command_id": "a-1"}')},
 	'1s');
 $taken->{h}->finish;
 like($taken->{err}, qr/ERROR:  40003: canceling statement due to statement timeout after a node had taken the command; it may or may not have been applied/,
@@ -122,7 +122,7 @@ like($taken->{err}, qr/ERROR:  40003: canceling statement due to statement timeo
 like($taken->{err}, qr/HINT:  Send it again with the same "command_id"/, 'with the retry hint');
 
 # the node is still inside a's batch: what comes now waits in its inbox
-my $queued = start_caller(q{SELECT dc_send_command('h', 'b', 'add_balance', '{"amount": "1.00"}')},
+my $queued = start_caller(q{SELECT dc.send_command('h', 'b', 'add_balance', '{"amount": "1.00"}')},
 	'1s');
 $queued->{h}->finish;
 like($queued->{err}, qr/ERROR:  57014: canceling statement due to statement timeout/,
@@ -130,8 +130,8 @@ like($queued->{err}, qr/ERROR:  57014: canceling statement due to statement time
 unlike($queued->{err}, qr/40003/, 'not 40003');
 
 # ---- pg_cancel_backend and a client's cancel request, while queued ----
-my $cancelled = start_caller(q{SELECT dc_send_command('h', 'c', 'add_balance', '{"amount": "1.00"}')});
-my $interrupted = start_caller(q{SELECT dc_send_command('h', 'e', 'add_balance', '{"amount": "1.00"}')});
+my $cancelled = start_caller(q{SELECT dc.send_command('h', 'c', 'add_balance', '{"amount": "1.00"}')});
+my $interrupted = start_caller(q{SELECT dc.send_command('h', 'e', 'add_balance', '{"amount": "1.00"}')});
 ok(waiting($cancelled, $interrupted), 'two more callers wait in the inbox');
 $node->safe_psql('postgres', 'SELECT pg_cancel_backend(' . pid_of($cancelled) . ')');
 $interrupted->{h}->signal('INT');    # psql sends a cancel request
@@ -143,14 +143,14 @@ like($interrupted->{err}, qr/ERROR:  57014: canceling statement due to user requ
 
 # the node goes on: a's command is applied, the cancelled ones never
 open_gate();
-is($node->safe_psql('postgres', q{SELECT dc_send_command('h', 'a', 'get_state') #>> '{state,gated}'}),
+is($node->safe_psql('postgres', q{SELECT dc.send_command('h', 'a', 'get_state') #>> '{state,gated}'}),
 	'1', "a's command, answered 40003, was applied once the node went on");
 is($node->safe_psql('postgres',
-		q{SELECT dc_send_command('h', 'a', 'gated', '{"command_id": "a-1"}') ->> 'revision'}),
+		q{SELECT dc.send_command('h', 'a', 'gated', '{"command_id": "a-1"}') ->> 'revision'}),
 	'1', 'its retry with the same command_id gets the original reply');
 is(revision_of($_), '0', "$_: cancelled while queued, never applied") for qw(b c e);
 is($node->safe_psql('postgres',
-		q{SELECT dc_send_command('h', 'b', 'add_balance', '{"amount": "1.00"}') ->> 'revision'}),
+		q{SELECT dc.send_command('h', 'b', 'add_balance', '{"amount": "1.00"}') ->> 'revision'}),
 	'1', 'b: the next command is its first');
 
 # ---- pg_cancel_backend and a client's cancel request, once taken ----
@@ -158,7 +158,7 @@ for my $how ('pg_cancel_backend', 'cancel request')
 {
 	my $user = $how eq 'cancel request' ? 'g' : 'd';
 	close_gate();
-	my $c = start_caller(qq{SELECT dc_send_command('h', '$user', 'gated', '{}')});
+	my $c = start_caller(qq{SELECT dc.send_command('h', '$user', 'gated', '{}')});
 	ok(waiting($c), "$how: the caller waits for its gated command");
 	# the node has it once its handler waits for the gate
 	ok(DurableClusterLoad::poll_until($node, q{
@@ -176,7 +176,7 @@ SELECT count(*) = 1 FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 A
 	like($c->{err}, qr/ERROR:  40003: canceling statement due to user request after a node had taken the command/,
 		"$how once taken: 40003");
 	open_gate();
-	ok(DurableClusterLoad::poll_until($node, qq{SELECT dc_get_state('h', '$user') ->> 'revision'},
+	ok(DurableClusterLoad::poll_until($node, qq{SELECT dc.get_state('h', '$user') ->> 'revision'},
 			expected => '1'),
 		"$how once taken: the command was applied when the node went on");
 }

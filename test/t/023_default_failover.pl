@@ -4,7 +4,7 @@
 #     5 s, ask_timeout 10 s), writers ride through a failover without
 #     errors: a node paused past failure_timeout, a node process that ends
 #     (pg_terminate_backend; the postmaster starts it again) and a
-#     dc_remove_node.  Commands waiting for the lost node's shards wait and
+#     dc.remove_node.  Commands waiting for the lost node's shards wait and
 #     go to the new owner; only a command the paused node had already taken
 #     may be answered 40003, and its retry with the same command_id is
 #     answered.  Any other error, on any attempt, fails the test, and the
@@ -37,7 +37,7 @@ my $load = DurableClusterLoad->start($node, name => 'defaults', clients => 4, en
 	retry => 1, pause_ms => 5, budget => 30000);
 ok($load->wait_for_progress(100, 60), 'writers are under way');
 
-# a pause past failure_timeout, a node process that ends, dc_remove_node
+# a pause past failure_timeout, a node process that ends, dc.remove_node
 DurableClusterLoad::lose_three_nodes($node, $load, 100);
 
 $load->stop;

@@ -1,6 +1,6 @@
 #
 # test/t/024_at_commit.pl
-#     Commands inside the caller's transaction (dc_send_command_at_commit):
+#     Commands inside the caller's transaction (dc.send_command_at_commit):
 #
 #       - a crash right after the commit, before the saga worker sent the
 #         command on: after the crash restart it is applied, once;
@@ -38,19 +38,19 @@ like($worker, qr/^\d+$/, 'the saga worker runs');
 kill 'STOP', $worker;
 is($node->safe_psql('postgres', q{
 BEGIN;
-SELECT dc_send_command_at_commit('crash', 'u1', 'add_balance', '{"amount": "7.00", "command_id": "k1"}');
+SELECT dc.send_command_at_commit('crash', 'u1', 'add_balance', '{"amount": "7.00", "command_id": "k1"}');
 COMMIT;}), 'k1', 'a command sent at commit, committed');
-is($node->safe_psql('postgres', q{SELECT dc_get_state('crash', 'u1') ->> 'revision'}), '0',
+is($node->safe_psql('postgres', q{SELECT dc.get_state('crash', 'u1') ->> 'revision'}), '0',
 	'not applied yet: the worker is paused');
 my $log_offset = -s $node->logfile;
 kill 'KILL', $worker;
 DurableClusterLoad::wait_for_crash_restart($node, $log_offset, 'saga worker killed');
 ok(DurableClusterLoad::poll_until($node,
-		q{SELECT dc_command_outcome('crash', 'u1', 'k1') ->> 'status'}, expected => 'done',
+		q{SELECT dc.command_outcome('crash', 'u1', 'k1', 'add_balance', '{"amount": "7.00"}') ->> 'status'}, expected => 'done',
 		timeout => 60),
 	'after the crash restart the command was sent on');
 is($node->safe_psql('postgres', q{
-SELECT (dc_get_state('crash', 'u1') ->> 'revision') || ' ' || (dc_get_state('crash', 'u1') #>> '{state,balance}')}),
+SELECT (dc.get_state('crash', 'u1') ->> 'revision') || ' ' || (dc.get_state('crash', 'u1') #>> '{state,balance}')}),
 	'1 7.00', 'and applied once');
 
 # ---- 8 clients, commits and rollbacks mixed ----
@@ -70,7 +70,7 @@ for my $c (1 .. $clients)
 		my $id = "c$c-$i";
 		my $commit = $i % 3 != 0;
 		$sql .= "BEGIN;\n"
-		  . "SELECT dc_send_command_at_commit('mixed', '$user', 'add_balance',"
+		  . "SELECT dc.send_command_at_commit('mixed', '$user', 'add_balance',"
 		  . " '{\"amount\": \"$amount\", \"command_id\": \"$id\"}');\n"
 		  . ($commit ? "COMMIT;\n" : "ROLLBACK;\n");
 		if ($commit)
@@ -80,7 +80,7 @@ for my $c (1 .. $clients)
 		}
 		else
 		{
-			push @rolled_back, [ $user, $id ];
+			push @rolled_back, [ $user, $id, $amount ];
 		}
 	}
 	push @runs, DurableClusterLoad::psql_script($node, $sql);
@@ -100,7 +100,7 @@ is($node->safe_psql('postgres',
 
 my $stored = $node->safe_psql('postgres', qq{
 SELECT string_agg(u || ':' || (r ->> 'revision') || ':' || (r #>> '{state,balance}'), ',' ORDER BY u)
-  FROM (SELECT 'u' || g AS u, dc_get_state('mixed', 'u' || g) AS r
+  FROM (SELECT 'u' || g AS u, dc.get_state('mixed', 'u' || g) AS r
           FROM generate_series(0, @{[ $entities - 1 ]}) g) s});
 my $want = join(',', map {
 	my $u = "u$_";
@@ -109,7 +109,7 @@ my $want = join(',', map {
 } sort map { $_ } 0 .. $entities - 1);
 is($stored, $want, 'balances and revisions are exactly those of the committed commands');
 my $leaked = $node->safe_psql('postgres', join(' UNION ALL ',
-		map { "SELECT 1 WHERE dc_command_outcome('mixed', '$_->[0]', '$_->[1]') IS NOT NULL" }
+		map { "SELECT 1 WHERE dc.command_outcome('mixed', '$_->[0]', '$_->[1]', 'add_balance', '{\"amount\": \"$_->[2]\"}') IS NOT NULL" }
 		  @rolled_back[0 .. 19]));
 is($leaked, '', 'rolled-back commands have no outcome');
 ok(DurableClusterLoad::poll_until($node, q{

@@ -1,6 +1,6 @@
 #
 # test/t/025_bulk_failover.pl
-#     dc_send_commands under failover.  Writers send their commands 40 at a
+#     dc.send_commands under failover.  Writers send their commands 40 at a
 #     time (more than the 30 entities, so every call has several commands
 #     for some entities) while a node is paused past failure_timeout, a
 #     node process ends and a node is removed.  Every command has a
@@ -32,7 +32,7 @@ my $load = DurableClusterLoad->start($node, name => 'bulk', clients => 3, entiti
 	bulk => 40, pause_ms => 40, budget => 60000);
 ok($load->wait_for_progress(500, 60), 'bulk writers are under way');
 
-# a pause past failure_timeout, a node process that ends, dc_remove_node
+# a pause past failure_timeout, a node process that ends, dc.remove_node
 DurableClusterLoad::lose_three_nodes($node, $load, 500);
 
 $load->stop;

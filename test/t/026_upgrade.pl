@@ -163,8 +163,8 @@ is($node->safe_psql('postgres', $snapshot_query), $before, 'and changed nothing'
 # ALTER EXTENSION ... UPDATE: the nodes serve again.
 # ---------------------------------------------------------------------------
 $node->safe_psql('postgres', 'ALTER EXTENSION durable_cluster UPDATE');
-is($node->safe_psql('postgres', q{SELECT library || ' ' || extension FROM dc_version()}),
-	"$to $to", "dc_version(): library and extension at $to");
+is($node->safe_psql('postgres', q{SELECT library || ' ' || extension FROM dc.version()}),
+	"$to $to", "dc.version(): library and extension at $to");
 ok(wait_for_log_count($node, qr/durable_cluster node-\d serves again/, 3, $log_offset),
 	'the three nodes say they serve again');
 # (the members' rows of before the restart look up until the nodes rejoin)
@@ -178,6 +178,14 @@ is($node->safe_psql('postgres', $snapshot_query), $before,
 is($node->safe_psql('postgres',
 		q{SELECT dc_send_command('mall_up', 'u3', 'add_balance', '{"amount": 30, "command_id": "deposit-3"}')}),
 	$deposit_reply, 'a retry of a command logged by 0.1 gets its first reply');
+is($node->safe_psql('postgres',
+		q{SELECT dc.send_command('mall_up', 'u3', 'add_balance', '{"amount": 30, "command_id": "deposit-3"}')}),
+	$deposit_reply, 'and so does one through the API\'s schema, dc');
+is($node->safe_psql('postgres', q{
+SELECT (SELECT count(*) FROM dc_members) = (SELECT count(*) FROM dc.members)
+   AND dc_shard_id('mall_up', 'u3') = dc.shard_id('mall_up', 'u3')
+   AND dc_get_state('mall_up', 'u3') = dc.get_state('mall_up', 'u3')}),
+	't', '0.1\'s short names answer as their dc twins');
 
 # The cluster serves: revisions go on, the registered command, transfers
 # and the tenant restriction work.

@@ -12,7 +12,7 @@
 #         after, and a retry after that is applied as new;
 #       - sagas: completed and compensated transfers are removed after
 #         saga_retention, a running one (an old refund_rejected) never;
-#       - dc_storage shows the tables' rows and sizes.
+#       - dc.storage shows the tables' rows and sizes.
 #
 
 use strict;
@@ -48,14 +48,14 @@ sub entity
 {
 	my ($mall, $user) = @_;
 	return $node->safe_psql('postgres',
-		"SELECT (r ->> 'revision') || ' ' || (r #>> '{state,balance}') FROM dc_get_state('$mall', '$user') r");
+		"SELECT (r ->> 'revision') || ' ' || (r #>> '{state,balance}') FROM dc.get_state('$mall', '$user') r");
 }
 
 sub send_logged
 {
 	my ($mall, $user, $id) = @_;
 	return $node->safe_psql('postgres', qq{
-SELECT dc_send_command('$mall', '$user', 'add_balance', '{"amount": "1.00", "command_id": "$id"}')});
+SELECT dc.send_command('$mall', '$user', 'add_balance', '{"amount": "1.00", "command_id": "$id"}')});
 }
 
 # ---- the cap, under concurrent clients ----
@@ -70,7 +70,7 @@ for my $c (1 .. $clients)
 	for my $i (0 .. $per_client - 1)
 	{
 		my $user = $entities[ ($c + $i) % @entities ];
-		$sql .= "SELECT dc_send_command('cap', '$user', 'add_balance',"
+		$sql .= "SELECT dc.send_command('cap', '$user', 'add_balance',"
 		  . " '{\"amount\": \"1.00\", \"command_id\": \"c$c-$i\"}') ->> 'ok';\n";
 		$sent{$user}++;
 	}
@@ -133,13 +133,13 @@ is($node->safe_psql('postgres', q{SELECT count(*) <= 105 FROM durable_cluster.co
 
 # ---- sagas ----
 $node->safe_psql('postgres', q{
-SELECT dc_send_command('tr', 'alice', 'add_balance', '{"amount": 100}');
-SELECT dc_transfer('tr', 'alice', 'tr', 'bob', 10) FROM generate_series(1, 3);
+SELECT dc.send_command('tr', 'alice', 'add_balance', '{"amount": 100}');
+SELECT dc.transfer('tr', 'alice', 'tr', 'bob', 10) FROM generate_series(1, 3);
 CREATE FUNCTION max_out(state jsonb, payload jsonb) RETURNS jsonb
 LANGUAGE sql AS $$ SELECT state || '{"balance": 9999999999999999.99}' $$;
-SELECT dc_register_command('max_out', 'max_out(jsonb, jsonb)');
-SELECT dc_send_command('tr', 'rich', 'max_out');
-SELECT dc_transfer('tr', 'alice', 'tr', 'rich', 10);
+SELECT dc.register_command('max_out', 'max_out(jsonb, jsonb)');
+SELECT dc.send_command('tr', 'rich', 'max_out');
+SELECT dc.transfer('tr', 'alice', 'tr', 'rich', 10);
 -- a refund that was rejected: running, for an operator, whatever its age
 INSERT INTO durable_cluster.sagas (saga_id, from_mall, from_user, to_mall, to_user, amount,
                                    step, status, created_at, updated_at)
@@ -162,10 +162,10 @@ is($node->safe_psql('postgres', q{SELECT step || ' ' || status FROM durable_clus
 $node->safe_psql('postgres', 'ANALYZE durable_cluster.entity_state');
 is($node->safe_psql('postgres', q{
 SELECT estimated_rows = (SELECT count(*) FROM durable_cluster.entity_state) AND total_bytes > 0
-  FROM dc_storage WHERE table_name = 'entity_state'}),
-	't', 'dc_storage shows the rows and size of a table');
+  FROM dc.storage WHERE table_name = 'entity_state'}),
+	't', 'dc.storage shows the rows and size of a table');
 is($node->safe_psql('postgres', q{
-SELECT string_agg(table_name, ' ' ORDER BY table_name) FROM dc_storage
+SELECT string_agg(table_name, ' ' ORDER BY table_name) FROM dc.storage
  WHERE table_name IN ('command_log', 'sagas', 'command_log_marks')}),
 	'command_log command_log_marks sagas', 'including the command log and the sagas');
 

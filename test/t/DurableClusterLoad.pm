@@ -37,8 +37,12 @@
 # (and exits at its next statement).
 #
 # With bulk => K (K > 1), the same commands go K at a time in calls of
-# dc_send_commands, each with a command_id, and are not retried; the
+# dc.send_commands, each with a command_id, and are not retried; the
 # output has one line per command all the same.
+#
+# With short_names => 1, the commands are sent by the short names of
+# release 0.1 (dc_send_command): for servers still at 0.1, and to show
+# that 0.1's callers keep working.
 #
 # With retry => 1, every command carries a command_id and a command that
 # failed is sent once more (an F line, then the retry's line): the retry's
@@ -179,7 +183,8 @@ INSERT INTO $control_table VALUES ('$self->{name}', false)
 				  ? "{\"amount\": $amount, \"command_id\": \"$id\"}"
 				  : "{\"amount\": $amount}";
 				return "SELECT 'A|$c|$i|' || coalesce(r->>'ok', 'null') || '|' || coalesce(r->>'revision', '')"
-				  . " FROM (SELECT dc_send_command('$self->{mall}', '$user', 'add_balance',"
+				  . " FROM (SELECT " . ($self->{short_names} ? 'dc_send_command' : 'dc.send_command')
+				  . "('$self->{mall}', '$user', 'add_balance',"
 				  . " '$payload') AS r) s;\n";
 			};
 			my $failed = "\\echo F|$c|$i| :SQLSTATE | :LAST_ERROR_MESSAGE\n";
@@ -233,7 +238,7 @@ INSERT INTO $control_table VALUES ('$self->{name}', false)
 }
 
 # The script of client $c with bulk => K: the same commands, K per call of
-# dc_send_commands, each with a command_id; one output line per command
+# dc.send_commands, each with a command_id; one output line per command
 # from its row, or, when the call fails as a whole, an F line for each of
 # its commands.
 sub _bulk_script
@@ -255,7 +260,7 @@ sub _bulk_script
 		  . " || '|' || coalesce(b.reply->>'revision', '')"
 		  . " ELSE 'F|$c|' || ($i0 + b.n - 1) || '| ' || b.sqlstate || ' | '"
 		  . " || replace(b.message, E'\\n', ' ') END"
-		  . " FROM dc_send_commands('[" . join(', ', @commands) . "]') b ORDER BY b.n;\n"
+		  . " FROM dc.send_commands('[" . join(', ', @commands) . "]') b ORDER BY b.n;\n"
 		  . "\\if :ERROR\n"
 		  . join('', map { "\\echo F|$c|$_| :SQLSTATE | :LAST_ERROR_MESSAGE\n" } $i0 .. $i1)
 		  . "\\endif\n"
@@ -794,16 +799,22 @@ SELECT clock_timestamp() > '$since'::timestamptz + interval '$seconds seconds'},
 }
 
 # SQL that is true when $n members are up, all shards are owned by up
-# members and shard counts of up members differ by at most one.
+# members and shard counts of up members differ by at most one.  It reads
+# the tables, which every release has where it has them (the upgrade tests
+# ask servers of 0.1 too).
 sub balanced_query
 {
 	my ($n) = @_;
 	return qq{
-SELECT (SELECT count(*) FROM dc_members WHERE status = 'up') = $n
-   AND (SELECT count(*) FROM dc_shards s JOIN dc_members m ON m.name = s.node
+SELECT (SELECT count(*) FROM durable_cluster.members WHERE status = 'up') = $n
+   AND (SELECT count(*) FROM durable_cluster.shards s
+          JOIN durable_cluster.members m ON m.name = s.node
          WHERE m.status = 'up')
        = (SELECT number_of_shards FROM durable_cluster.settings)
-   AND (SELECT max(shard_count) - min(shard_count) FROM dc_members WHERE status = 'up') <= 1};
+   AND (SELECT max(c) - min(c)
+          FROM (SELECT count(s.shard_id) AS c FROM durable_cluster.members m
+                  LEFT JOIN durable_cluster.shards s ON s.node = m.name
+                 WHERE m.status = 'up' GROUP BY m.name) counts) <= 1};
 }
 
 # Print what the cluster looks like.
@@ -813,7 +824,7 @@ sub dump_cluster
 	my ($ret, $out, $err) = $node->psql(
 		'postgres', q{
 SELECT 'member', name, status, incarnation, pid, shard_count, first_shard, last_shard,
-       heartbeat_age FROM dc_members;
+       heartbeat_age FROM dc.members;
 SELECT 'node process', pid, backend_type, application_name, state, wait_event_type, wait_event,
        left(query, 60)
   FROM pg_stat_activity
@@ -842,7 +853,7 @@ sub wait_for_cluster
 		$node, qq{
 SELECT count(*) FILTER (WHERE (r->>'ok')::boolean)
        || '|' || count(DISTINCT r->>'node') FILTER (WHERE (r->>'ok')::boolean)
-  FROM (SELECT dc_send_command('probe', 'p' || g, 'get_state') AS r
+  FROM (SELECT dc.send_command('probe', 'p' || g, 'get_state') AS r
           FROM generate_series(1, $probes) g) s},
 		expected => "$probes|$n",
 		timeout => $timeout,
@@ -878,7 +889,7 @@ $extra_conf
 # each the way a node goes away: node-1 paused past failure_timeout
 # (declared down; then SIGCONT, and it rejoins), node-2's process ended
 # with pg_terminate_backend (the postmaster starts it again), node-3
-# removed with dc_remove_node.  Asserts that the cluster serves again after
+# removed with dc.remove_node.  Asserts that the cluster serves again after
 # each, and that the writers stored $progress more commands after each step.
 sub lose_three_nodes
 {
@@ -887,7 +898,7 @@ sub lose_three_nodes
 
 	my $paused = member($node, 'node-1');
 	kill 'STOP', $paused->{pid};
-	ok(poll_until($node, q{SELECT status FROM dc_members WHERE name = 'node-1'},
+	ok(poll_until($node, q{SELECT status FROM dc.members WHERE name = 'node-1'},
 			expected => 'down', timeout => 30, interval => 0.2),
 		'the paused node is declared down');
 	ok($load->wait_for_progress($progress, 30), 'writers go on while it is paused');
@@ -899,15 +910,15 @@ sub lose_three_nodes
 	is($node->safe_psql('postgres', "SELECT pg_terminate_backend($ended->{pid})"), 't',
 		'node-2 terminated');
 	ok(poll_until($node, qq{
-SELECT pid <> $ended->{pid} AND status = 'up' FROM dc_members WHERE name = 'node-2'},
+SELECT pid <> $ended->{pid} AND status = 'up' FROM dc.members WHERE name = 'node-2'},
 			timeout => 30, interval => 0.2),
 		'node-2 runs again');
 	ok(wait_for_cluster($node, 3, 'after the restart of node-2'), 'balanced again');
 	ok($load->wait_for_progress($progress, 30), 'writers go on');
 
-	is($node->safe_psql('postgres', q{SELECT dc_remove_node('node-3')}), '',
-		"dc_remove_node('node-3') under load");
-	ok(wait_for_cluster($node, 2, 'after dc_remove_node'), 'two nodes serve');
+	is($node->safe_psql('postgres', q{SELECT dc.remove_node('node-3')}), '',
+		"dc.remove_node('node-3') under load");
+	ok(wait_for_cluster($node, 2, 'after dc.remove_node'), 'two nodes serve');
 	ok($load->wait_for_progress($progress, 30), 'writers go on');
 	return;
 }
@@ -950,13 +961,13 @@ $extra_conf
 	return $node;
 }
 
-# A member's row of dc_members, as a hash.
+# A member's row of dc.members, as a hash.
 sub member
 {
 	my ($node, $name) = @_;
 	my $row = $node->safe_psql(
 		'postgres', qq{
-SELECT status, incarnation, pid, shard_count, roles::text FROM dc_members WHERE name = '$name'});
+SELECT status, incarnation, pid, shard_count, roles::text FROM dc.members WHERE name = '$name'});
 	my %m;
 	@m{qw(status incarnation pid shard_count roles)} = split /\|/, $row, -1;
 	return \%m;
