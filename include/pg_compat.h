@@ -16,6 +16,7 @@
 #include "catalog/pg_proc.h"
 #include "executor/executor.h"
 #include "nodes/pg_list.h"
+#include "storage/proc.h"
 #include "storage/latch.h"
 #include "utils/acl.h"
 #include "utils/memutils.h"
@@ -49,6 +50,13 @@
 #define dc_create_wait_event_set(nevents) CreateWaitEventSet(NULL, (nevents))
 #else
 #define dc_create_wait_event_set(nevents) CreateWaitEventSet(TopMemoryContext, (nevents))
+#endif
+
+/* 17 moved this backend's local transaction id into its virtual one */
+#if PG_VERSION_NUM >= 170000
+#define dc_local_transaction_id() (MyProc->vxid.lxid)
+#else
+#define dc_local_transaction_id() (MyProc->lxid)
 #endif
 
 /* 16 gave EvalPlanQualInit() the result relations */

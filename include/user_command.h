@@ -15,8 +15,8 @@
 
 #include "entity.h"
 
-/* Is name registered with dc_register_command() (in the store's registry)? */
-extern bool dc_command_registered(const char *name);
+/* 22023 unless name is built in or registered with dc.register_command(). */
+extern void dc_check_command_exists(const char *name);
 
 /* A built-in or registered command, validated; 22023 for an unknown name. */
 extern void dc_parse_client_command(const char *name, Jsonb *payload, DcCommand *cmd);

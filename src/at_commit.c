@@ -61,7 +61,6 @@
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "pgstat.h"
-#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -75,6 +74,7 @@
 #include "at_commit.h"
 #include "entity.h"
 #include "jsonb_build.h"
+#include "pg_compat.h"
 #include "settings.h"
 #include "shared_memory.h"
 #include "state_table.h"
@@ -143,7 +143,7 @@ check_waiting(const char *login)
 	static char counted_for[NAMEDATALEN];
 	static int	waiting;
 
-	if (counted_in != MyProc->lxid || strcmp(counted_for, login) != 0)
+	if (counted_in != dc_local_transaction_id() || strcmp(counted_for, login) != 0)
 	{
 		waiting = pg_strtoint32(as_table_owner(
 			"SELECT count(*) FROM (SELECT FROM durable_cluster.pending_commands"
@@ -151,7 +151,7 @@ check_waiting(const char *login)
 			2, (Oid[]) {TEXTOID, INT4OID},
 			(Datum[]) {CStringGetTextDatum(login), Int32GetDatum(dc_max_pending_per_role)},
 			NULL));
-		counted_in = MyProc->lxid;
+		counted_in = dc_local_transaction_id();
 		strlcpy(counted_for, login, sizeof(counted_for));
 	}
 	if (waiting >= dc_max_pending_per_role)

@@ -288,15 +288,6 @@ dc_check_tenant_grant(PG_FUNCTION_ARGS)
 				errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				errmsg("%d commands given; a role may be allowed at most %d", n, MAX_GRANTED_COMMANDS));
 	for (int i = 0; i < n; i++)
-	{
-		char	   *name = TextDatumGetCString(elems[i]);
-
-		if (!dc_command_is_builtin(name) && !dc_command_registered(name))
-			ereport(ERROR,
-					errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("unknown command %s", dc_quote_for_message(name)),
-					errdetail("Built-in commands are: %s.", dc_builtin_command_list()),
-					errhint("Register a command with dc.register_command() before allowing it."));
-	}
+		dc_check_command_exists(TextDatumGetCString(elems[i]));
 	PG_RETURN_VOID();
 }

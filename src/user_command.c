@@ -106,8 +106,8 @@ lookup_command(const char *name, Oid *handler, Oid *registrant)
 }
 
 /* Is name registered, in the store's registry, wherever that is? */
-bool
-dc_command_registered(const char *name)
+static bool
+command_registered(const char *name)
 {
 	Oid			handler;
 	Oid			registrant;
@@ -120,19 +120,26 @@ dc_command_registered(const char *name)
 	return lookup_command(name, &handler, &registrant);
 }
 
-/*
- * A command as a client names it: built in, or registered with
- * dc_register_command(); then validated by dc_command_parse().
- */
+/* 22023 unless name is a built-in command or a registered one. */
 void
-dc_parse_client_command(const char *name, Jsonb *payload, DcCommand *cmd)
+dc_check_command_exists(const char *name)
 {
-	if (!dc_command_is_builtin(name) && !dc_command_registered(name))
+	if (!dc_command_is_builtin(name) && !command_registered(name))
 		ereport(ERROR,
 				errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				errmsg("unknown command %s", dc_quote_for_message(name)),
 				errdetail("Built-in commands are: %s.", dc_builtin_command_list()),
 				errhint("Commands registered with dc.register_command() are listed in dc.commands."));
+}
+
+/*
+ * A command as a client names it: built in, or registered with
+ * dc.register_command(); then validated by dc_command_parse().
+ */
+void
+dc_parse_client_command(const char *name, Jsonb *payload, DcCommand *cmd)
+{
+	dc_check_command_exists(name);
 	dc_command_parse(name, payload, cmd);
 }
 

@@ -1,11 +1,12 @@
 #
 # test/t/030_reserved_connections.pl
-#     The cluster keeps its connections: a role with no grants holds every
-#     free connection slot, and the nodes' store sessions are cut.  The
-#     nodes connect again through reserved_connections, which dc_cluster may
-#     use (CREATE EXTENSION grants it pg_use_reserved_connections), and the
-#     cluster keeps serving.  Without that grant they cannot, which the
-#     test shows too, and with it back they return.
+#     The cluster keeps its connections: the nodes' store sessions are cut
+#     (the nodes paused meanwhile) and a role with no grants takes every free
+#     connection slot, theirs too.  The nodes connect again through
+#     reserved_connections, which dc_cluster may use (CREATE EXTENSION grants
+#     it pg_use_reserved_connections), and the cluster keeps serving.
+#     Without that grant they cannot, which the test shows too, and with it
+#     back they return.
 #
 #     PostgreSQL 16 brought reserved_connections; on 15 the test skips
 #     (the server warns at start that it cannot keep slots for the cluster).
@@ -43,15 +44,30 @@ SELECT pg_has_role('dc_cluster', 'pg_use_reserved_connections', 'USAGE')}),
 
 my $store_sessions = q{
 SELECT count(*) FROM pg_stat_activity WHERE usename = 'dc_cluster' AND backend_type = 'client backend'};
-my $serving = q{SELECT dc.send_command('reserved', 'u' || g, 'get_state') ->> 'result'
-                  FROM generate_series(1, 1) g};
+my $serving = q{SELECT dc.send_command('reserved', 'u1', 'get_state') ->> 'result'};
+my @node_pids = split /\n/, $node->safe_psql('postgres',
+	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'durable_cluster node' ORDER BY pid});
+is(scalar(@node_pids), 3, 'three nodes run');
 
-# a role with no grants takes every slot that is free
+# Cut the nodes' store sessions while the nodes are paused, so that they
+# look for a slot only once the test lets them.
+sub cut_store_sessions
+{
+	kill 'STOP', @node_pids;
+	$node->safe_psql('postgres', q{
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+ WHERE usename = 'dc_cluster' AND backend_type = 'client backend'});
+	return $node->poll_query_until('postgres', "SELECT ($store_sessions) = 0");
+}
+
+# a role with no grants takes every slot that is free, the nodes' among
+# them (the session that counts them gives its own back as it ends)
+ok(cut_store_sessions(), 'the nodes are paused and their store sessions cut');
 $node->safe_psql('postgres', 'CREATE ROLE nobody LOGIN');
 my $free = $node->safe_psql('postgres', q{
 SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
        - current_setting('reserved_connections')::int
-       - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')});
+       - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') + 1});
 my @holders;
 for (1 .. $free)
 {
@@ -67,29 +83,24 @@ ok($node->poll_query_until('postgres',
 my ($ret, $out, $err) = $node->psql('postgres', 'SELECT 1', extra_params => [ '-U', 'nobody' ]);
 like($err, qr/remaining connection slots are reserved/, 'no slot is left for it or anyone like it');
 
-# the nodes' sessions are cut: they come back through the reserved slots
-sub cut_store_sessions
-{
-	return $node->safe_psql('postgres', q{
-SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
- WHERE usename = 'dc_cluster' AND backend_type = 'client backend'});
-}
-is(cut_store_sessions(), '3', 'the three nodes\' store sessions are cut');
+# the nodes go on: they connect again through the reserved slots
+kill 'CONT', @node_pids;
 ok($node->poll_query_until('postgres', "SELECT ($store_sessions) = 3"),
-	'the nodes connected again');
+	'the nodes connected again, through the reserved slots');
 ok(DurableClusterLoad::poll_until($node, $serving, expected => 'state'),
 	'and the cluster serves');
 
-# without the grant they could not: the slots held shut them out
+# without the grant they could not
 $node->safe_psql('postgres', 'REVOKE pg_use_reserved_connections FROM dc_cluster');
+ok(cut_store_sessions(), 'without pg_use_reserved_connections, the nodes paused and cut again');
 my $offset = -s $node->logfile;
-cut_store_sessions();
+kill 'CONT', @node_pids;
 ok( eval {
 		$node->wait_for_log(
 			qr/FATAL:  remaining connection slots are reserved for roles with privileges of the "pg_use_reserved_connections" role/,
 			$offset);
 	},
-	'without pg_use_reserved_connections the nodes cannot connect again');
+	'the nodes cannot connect again');
 is($node->safe_psql('postgres', $store_sessions), '0', 'none did');
 $node->safe_psql('postgres', 'GRANT pg_use_reserved_connections TO dc_cluster WITH INHERIT TRUE');
 ok($node->poll_query_until('postgres', "SELECT ($store_sessions) = 3"),
