@@ -121,7 +121,7 @@ SELECT dc.transfer('mall_a', 'shadow', 'mall_a', 'shadow2', 10) ->> 'status' AS 
 SELECT dc.get_state('mall_a', 'shadow2') #>> '{state,balance}' AS moved;
 SELECT rolsuper AS attacker_is_superuser FROM pg_roles WHERE rolname = 'sec_attacker';
 SELECT count(*) AS capture_ran FROM public.sec_ran_as;
--- the short names of 0.1 are what it captures (planned, not run)
+-- the short names of 0.1 and 0.2 are what it captures (planned, not run)
 EXPLAIN (VERBOSE, COSTS OFF)
 SELECT dc_send_command('mall_a', 'shadow', 'update_profile', '{"nickname": "Alice"}');
 -- which is what the extension warns about, where others can create

@@ -105,7 +105,7 @@ ROLLBACK;
 -- every payload is bounded, a built-in command's too
 SELECT try(format($$SELECT dc.send_command_at_commit('atc', 'u6', 'login', '{"pad": "%s"}')$$, repeat('p', 3000)));
 -- what is wrong with one waiting row fails that command alone, and the
--- others of its round go: a payload over the bound (as 0.1 let through,
+-- others of its round go: a payload over the bound (as 0.1 and 0.2 let through,
 -- never read), roles that are no list of roles, a role that is gone
 INSERT INTO durable_cluster.pending_commands (id, mall_id, user_id, command, payload, command_id,
                                               role_name, roles)

@@ -31,7 +31,7 @@
  * that could not go yet (no owner, an unknown outcome) holds back the
  * later ones.  A round holds the commands' metadata and at most
  * DC_ASK_WINDOW payloads, each at most DC_MAX_PAYLOAD_BYTES (a row with a
- * larger one, written by hand or by 0.1, fails without being read): its
+ * larger one, written by hand or by 0.1 or 0.2, fails without being read): its
  * memory is bounded whatever waits.  Anything wrong with one row (its
  * roles, its command, its tenant check) fails that command alone.  A
  * login role may have at most durable_cluster.max_pending_per_role

@@ -17,6 +17,7 @@ srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # each release: its version and its commit
 releases=(
 	"0.1 8ed5212b10adfc346d0732bc5b8b5c7654574fbc"
+	"0.2 320315ce2287d9bd22e2ecc9d71a40d1aaed8992"
 )
 
 rm -rf "$dest/tmp_releases"

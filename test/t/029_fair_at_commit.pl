@@ -7,7 +7,7 @@
 #       - a login role may keep max_pending_per_role commands waiting (500
 #         here): a transaction sending one more fails with 53400 and keeps
 #         none of its commands;
-#       - rows with huge payloads, as 0.1 let a client queue them (written
+#       - rows with huge payloads, as 0.1 and 0.2 let a client queue them (written
 #         here by hand: 20 of 4 MB), fail without being read: the saga
 #         worker's private memory stays small while it goes through them;
 #       - tenant a floods (its limit's worth of commands, on 100 entities)
@@ -73,7 +73,7 @@ like($err,
 is($node->safe_psql('postgres', 'SELECT count(*) FROM durable_cluster.pending_commands'), '0',
 	'and its transaction kept none');
 
-# ---- huge rows of 0.1: failed without being read ----
+# ---- huge rows of 0.1 and 0.2: failed without being read ----
 my $saga_pid = $node->safe_psql('postgres',
 	q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'durable_cluster sagas'});
 like($saga_pid, qr/^\d+$/, 'the saga worker runs');
