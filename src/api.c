@@ -453,8 +453,9 @@ dc_self_address_sql(PG_FUNCTION_ARGS)
  *                         timeout_ms integer) RETURNS jsonb
  * A command another server of the cluster forwards, as its client sent it
  * (saga_record: the transfer whose step it is, else NULL), in one of the
- * formats of forward.h (role_name: one role, or the roles it acts as).  Served by this server's nodes only.  Everything is checked
- * again here as if it came from SQL, the malls of every role too:
+ * formats of forward.h (role_name: one role, or the roles it acts as).
+ * Served by this server's nodes only.  Everything is checked again here
+ * as if it came from SQL, the malls of every role too:
  * a server trusts no bytes of another.  Returns the reply, NULL for a tell
  * that was taken, or {"moved": true} if none of this server's nodes owns
  * the shard.
