@@ -5,8 +5,11 @@
 #     with three nodes, and the tutorial (scripts/demo.sql) run against it.
 #
 # Steps:
-#   1. as root, install the Debian packages that are missing (apt-get is
-#      skipped altogether when everything is there, so re-runs are quick);
+#   1. as root, install the Debian packages that are missing, only those
+#      the demo needs: the server, its headers, a compiler and make
+#      (scripts/install_packages.sh demo; apt-get is skipped altogether
+#      when everything is there, so re-runs are quick); the install starts
+#      and enables no PostgreSQL service and creates no cluster;
 #   2. build and install the extension;
 #   3. create a new server in $DC_DEMO_DIR (default /tmp/durable_cluster_demo)
 #      listening on port $DC_DEMO_PORT (default 5499), on localhost and on a
@@ -72,7 +75,7 @@ is_root()
 # ---------------------------------------------------------------------------
 # 1. Packages.
 # ---------------------------------------------------------------------------
-"$(dirname "${BASH_SOURCE[0]}")/install_packages.sh"
+"$(dirname "${BASH_SOURCE[0]}")/install_packages.sh" demo
 
 if [ -z "${PG_CONFIG:-}" ]; then
 	PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
@@ -130,6 +133,11 @@ psql=("$bindir/psql" -X -h "$DEMO_DIR" -p "$DEMO_PORT" -U postgres -d postgres)
 if [ -e "$DEMO_DIR" ]; then
 	if [ ! -e "$MARKER" ] && [ -n "$(ls -A "$DEMO_DIR" 2>/dev/null)" ]; then
 		die "$DEMO_DIR exists and is not a durable_cluster demo directory; set DC_DEMO_DIR elsewhere"
+	fi
+	# Another user's demo (root's runs as postgres) is theirs to stop.
+	old_owner=$(stat -c %U "$DEMO_DIR")
+	if ! is_root && [ "$old_owner" != "$(id -un)" ]; then
+		die "$DEMO_DIR belongs to $old_owner (another user's demo); set DC_DEMO_DIR and DC_DEMO_PORT elsewhere, or ask $old_owner to stop it"
 	fi
 	if [ -f "$DATA_DIR/postmaster.pid" ]; then
 		say "stopping the earlier demo server in $DATA_DIR"
