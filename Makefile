@@ -17,7 +17,10 @@ MODULE_big = durable_cluster
 OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 DATA = $(wildcard sql/durable_cluster--*.sql)
 
-PG_CONFIG ?= pg_config
+# PostgreSQL 15's pg_config when none is in PATH (Debian puts only the
+# client's in PATH), so that "make demo" on a fresh machine says nothing
+# about a missing pg_config before it has installed one
+PG_CONFIG ?= $(shell command -v pg_config 2>/dev/null || echo /usr/lib/postgresql/15/bin/pg_config)
 # the version of the SQL objects the library serves: the control file's
 DC_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" durable_cluster.control)
 PG_CPPFLAGS = -I$(srcdir)/include -I$(libpq_srcdir) -DDC_VERSION='"$(DC_VERSION)"'
@@ -29,8 +32,20 @@ REGRESS_OPTS = --use-existing
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
 
-PGXS := $(shell $(PG_CONFIG) --pgxs)
+# Builds from different directories are byte for byte the same: the
+# source path the compiler records (debug information, __FILE__ in elog)
+# is the project's name, not where the tree happens to be.  So a user's
+# "make test" can tell that what root installed is this very build.
+PG_CFLAGS = -ffile-prefix-map=$(CURDIR)=durable_cluster
+
+# Without PGXS (no server headers yet) only demo and test work: they
+# install the packages first.
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
 include $(PGXS)
+else ifeq ($(filter demo test,$(MAKECMDGOALS)),)
+$(error $(PG_CONFIG) not found: install postgresql-server-dev-15, or run "make demo" as root, which does)
+endif
 
 # pg_regress runs in the database the nodes serve by default
 # (durable_cluster.database); set after PGXS, which defines its own.
