@@ -47,6 +47,10 @@ else ifeq ($(filter demo test,$(MAKECMDGOALS)),)
 $(error $(PG_CONFIG) not found: install postgresql-server-dev-15, or run "make demo" as root, which does)
 endif
 
+# The TAP tests run under test/tap_run.pl instead of prove: one line as
+# each file starts and ends, with its time, and a short report on failure
+PROVE = $(PERL) $(srcdir)/test/tap_run.pl
+
 # pg_regress runs in the database the nodes serve by default
 # (durable_cluster.database); set after PGXS, which defines its own.
 CONTRIB_TESTDB = postgres

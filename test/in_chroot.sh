@@ -79,9 +79,8 @@ as_postgres "$bindir/pg_ctl -D /tmp/dc-regress -l /tmp/dc-regress.log -w start >
 
 regress_rc=0
 say "running pg_regress"
-as_postgres "make installcheck PG_CONFIG=$bindir/pg_config PGHOST=/tmp PGPORT=5439 TAP_TESTS=" \
-	> "$root/tmp/pg_regress.out" 2>&1 || regress_rc=$?
-grep -E '^(ok|not ok|#)' "$root/tmp/pg_regress.out" || true
+as_postgres "make -s installcheck PG_CONFIG=$bindir/pg_config PGHOST=/tmp PGPORT=5439 TAP_TESTS=" 2>&1 \
+	| tee "$root/tmp/pg_regress.out" | sed -u -n -e '/^\(ok\|not ok\|test \|#\)/p' -e '/tests \(passed\|failed\)/p' || regress_rc=$?
 if [ "$regress_rc" -ne 0 ]; then
 	cat "$root/src/regression.diffs" 2>/dev/null | head -200 || true
 fi
@@ -89,11 +88,10 @@ as_postgres "$bindir/pg_ctl -D /tmp/dc-regress -w stop -m fast >/dev/null"
 
 tap_rc=0
 say "running the TAP tests"
-as_postgres "make installcheck PG_CONFIG=$bindir/pg_config REGRESS= ${PROVE_TESTS:+PROVE_TESTS='$PROVE_TESTS'}" \
-	> "$root/tmp/tap.out" 2>&1 || tap_rc=$?
-grep -E '^(t/|test/t/|All tests|Files=|Result:)|not ok|skipped' "$root/tmp/tap.out" || true
+# test/tap_run.pl's lines: each file as it starts and ends, the failures
+as_postgres "make -s installcheck PG_CONFIG=$bindir/pg_config REGRESS= ${PROVE_TESTS:+PROVE_TESTS='$PROVE_TESTS'}" 2>&1 \
+	| tee "$root/tmp/tap.out" | sed -u -e '/^+++ tap/d' -e '/^make/d' || tap_rc=$?
 if [ "$tap_rc" -ne 0 ]; then
-	tail -n 100 "$root/tmp/tap.out"
 	(cd "$root/src" && show_failed_tap_logs "$root/tmp/tap.out" tmp_check/log)
 fi
 
