@@ -23,7 +23,8 @@
 # starts and enables a service for it.  Nobody asked for that server, so
 # while apt-get runs, a policy-rc.d forbids starting services and a
 # createcluster.d file turns the main cluster off; afterwards, if this run
-# installed postgresql-common, the postgresql service is disabled again.
+# installed postgresql-common, the postgresql service is disabled (as
+# "systemctl disable" would).
 # A machine that already had PostgreSQL keeps its clusters and services.
 
 set -euo pipefail
@@ -134,6 +135,11 @@ apt-get install -y --no-install-recommends \
 	"${missing[@]}" </dev/null
 
 if [ "$fresh_postgresql" = yes ] && installed postgresql-common; then
-	deb-systemd-helper disable postgresql.service >/dev/null 2>&1 || true
+	# what "systemctl disable" does to this unit (WantedBy=multi-user.target);
+	# by hand where systemd itself is not installed (a container, a chroot)
+	if command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --quiet postgresql.service 2>/dev/null || true
+	fi
+	rm -f /etc/systemd/system/multi-user.target.wants/postgresql.service
 	echo "$me: PostgreSQL is installed with no cluster, and its service is neither started nor enabled"
 fi

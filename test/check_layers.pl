@@ -5,14 +5,15 @@
 #     depends on file B when A's object calls a function or uses a variable
 #     that B's object defines (nm of the built objects), or when src/A.c or
 #     include/A.h includes B.h.  The files then fall into layers that only
-#     depend downward; the script prints them, lowest first (src/README.md
-#     describes them).
+#     depend downward; with --verbose the script prints them, lowest first
+#     (src/README.md describes them).
 #
-#     Usage: perl test/check_layers.pl [TOP]   (after the build; TOP = .)
+#     Usage: perl test/check_layers.pl [--verbose] [TOP]   (after the build)
 #
 use strict;
 use warnings;
 
+my $verbose = @ARGV && $ARGV[0] eq '--verbose' ? shift : undef;
 my $top = shift // '.';
 my (%defined, %deps, %why);
 
@@ -134,8 +135,9 @@ sub level
 level($_) for keys %files;
 my $max = 0;
 $max = $level{$_} > $max ? $level{$_} : $max for keys %level;
-print "check_layers: no cycle among ", scalar(keys %files), " files; layers, lowest first:\n";
-for my $l (0 .. $max)
+print "check_layers: no cycle among ", scalar(keys %files), " files in ", $max + 1, " layers",
+  $verbose ? ", lowest first:\n" : " (--verbose lists them)\n";
+for my $l ($verbose ? (0 .. $max) : ())
 {
 	print "    $l: ", join(' ', sort grep { $level{$_} == $l } keys %level), "\n";
 }

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 #
 # test/map_cluster_role.sh
-#     Run inside pg_virtualenv: lets this OS user's processes log in to its
-#     server as dc_cluster over the Unix socket, as the nodes do
-#     (docs/security.md).  pg_virtualenv's pg_hba.conf lets local users in
-#     by peer authentication only; this maps the OS user to dc_cluster, as
-#     docs/security.md tells operators to.  Used by test/run_tests.sh and
-#     test/package_test.sh.
+#     Lets this OS user's processes log in to the server that PGHOST,
+#     PGPORT and PGUSER name as dc_cluster over the Unix socket, as the
+#     nodes do (docs/security.md): that server lets local users in by peer
+#     authentication only, so this maps the OS user to dc_cluster, as
+#     docs/security.md tells operators to.  Used by test/run_tests.sh (its
+#     throw-away server) and test/package_test.sh (pg_virtualenv's).
 #
 set -euo pipefail
 
