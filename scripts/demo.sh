@@ -86,7 +86,7 @@ bindir=$("$PG_CONFIG" --bindir)
 # 2. Build and install.
 # ---------------------------------------------------------------------------
 say "building durable_cluster"
-make PG_CONFIG="$PG_CONFIG"
+make -s PG_CONFIG="$PG_CONFIG"
 
 pkglibdir=$("$PG_CONFIG" --pkglibdir)
 sharedir=$("$PG_CONFIG" --sharedir)
@@ -94,10 +94,10 @@ if [ "${DC_SKIP_INSTALL:-}" = 1 ]; then
 	say "DC_SKIP_INSTALL=1: using what is installed in $pkglibdir"
 elif is_root || { [ -w "$pkglibdir" ] && [ -w "$sharedir/extension" ]; }; then
 	say "installing into $pkglibdir"
-	make install PG_CONFIG="$PG_CONFIG"
+	make -s install PG_CONFIG="$PG_CONFIG" >/dev/null
 elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
 	say "installing into $pkglibdir (via sudo)"
-	sudo -n make install PG_CONFIG="$PG_CONFIG"
+	sudo -n make -s install PG_CONFIG="$PG_CONFIG" >/dev/null
 elif cmp -s durable_cluster.so "$pkglibdir/durable_cluster.so"; then
 	say "cannot write $pkglibdir, but the installed durable_cluster.so is this build; going on"
 else
