@@ -90,6 +90,7 @@ if [ "$demo_rc" -ne 0 ]; then
 fi
 say "   $(grep -m1 -E '^Need to get' "$root/demo.log" || echo 'apt-get said nothing about its download')"
 say "   $(grep -m1 -E 'newly installed' "$root/demo.log" || true)"
+say "   $(grep -m1 -E 'additional disk space' "$root/demo.log" || true)"
 check "it said what it installs before installing" grep -q '^install_packages.sh: installing these Debian packages' "$root/demo.log"
 check "its first line is its own, not make's complaint" \
 	bash -c "! head -n 1 '$root/demo.log' | grep -q 'No such file'"

@@ -113,7 +113,7 @@ inside()
 		--auth-local=peer --auth-host=scram-sha-256 --pwfile="$server/password" \
 		>"$server/initdb.log" 2>&1 || { cat "$server/initdb.log"; return 1; }
 
-	# the first free port from 54320 (free on localhost and in our socket dir)
+	# the first port from 54320 that nothing listens on (localhost)
 	for port in $(seq 54320 54420); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
 	done
