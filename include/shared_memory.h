@@ -161,6 +161,19 @@ extern void dc_wake_at_commit(int what);
 /* the shard map */
 extern int	dc_map_number_of_shards(void);
 extern int	dc_map_owner(int shard, int nshards, char *address);
+extern int16 dc_map_owner_code(const char *address, int node_index,
+							   char (*remote)[DC_ADDRESS_BYTES], int *nremote);
+extern bool dc_map_older_than(Oid extension, int64 version);
+extern bool dc_map_install(Oid extension, int64 version, int nshards, const int16 *owner,
+						   const int64 *epoch, char (*remote)[DC_ADDRESS_BYTES], int nremote);
+
+/* which map a node last took its shards from (dc_map_owned) */
+typedef struct DcMapSeen
+{
+	int64		version;
+	Oid			extension;
+} DcMapSeen;
+extern bool dc_map_owned(int node, DcMapSeen *seen, int *nshards, int64 *epoch);
 extern void dc_map_forget(Oid extension);
 extern void dc_map_refuse(const char *version);
 extern bool dc_map_refused(char *version);

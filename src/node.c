@@ -109,9 +109,8 @@ typedef struct NodeState
 	int64		incarnation;	/* 0 = not a member */
 	Oid			extension_oid;	/* the extension served, InvalidOid = none */
 	int64		owned_epoch[DC_MAX_SHARDS]; /* epoch of each shard owned, 0 = not ours */
-	int			owned_nshards;	/* valid for the map version map_seen only */
-	int64		map_seen;
-	Oid			map_seen_extension;
+	int			owned_nshards;	/* valid for the map map_seen only */
+	DcMapSeen	map_seen;		/* the map they were taken from */
 
 	/* the batch attempt */
 	int			batch_count;	/* its entities, seen by the error path too */
@@ -120,8 +119,7 @@ typedef struct NodeState
 
 static NodeState node = {
 	.extension_oid = InvalidOid,
-	.map_seen = -1,
-	.map_seen_extension = InvalidOid,
+	.map_seen = {.version = -1,.extension = InvalidOid},
 };
 
 void
@@ -161,37 +159,25 @@ report_stats(int commands, TimestampTz now)
 static void
 adopt_shard_map(void)
 {
+	int64		epoch[DC_MAX_SHARDS];
 	bool	   *changed;
 	bool		any = false;
 	bool		resized;
 	int			nshards;
 
-	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
-	if (dc_shared->map_version == node.map_seen &&
-		dc_shared->map_extension == node.map_seen_extension)
-	{
-		LWLockRelease(dc_shared->map_lock);
+	if (!dc_map_owned(node.index, &node.map_seen, &nshards, epoch))
 		return;
-	}
 	changed = palloc0(sizeof(bool) * DC_MAX_SHARDS);
-	nshards = dc_shared->number_of_shards;
 	resized = (nshards != node.owned_nshards);
 	for (int i = 0; i < DC_MAX_SHARDS; i++)
 	{
-		int64		epoch = 0;
-
-		if (i < nshards && dc_shared->owner[i] == node.index)
-			epoch = dc_shared->epoch[i];
-		if (epoch != node.owned_epoch[i])
+		if (epoch[i] != node.owned_epoch[i])
 		{
 			changed[i] = any = true;
-			node.owned_epoch[i] = epoch;
+			node.owned_epoch[i] = epoch[i];
 		}
 	}
 	node.owned_nshards = nshards;
-	node.map_seen = dc_shared->map_version;
-	node.map_seen_extension = dc_shared->map_extension;
-	LWLockRelease(dc_shared->map_lock);
 
 	if (resized)
 		dc_cache_evict(NULL);
@@ -216,8 +202,8 @@ forget_everything(void)
 	dc_cache_reset();
 	memset(node.owned_epoch, 0, sizeof(node.owned_epoch));
 	node.owned_nshards = 0;
-	node.map_seen = -1;
-	node.map_seen_extension = InvalidOid;
+	node.map_seen.version = -1;
+	node.map_seen.extension = InvalidOid;
 	dc_map_forget(node.extension_oid);
 }
 

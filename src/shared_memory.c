@@ -45,6 +45,10 @@
  *						leave_requested.  Scans of the node table and name
  *						formatting happen under it.
  *	 map_lock (LWLock)	the shard map (owners, epochs, remote servers).
+ *						Taken in this file only: the node that reads
+ *						the map from the store installs it with
+ *						dc_map_install, nodes take their shards with
+ *						dc_map_owned, callers route with dc_map_owner.
  *
  * Read without a lock: a node's pid (an atomic, so routing can tell
  * whether a node runs without taking a lock per command), and a slot's
@@ -68,6 +72,7 @@
 #include "utils/elog.h"
 #include "utils/timestamp.h"
 
+#include "settings.h"
 #include "shared_memory.h"
 
 DcShared   *dc_shared = NULL;
@@ -964,6 +969,93 @@ dc_map_owner(int shard, int nshards, char *address)
 		strlcpy(address, dc_shared->remote[DC_REMOTE_INDEX(owner)], DC_ADDRESS_BYTES);
 	LWLockRelease(dc_shared->map_lock);
 	return owner;
+}
+
+/*
+ * The owner code of the map for a member at address with node slot
+ * node_index: a slot of this server's, or an entry of remote[] (added if
+ * new; DC_OWNER_NONE when remote[] is full).  For dc_map_install's caller,
+ * which gathers a map read from the store.
+ */
+int16
+dc_map_owner_code(const char *address, int node_index,
+				  char (*remote)[DC_ADDRESS_BYTES], int *nremote)
+{
+	int			r;
+
+	if (strcmp(address, dc_self_address()) == 0)
+		return (int16) node_index;
+	for (r = 0; r < *nremote && strcmp(remote[r], address) != 0; r++)
+		;
+	if (r == DC_MAX_REMOTE_SERVERS || strlen(address) >= DC_ADDRESS_BYTES)
+		return DC_OWNER_NONE;
+	if (r == *nremote)
+		strlcpy(remote[(*nremote)++], address, DC_ADDRESS_BYTES);
+	return DC_OWNER_REMOTE(r);
+}
+
+/* Is the map in shared memory not the one of version of extension, or older? */
+bool
+dc_map_older_than(Oid extension, int64 version)
+{
+	bool		older;
+
+	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+	older = (dc_shared->map_extension != extension || dc_shared->map_version < version);
+	LWLockRelease(dc_shared->map_lock);
+	return older;
+}
+
+/*
+ * Install a map read from the store (owner codes from dc_map_owner_code),
+ * unless shared memory got one at least as new meanwhile.  Returns true if
+ * it was installed.
+ */
+bool
+dc_map_install(Oid extension, int64 version, int nshards, const int16 *owner,
+			   const int64 *epoch, char (*remote)[DC_ADDRESS_BYTES], int nremote)
+{
+	bool		installed = false;
+
+	Assert(nshards > 0 && nshards <= DC_MAX_SHARDS && nremote <= DC_MAX_REMOTE_SERVERS);
+	LWLockAcquire(dc_shared->map_lock, LW_EXCLUSIVE);
+	if (dc_shared->map_extension != extension || dc_shared->map_version < version)
+	{
+		dc_shared->map_extension = extension;
+		dc_shared->map_version = version;
+		dc_shared->number_of_shards = nshards;
+		memcpy(dc_shared->owner, owner, sizeof(int16) * nshards);
+		memcpy(dc_shared->epoch, epoch, sizeof(int64) * nshards);
+		memcpy(dc_shared->remote, remote, nremote * DC_ADDRESS_BYTES);
+		dc_shared->nremote = nremote;
+		installed = true;
+	}
+	LWLockRelease(dc_shared->map_lock);
+	return installed;
+}
+
+/*
+ * The shards node owns by the map, unless the map is the one *seen names
+ * (then false, and nothing changes): epoch[i] is the epoch of shard i if
+ * the node owns it, else 0, for every i < DC_MAX_SHARDS; *nshards the
+ * map's number of shards; *seen the map now.
+ */
+bool
+dc_map_owned(int node, DcMapSeen *seen, int *nshards, int64 *epoch)
+{
+	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
+	if (dc_shared->map_version == seen->version && dc_shared->map_extension == seen->extension)
+	{
+		LWLockRelease(dc_shared->map_lock);
+		return false;
+	}
+	*nshards = dc_shared->number_of_shards;
+	for (int i = 0; i < DC_MAX_SHARDS; i++)
+		epoch[i] = (i < *nshards && dc_shared->owner[i] == node) ? dc_shared->epoch[i] : 0;
+	seen->version = dc_shared->map_version;
+	seen->extension = dc_shared->map_extension;
+	LWLockRelease(dc_shared->map_lock);
+	return true;
 }
 
 /* No shard map loaded: the caller holds map_lock, or sets shared memory up. */

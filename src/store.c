@@ -817,26 +817,6 @@ dc_store_reconcile(void)
 }
 
 /*
- * The owner code of the shard map (shared_memory.h) for a member at address with
- * node slot node_index: a slot of this server's, or an entry of remote[].
- */
-static int16
-map_owner(const char *address, int node_index, char (*remote)[DC_ADDRESS_BYTES], int *nremote)
-{
-	int			r;
-
-	if (strcmp(address, dc_self_address()) == 0)
-		return (int16) node_index;
-	for (r = 0; r < *nremote && strcmp(remote[r], address) != 0; r++)
-		;
-	if (r == DC_MAX_REMOTE_SERVERS || strlen(address) >= DC_ADDRESS_BYTES)
-		return DC_OWNER_NONE;
-	if (r == *nremote)
-		strlcpy(remote[(*nremote)++], address, DC_ADDRESS_BYTES);
-	return DC_OWNER_REMOTE(r);
-}
-
-/*
  * Copy the shard map into shared memory if the store holds a newer one
  * than shared memory does.  Returns true if shared memory changed.
  */
@@ -850,15 +830,12 @@ dc_store_refresh_map(Oid extension)
 	int64	   *epoch;
 	char		(*remote)[DC_ADDRESS_BYTES];
 	int			nremote = 0;
-	bool		changed = false;
+	bool		changed;
 
 	version = store_int(exec_value("SELECT map_version FROM durable_cluster.settings",
 								   0, NULL),
 						"settings row (map_version)", 0, PG_INT64_MAX);
-	LWLockAcquire(dc_shared->map_lock, LW_SHARED);
-	changed = (dc_shared->map_extension != extension || dc_shared->map_version < version);
-	LWLockRelease(dc_shared->map_lock);
-	if (!changed)
+	if (!dc_map_older_than(extension, version))
 		return false;
 
 	/* one statement, so version and map come from one snapshot */
@@ -894,10 +871,10 @@ dc_store_refresh_map(Oid extension)
 			if (shard < 0 || shard >= nshards)
 				continue;
 			owner[shard] = PQgetisnull(res, r, 3) ? DC_OWNER_NONE
-				: map_owner(PQgetvalue(res, r, 5),
-							(int) store_int(PQgetvalue(res, r, 3), "node_index", 0,
-											DC_MAX_NODES - 1),
-							remote, &nremote);
+				: dc_map_owner_code(PQgetvalue(res, r, 5),
+									(int) store_int(PQgetvalue(res, r, 3), "node_index", 0,
+													DC_MAX_NODES - 1),
+									remote, &nremote);
 			epoch[shard] = store_int(PQgetvalue(res, r, 4), "shard epoch", 0, PG_INT64_MAX);
 		}
 	}
@@ -907,20 +884,7 @@ dc_store_refresh_map(Oid extension)
 	}
 	PG_END_TRY();
 
-	changed = false;
-	LWLockAcquire(dc_shared->map_lock, LW_EXCLUSIVE);
-	if (dc_shared->map_extension != extension || dc_shared->map_version < version)
-	{
-		dc_shared->map_extension = extension;
-		dc_shared->map_version = version;
-		dc_shared->number_of_shards = nshards;
-		memcpy(dc_shared->owner, owner, sizeof(int16) * nshards);
-		memcpy(dc_shared->epoch, epoch, sizeof(int64) * nshards);
-		memcpy(dc_shared->remote, remote, nremote * DC_ADDRESS_BYTES);
-		dc_shared->nremote = nremote;
-		changed = true;
-	}
-	LWLockRelease(dc_shared->map_lock);
+	changed = dc_map_install(extension, version, nshards, owner, epoch, remote, nremote);
 
 	pfree(owner);
 	pfree(epoch);
