@@ -63,6 +63,7 @@ extern int	dc_saga_retention_s;
 
 /* true when loaded through shared_preload_libraries */
 extern bool dc_preloaded;
+extern bool dc_store_in_process;
 
 /* "host:port" of this server, as members and cluster status report it */
 extern const char *dc_self_address(void);

@@ -50,5 +50,7 @@ extern int	dc_read_number_of_shards(void);
 extern bool dc_extension_is_current(Oid *extension);
 extern bool dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 						   TupleTableSlot *slot);
+extern bool dc_find_latest_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
+								  TupleTableSlot *slot, TransactionId *open);
 
 #endif							/* DC_STATE_TABLE_H */

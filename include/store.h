@@ -17,37 +17,9 @@
 #define DC_STORE_H
 
 #include "entity.h"
+#include "store_batch.h"
 
-/* One entity write of a batch. */
-typedef struct DcEntityWrite
-{
-	const char *mall_id;
-	const char *user_id;
-	int			shard;
-	Jsonb	   *state_doc;
-	int64		revision;		/* new revision */
-	int64		old_revision;	/* revision it replaces, 0 = new row */
-} DcEntityWrite;
-
-/* An entity to load: ids in, state out. */
-typedef struct DcEntityLoad
-{
-	const char *mall_id;
-	const char *user_id;
-	DcEntityState state;		/* initial state if never stored */
-} DcEntityLoad;
-
-/* A command sent with a command_id and its reply (see command_log). */
-typedef struct DcCommandLog
-{
-	const char *mall_id;
-	const char *user_id;
-	const char *command_id;
-	Jsonb	   *reply;			/* in a lookup: the stored reply, NULL if none */
-	Jsonb	   *request;		/* dc_command_request(); in a lookup, the stored one */
-} DcCommandLog;
-
-extern void dc_store_init(const char *node_name);
+extern void dc_store_init(const char *node_name, bool in_process);
 extern void dc_store_set_member(const char *name, int64 incarnation);
 
 extern bool dc_store_announced(void);
@@ -63,34 +35,14 @@ extern void dc_store_leave(const char *name, int64 incarnation);
 extern void dc_store_reconcile(void);
 extern bool dc_store_refresh_map(Oid extension);
 
-/* A step of a transfer applied by a batch (saga.c), for its saga's row. */
-typedef struct DcSagaStep
-{
-	Jsonb	   *record;			/* saga_id, from_ and to_ ids, amount */
-	const char *step;
-} DcSagaStep;
-
 extern void dc_store_load_batch(DcEntityLoad *loads, int nloads,
 								DcCommandLog *lookups, int nlookups);
-/* What a batch writes, and the shards it holds the fence of. */
-typedef struct DcBatchWrite
-{
-	int		   *shards;			/* every shard the batch touched */
-	int64	   *epochs;			/* at the epoch the node holds */
-	int			nshards;
-	DcEntityWrite *writes;		/* changed entities */
-	int			nwrites;
-	DcCommandLog *logs;			/* replies of commands with a command_id */
-	int			nlogs;
-	DcSagaStep *sagas;			/* transfer steps applied */
-	int			nsagas;
-} DcBatchWrite;
-
-extern int	dc_store_write_batch(const char *name, const DcBatchWrite *batch, int *fenced);
+extern int	dc_store_write_batch(const char *name, const DcBatchWrite *batch, int *fenced,
+								 int *held, int *nheld);
 
 extern void dc_store_begin_batch(void);
 extern void dc_store_end_batch(bool commit);
-extern void dc_store_abandon_batch(void);
+extern void dc_store_release_batch(void);
 extern Jsonb *dc_store_run_command(const DcCommand *cmd, Jsonb *state, int *sqlstate,
 								   char **message);
 

@@ -8,19 +8,23 @@
  * incarnation) is drawn in docs/design.md, "Node life cycle".
  *
  * The main loop alternates two kinds of work, both reaching the store only
- * through store.c (libpq, one statement per call):
+ * through store.c:
  *
  * - a tick every heartbeat_interval, or at once when a change was announced
  *	 or a batch found a shard fenced: join or heartbeat, then reconcile
  *	 membership and shard map (any node may; durable_cluster.lock_map lets
  *	 one run at a time) and copy the map into shared memory when it changed;
  * - batches: everything waiting in the inbox is taken at once, the entities
- *	 missing from the cache are loaded in one statement, the commands are
- *	 applied in arrival order, in memory, one entity at a time, and the
- *	 batch is stored by one statement, a transaction of its own that checks
- *	 the fence and writes each changed entity once (group commit).  Replies
- *	 go out after it committed.  A batch that only reads is answered from
- *	 the cache (see apply_and_store).
+ *	 missing from the cache are loaded, the commands are applied in arrival
+ *	 order, in memory, one entity at a time, and the batch is stored in one
+ *	 transaction that checks the fence and writes each changed entity once
+ *	 (group commit).  Replies go out after it committed.  A batch that only
+ *	 reads is answered from the cache (see apply_and_store).
+ *
+ * The tick's statements go over the node's libpq session to the store.  A
+ * batch goes the way store_transport.h describes: when the store is this
+ * server, in the node's own process and transaction (load and write in
+ * one), otherwise over that session.
  *
  * While a batch commits, new commands queue up in the inbox and form the
  * next batch, so the number of commits per second stays bounded by the
@@ -111,6 +115,11 @@ typedef struct NodeState
 	int64		owned_epoch[DC_MAX_SHARDS]; /* epoch of each shard owned, 0 = not ours */
 	int			owned_nshards;	/* valid for the map map_seen only */
 	DcMapSeen	map_seen;		/* the map they were taken from */
+
+	/* how it reaches the store */
+	bool		in_process;		/* connected to the store's database: batches in process */
+	bool		restart_in_process; /* started before dc_cluster could log in here:
+									 * restarts once it can, to work in process */
 
 	/* the batch attempt */
 	int			batch_count;	/* its entities, seen by the error path too */
@@ -244,14 +253,21 @@ extension_gone(void)
  * to the callers, and the next tick, right away, notices the change.
  */
 static ErrorData *
-store_failure(const char *what)
+caught_error(void)
 {
-	static char last[256];
 	ErrorData  *edata;
 
 	MemoryContextSwitchTo(node.batch_context);
 	edata = CopyErrorData();
 	FlushErrorState();
+	return edata;
+}
+
+static ErrorData *
+failure_of(ErrorData *edata, const char *what)
+{
+	static char last[256];
+
 	if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_CONNECTION_EXCEPTION &&
 		extension_gone())
 	{
@@ -262,9 +278,16 @@ store_failure(const char *what)
 	}
 	if (strncmp(last, edata->message, sizeof(last) - 1) != 0)
 		ereport(LOG,
-				errmsg("%s: %s failed: %s", node.name, what, edata->message));
+				errmsg("%s: %s failed: %s", node.name, what, edata->message),
+				edata->context ? errcontext_msg("%s", edata->context) : 0);
 	strlcpy(last, edata->message, sizeof(last));
 	return edata;
+}
+
+static ErrorData *
+store_failure(const char *what)
+{
+	return failure_of(caught_error(), what);
 }
 
 /* Run work(); on error, log it and return false. */
@@ -360,6 +383,13 @@ heartbeat_work(void)
 	char	   *version;
 
 	dc_store_note_cluster_role();
+	if (node.restart_in_process && node.incarnation == 0 && dc_shared->cluster_role_ready)
+	{
+		ereport(LOG,
+				errmsg("durable_cluster %s restarts to write the store in its own process, now that \"%s\" can log in to \"%s\"",
+					   node.name, DC_CLUSTER_ROLE, dc_database));
+		proc_exit(1);
+	}
 	ext = dc_store_extension(&version);
 	if (ext != node.extension_oid)
 	{
@@ -384,8 +414,9 @@ heartbeat_work(void)
 	{
 		set_incarnation(dc_store_join(node.name, node.index, dc_self_address(), node.roles));
 		ereport(LOG,
-				errmsg("durable_cluster %s joined as incarnation %lld",
-					   node.name, (long long) node.incarnation));
+				errmsg("durable_cluster %s joined as incarnation %lld, writing its batches %s",
+					   node.name, (long long) node.incarnation,
+					   node.in_process ? "in process" : "over libpq"));
 	}
 }
 
@@ -470,6 +501,37 @@ command_id_reused(BatchRequest *r, const DcRequestSlot *req)
 
 
 /*
+ * A request whose entity another transaction holds open, a former owner's
+ * paused in its batch most likely: it fails, not applied, and may be
+ * retried; the entity leaves the cache, to be read again once that one
+ * ended.
+ */
+static void
+entity_held(BatchRequest *reqs, int n, const char *mall_id, const char *user_id)
+{
+	for (int i = 0; i < n; i++)
+	{
+		DcRequestSlot *req = &dc_shared->slots[reqs[i].slot];
+		bool		found;
+		CachedEntity *entry;
+
+		if (reqs[i].kind != DC_REPLY_OK || strcmp(req->mall_id, mall_id) != 0 ||
+			strcmp(req->user_id, user_id) != 0)
+			continue;
+		reqs[i].kind = DC_REPLY_ERROR;
+		reqs[i].same_as = -1;
+		reqs[i].error_sqlstate = ERRCODE_LOCK_NOT_AVAILABLE;
+		reqs[i].error_message =
+			psprintf("entity (%s, %s) is held by another transaction, most likely that of a former owner of its shard paused in its batch; the command was not applied and may be retried",
+					 mall_id, user_id);
+		entry = cache_lookup(req, HASH_FIND, &found);
+		if (found)
+			dc_cache_remove(entry);
+	}
+}
+
+
+/*
  * Get what the OK requests need from the store, in one call:
  *
  * - every entity they name into the cache, loading the missing ones;
@@ -480,6 +542,9 @@ command_id_reused(BatchRequest *r, const DcRequestSlot *req)
  *   Either only if it asks for the same (name and arguments) as the
  *   command that used the id first; otherwise it is an error, and nothing
  *   is applied: an id cannot be taken ahead of its command.
+ *
+ * An entity or logged reply another transaction holds open (store_batch.c)
+ * is not loaded: the requests of that entity fail (entity_held).
  */
 static void
 load_batch(BatchRequest *reqs, int n, TimestampTz now)
@@ -539,7 +604,14 @@ load_batch(BatchRequest *reqs, int n, TimestampTz now)
 	{
 		DcRequestSlot *req = &dc_shared->slots[reqs[load_req[j]].slot];
 		bool		found;
-		CachedEntity *entry = cache_lookup(req, HASH_ENTER, &found);
+		CachedEntity *entry;
+
+		if (loads[j].held)
+		{
+			entity_held(reqs, n, loads[j].mall_id, loads[j].user_id);
+			continue;
+		}
+		entry = cache_lookup(req, HASH_ENTER, &found);
 
 		entry->shard = req->shard;
 		entry->batch_index = -1;
@@ -550,7 +622,9 @@ load_batch(BatchRequest *reqs, int n, TimestampTz now)
 	{
 		BatchRequest *r = &reqs[lookup_req[j]];
 
-		if (lookups[j].reply == NULL)
+		if (lookups[j].held)
+			entity_held(reqs, n, lookups[j].mall_id, lookups[j].user_id);
+		if (lookups[j].reply == NULL || r->kind != DC_REPLY_OK)
 			continue;
 		if (dc_jsonb_equal(lookups[j].request, r->request))
 			r->logged = lookups[j].reply;
@@ -719,20 +793,24 @@ collect_writes(BatchEntity *entities, DcBatchWrite *batch)
 
 /*
  * Apply the OK requests and store the result with one store call.
- * Returns how many shards the store found fenced, listed in fenced[]; if
- * any, nothing was written.
+ * Returns true if the batch must be applied again without some of them:
+ * those of shards the store found fenced (sent back to be routed again)
+ * or of entities another transaction held (failed); nothing was written
+ * then.
  *
  * A batch with registered commands runs in one store transaction: their
  * handlers, then the write, which fences every shard it touches with a
  * lock, so that what the handlers did commits only with the batch.
  */
-static int
-apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz now,
-				int *fenced)
+static bool
+apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz now)
 {
 	DcBatchWrite batch = {0};
 	bool		in_transaction = false;
+	int		   *fenced = palloc(sizeof(int) * n);
+	int		   *held = palloc(sizeof(int) * n);
 	int			nfenced;
+	int			nheld;
 
 	batch.shards = palloc(sizeof(int) * n);
 	batch.epochs = palloc(sizeof(int64) * n);
@@ -744,7 +822,7 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	apply_requests(reqs, n, entities, now, &batch, &in_transaction);
 	collect_writes(entities, &batch);
 	if (batch.nshards == 0)
-		return 0;
+		return false;
 
 	/*
 	 * A batch that only reads needs no round trip when the store is this
@@ -756,12 +834,25 @@ apply_and_store(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz no
 	 */
 	if (batch.nwrites == 0 && batch.nlogs == 0 && !in_transaction && dc_single_server() &&
 		dc_shared->nremote == 0)
-		return 0;
+		return false;
 	node.batch_write_sent = true;
-	nfenced = dc_store_write_batch(node.name, &batch, fenced);
+	nfenced = dc_store_write_batch(node.name, &batch, fenced, held, &nheld);
 	if (in_transaction)
-		dc_store_end_batch(nfenced == 0);
-	return nfenced;
+		dc_store_end_batch(nfenced == 0 && nheld == 0);
+
+	if (nfenced > 0)
+	{
+		/* the map moved on without us noticing yet */
+		node.tick_now = true;
+		for (int i = 0; i < n; i++)
+			for (int j = 0; j < nfenced; j++)
+				if (reqs[i].kind == DC_REPLY_OK &&
+					dc_shared->slots[reqs[i].slot].shard == fenced[j])
+					reqs[i].kind = DC_REPLY_MOVED;
+	}
+	for (int j = 0; j < nheld; j++)
+		entity_held(reqs, n, batch.writes[held[j]].mall_id, batch.writes[held[j]].user_id);
+	return nfenced > 0 || nheld > 0;
 }
 
 /*
@@ -868,32 +959,26 @@ take_requests(BatchRequest *reqs, const int *slots, int n)
 static ErrorData *
 run_batch(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz now)
 {
-	int		   *fenced = palloc(sizeof(int) * n);
 	ErrorData  *volatile failure = NULL;
 
 	pgstat_report_activity(STATE_RUNNING, "durable_cluster batch");
 	PG_TRY();
 	{
-		int			nfenced;
-
 		node.batch_count = 0;
 		node.batch_write_sent = false;
 		load_batch(reqs, n, now);
-		while ((nfenced = apply_and_store(reqs, n, entities, now, fenced)) > 0)
-		{
-			/* the map moved on without us noticing yet */
-			node.tick_now = true;
-			for (int i = 0; i < n; i++)
-				for (int j = 0; j < nfenced; j++)
-					if (reqs[i].kind == DC_REPLY_OK &&
-						dc_shared->slots[reqs[i].slot].shard == fenced[j])
-						reqs[i].kind = DC_REPLY_MOVED;
-		}
+		while (apply_and_store(reqs, n, entities, now))
+			;
+		/* a batch that wrote nothing may still hold what it read */
+		dc_store_release_batch();
 	}
 	PG_CATCH();
 	{
-		dc_store_abandon_batch();
-		failure = store_failure("durable_cluster batch");
+		/* the error first: rolling back the batch's transaction frees it */
+		ErrorData  *edata = caught_error();
+
+		dc_store_release_batch();
+		failure = failure_of(edata, "durable_cluster batch");
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -1061,13 +1146,34 @@ dc_node_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 
 	/*
-	 * The node reaches its database only through the store connection, as
-	 * dc_cluster; its own connection is to the shared catalogs only, and
-	 * runs no query.
+	 * A node whose store is this server works in the store's database, as
+	 * dc_cluster, with an empty search_path, and writes its batches itself.
+	 * A worker connects once, and that role and database exist only once
+	 * CREATE EXTENSION ran: until then (dc_shared->cluster_role_ready), or
+	 * with the store on another server, the node's own connection is to
+	 * the shared catalogs only and it reaches the store over libpq.  A
+	 * node that started too early restarts as soon as it can log in, before
+	 * it joins (heartbeat_work).
+	 *
+	 * Row locks are waited for at most a quarter of failure_timeout: the
+	 * one a batch can meet is a paused former owner's, and the node's
+	 * heartbeats wait while its batch does.
 	 */
-	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	if (dc_store_is_here() && dc_store_in_process && dc_shared->cluster_role_ready)
+	{
+		BackgroundWorkerInitializeConnection(dc_database, DC_CLUSTER_ROLE, 0);
+		SetConfigOption("search_path", "", PGC_SUSET, PGC_S_OVERRIDE);
+		SetConfigOption("lock_timeout", psprintf("%d", Max(dc_failure_timeout_ms / 4, 1)),
+						PGC_SUSET, PGC_S_OVERRIDE);
+		node.in_process = true;
+	}
+	else
+	{
+		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+		node.restart_in_process = dc_store_is_here() && dc_store_in_process;
+	}
 	pgstat_report_appname(node.name);
-	dc_store_init(node.name);
+	dc_store_init(node.name, node.in_process);
 
 	node.batch_context = AllocSetContextCreate(TopMemoryContext, "durable_cluster batch",
 										  ALLOCSET_DEFAULT_SIZES);

@@ -41,6 +41,7 @@ int			dc_command_log_per_entity = 100;
 int			dc_saga_retention_s = 24 * 60 * 60;
 
 bool		dc_preloaded = false;
+bool		dc_store_in_process = true;
 
 /* host:port, short enough to name nodes by (node-N@host:port) */
 static bool
@@ -87,6 +88,15 @@ dc_define_settings(void)
 							   PGC_POSTMASTER,
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("durable_cluster.store_in_process",
+							 "Whether a node whose store is this server writes it in its own process.",
+							 "Otherwise it reaches the store over libpq, as a node whose store is on another server does.",
+							 &dc_store_in_process,
+							 true,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("durable_cluster.advertise_address",
 							   "host:port at which the other servers of the cluster reach this one; empty for a cluster of one server.",

@@ -17,13 +17,17 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/multixact.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -143,18 +147,12 @@ dc_read_number_of_shards(void)
 }
 
 /*
- * A row whose primary key (text or integer columns, as in the extension's
- * tables) starts with keys[0..nkeys-1], as the active snapshot sees it,
- * into slot; false if there is none.
+ * Scan keys for a primary key (text or integer columns, as in the
+ * extension's tables) starting with keys[0..nkeys-1].
  */
-bool
-dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
-			   TupleTableSlot *slot)
+static void
+key_scan_keys(Relation index, const Datum *keys, int nkeys, ScanKey key)
 {
-	ScanKeyData key[INDEX_MAX_KEYS];
-	IndexScanDesc scan;
-	bool		found;
-
 	Assert(nkeys <= IndexRelationGetNumberOfKeyAttributes(index));
 	for (int i = 0; i < nkeys; i++)
 	{
@@ -167,10 +165,89 @@ dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 					type == TEXTOID ? F_TEXTEQ : F_INT4EQ, keys[i]);
 		key[i].sk_collation = index->rd_indcollation[i];
 	}
-	scan = dc_index_beginscan(rel, index, GetActiveSnapshot(), nkeys, 0);
+}
+
+/* The first row of index whose key starts with keys, as snapshot sees it. */
+static bool
+find_in(Relation rel, Relation index, const Datum *keys, int nkeys, Snapshot snapshot,
+		TupleTableSlot *slot)
+{
+	ScanKeyData key[INDEX_MAX_KEYS];
+	IndexScanDesc scan;
+	bool		found;
+
+	key_scan_keys(index, keys, nkeys, key);
+	scan = dc_index_beginscan(rel, index, snapshot, nkeys, 0);
 	index_rescan(scan, key, nkeys, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	index_endscan(scan);
+	return found;
+}
+
+/*
+ * A row whose primary key starts with keys[0..nkeys-1], as the active
+ * snapshot sees it, into slot; false if there is none.
+ */
+bool
+dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
+			   TupleTableSlot *slot)
+{
+	return find_in(rel, index, keys, nkeys, GetActiveSnapshot(), slot);
+}
+
+/*
+ * Another transaction that holds the row in slot locked (FOR UPDATE, or
+ * a BEFORE trigger about to update it), InvalidTransactionId if none.  A
+ * dirty snapshot shows a row only locked as not open.  The flags are read
+ * without the buffer's lock: a lock taken or released meanwhile is
+ * missed or seen late, which a write then waits out as it would anyway.
+ */
+static TransactionId
+locker(TupleTableSlot *slot)
+{
+	HeapTupleHeader tuple = ExecFetchSlotHeapTuple(slot, false, NULL)->t_data;
+	uint16		infomask = tuple->t_infomask;
+	TransactionId xmax = HeapTupleHeaderGetRawXmax(tuple);
+
+	if ((infomask & HEAP_XMAX_INVALID) || !HEAP_XMAX_IS_LOCKED_ONLY(infomask))
+		return InvalidTransactionId;
+	if (infomask & HEAP_XMAX_IS_MULTI)
+	{
+		MultiXactMember *members;
+		int			n = GetMultiXactIdMembers(xmax, &members, false, true);
+
+		for (int i = 0; i < n; i++)
+			if (!TransactionIdIsCurrentTransactionId(members[i].xid) &&
+				TransactionIdIsInProgress(members[i].xid))
+				return members[i].xid;
+		return InvalidTransactionId;
+	}
+	if (!TransactionIdIsCurrentTransactionId(xmax) && TransactionIdIsInProgress(xmax))
+		return xmax;
+	return InvalidTransactionId;
+}
+
+/*
+ * The same row as the last transaction that wrote it committed it, or as
+ * another transaction writes it now: seen with a dirty snapshot, as
+ * RelationFindReplTupleByIndex sees it, but without a lock.  *open is the
+ * transaction that has the row open (inserting, updating, deleting or
+ * locking it), InvalidTransactionId if none; the row found is the last
+ * committed one only when there is none.
+ */
+bool
+dc_find_latest_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
+					  TupleTableSlot *slot, TransactionId *open)
+{
+	SnapshotData dirty;
+	bool		found;
+
+	InitDirtySnapshot(dirty);
+	found = find_in(rel, index, keys, nkeys, &dirty, slot);
+	*open = !found ? InvalidTransactionId
+		: TransactionIdIsValid(dirty.xmin) ? dirty.xmin
+		: TransactionIdIsValid(dirty.xmax) ? dirty.xmax
+		: locker(slot);
 	return found;
 }
 

@@ -27,6 +27,10 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/pg_database.h"
+#include "utils/fmgroids.h"
 #include "libpq-fe.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -45,8 +49,13 @@
 #include "settings.h"
 #include "shared_memory.h"
 #include "store.h"
+#include "store_transport.h"
 
 static PGconn *store_conn = NULL;
+
+/* how this node's batches reach the store, chosen by dc_store_init */
+static const DcStoreTransport libpq_transport;
+static const DcStoreTransport *transport = &libpq_transport;
 
 /* waits for store_conn's socket or the latch; made once per connection */
 static WaitEventSet *store_wait = NULL;
@@ -114,7 +123,7 @@ append_conninfo_value(StringInfo buf, const char *keyword, const char *value)
  * through its first Unix socket (or localhost), as dc_cluster.
  */
 void
-dc_store_init(const char *node_name)
+dc_store_init(const char *node_name, bool in_process)
 {
 	StringInfoData info;
 	char	   *host;
@@ -140,6 +149,8 @@ dc_store_init(const char *node_name)
 	store_application_name = MemoryContextStrdup(TopMemoryContext,
 												 psprintf("durable_cluster %s", node_name));
 	pfree(info.data);
+	if (in_process)
+		transport = &dc_local_transport;
 }
 
 static void
@@ -174,14 +185,42 @@ cluster_role_exists(void)
 }
 
 /*
- * Tell this server's saga worker, which waits for it before it logs in,
- * once dc_cluster exists here (CREATE EXTENSION made it).  A node checks
- * at every tick until then.
+ * Does durable_cluster.database exist?  pg_database is a shared catalog,
+ * which a node connected to no database reads too, but without its
+ * indexes (they would need pg_class): by a scan of the table.
+ */
+static bool
+store_database_exists(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	bool		exists;
+
+	StartTransactionCommand();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_database_datname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum(dc_database));
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 1, &key);
+	exists = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	return exists;
+}
+
+/*
+ * Tell this server's workers that log in as dc_cluster (the saga worker,
+ * nodes that write the store in process), which wait for it, once that
+ * role exists here (CREATE EXTENSION made it) and so does the database
+ * they log in to.  A node checks at every tick until then.
  */
 void
 dc_store_note_cluster_role(void)
 {
-	if (dc_shared->cluster_role_ready || !cluster_role_exists())
+	if (dc_shared->cluster_role_ready || !cluster_role_exists() || !store_database_exists())
 		return;
 	dc_mark_cluster_role_ready();
 }
@@ -1112,6 +1151,9 @@ void
 dc_store_begin_batch(void)
 {
 	Assert(!in_transaction);
+	/* what the batch loaded in process is in memory: end that transaction */
+	if (transport != &libpq_transport)
+		transport->release_batch();
 	exec_control(psprintf("BEGIN; SET LOCAL statement_timeout = %d; "
 						  "SET LOCAL idle_in_transaction_session_timeout = %d",
 						  dc_command_timeout_ms, dc_failure_timeout_ms));
@@ -1132,8 +1174,8 @@ dc_store_end_batch(bool commit)
  * the connection, which is surer than talking to a session in an unknown
  * state; the next call connects again.
  */
-void
-dc_store_abandon_batch(void)
+static void
+libpq_release_batch(void)
 {
 	if (in_transaction)
 		store_disconnect();
@@ -1295,8 +1337,9 @@ batch_record(StringInfo buf, const BatchTypes *types, const char *name,
  * shards found fenced, listed in fenced[]; if there are any, nothing was
  * written.
  */
-int
-dc_store_write_batch(const char *name, const DcBatchWrite *batch, int *fenced)
+static int
+libpq_write_batch(const char *name, const DcBatchWrite *batch, int *fenced, int *held,
+				  int *nheld)
 {
 	const BatchTypes *types = lookup_batch_types();
 	BatchParams params = {0};
@@ -1317,6 +1360,9 @@ dc_store_write_batch(const char *name, const DcBatchWrite *batch, int *fenced)
 		result = first_value(exec_batch(write_batch_sql, &params));
 	}
 
+	/* an entity held by another transaction is an error over libpq */
+	*nheld = 0;
+
 	/* NULL, or an int4[] in text form: "{3,17}" */
 	for (p = result ? result + 1 : NULL; p && *p && *p != '}'; p++)
 	{
@@ -1333,8 +1379,8 @@ dc_store_write_batch(const char *name, const DcBatchWrite *batch, int *fenced)
  * loads[] (those never stored keep the initial state), and the logged
  * reply of each command in lookups[] (NULL if not logged).
  */
-void
-dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int nlookups)
+static void
+libpq_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int nlookups)
 {
 	BatchParams params = {0};
 	StringInfo	mall_ids = param_next(&params, true);
@@ -1351,6 +1397,7 @@ dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int 
 		value_text(mall_ids, loads[i].mall_id);
 		value_text(user_ids, loads[i].user_id);
 		dc_entity_init(&loads[i].state);
+		loads[i].held = false;
 	}
 	array_header(log_mall_ids, TEXTOID, nlookups);
 	array_header(log_user_ids, TEXTOID, nlookups);
@@ -1361,6 +1408,7 @@ dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int 
 		value_text(log_user_ids, lookups[i].user_id);
 		value_text(command_ids, lookups[i].command_id);
 		lookups[i].reply = lookups[i].request = NULL;
+		lookups[i].held = false;
 	}
 
 	res = exec_batch("SELECT what, ord, doc, revision, request "
@@ -1396,4 +1444,51 @@ dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int 
 		PQclear(res);
 	}
 	PG_END_TRY();
+}
+
+static const DcStoreTransport libpq_transport = {
+	.load_batch = libpq_load_batch,
+	.write_batch = libpq_write_batch,
+	.release_batch = libpq_release_batch,
+};
+
+/*
+ * What a batch needs from the store: the committed state of the entities
+ * in loads[] (those never stored keep the initial state), and the logged
+ * reply of each command in lookups[] (NULL if not logged).
+ */
+void
+dc_store_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int nlookups)
+{
+	transport->load_batch(loads, nloads, lookups, nlookups);
+}
+
+/*
+ * Store a batch: check the fence of its shards, write its entities, log
+ * the replies of its commands sent with a command_id and record the
+ * transfer steps it applied, and commit.  Returns the number of shards
+ * found fenced, listed in fenced[]; if there are any, or entities held by
+ * another transaction (*nheld of them, rows of batch->writes, in held[]),
+ * nothing was written.  A batch with registered commands is written in the
+ * transaction of the store session its handlers ran in.
+ */
+int
+dc_store_write_batch(const char *name, const DcBatchWrite *batch, int *fenced, int *held,
+					 int *nheld)
+{
+	if (in_transaction)
+		return libpq_write_batch(name, batch, fenced, held, nheld);
+	return transport->write_batch(name, batch, fenced, held, nheld);
+}
+
+/*
+ * Give up whatever the batch still holds, in either transport: after an
+ * error, or once a batch ended without a write (see store_transport.h).
+ */
+void
+dc_store_release_batch(void)
+{
+	libpq_release_batch();
+	if (transport != &libpq_transport)
+		transport->release_batch();
 }

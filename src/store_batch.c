@@ -1,9 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * store_batch.c
- *	  The store's side of a node's batch: durable_cluster.load_batch() and
- *	  durable_cluster.write_batch().  They run in the store's backend,
- *	  called over libpq by the node (store.c).
+ *	  The store's side of a node's batch: loads of committed states and
+ *	  logged replies, the fence, and the writes.  A node whose store is on
+ *	  another server reaches them through durable_cluster.load_batch() and
+ *	  durable_cluster.write_batch(), run by a backend of the store; a node
+ *	  whose store is its own server calls them in its own transaction
+ *	  (store_local.c).
  *
  * A batch is a handful of primary-key lookups, updates and inserts.  As
  * SQL, even a prepared statement pays an executor start-up, and that cost
@@ -19,22 +22,28 @@
  *
  * write_batch takes the batch as one durable_cluster.batch: its fence, and
  * its entities, command log entries and transfer steps, each part an array
- * of rows of a type of its own.  The rows are read into BatchArgs, from
+ * of rows of a type of its own.  The rows are read into DcBatchRows, from
  * which the batch is fenced and written.  Release 0.1 passed the same
- * parts as sixteen parallel arrays; that form is read into BatchArgs too,
+ * parts as sixteen parallel arrays; that form is read into DcBatchRows too,
  * for the 0.1 nodes that still write during a rolling upgrade.
  *
- * Fencing (write_batch): each shard of the batch is looked up through its
- * primary key and locked FOR SHARE (RelationFindReplTupleByIndex waits for
- * a change of owner in flight and returns the row as it is after it);
+ * Fencing: each shard of the batch is looked up through its primary key;
  * unless every one still names this node at the epoch the node holds,
- * nothing is written and the fenced shards are returned.  A change of
- * owner updates those rows, so it waits for this transaction to end.
+ * the fenced shards are returned and nothing may commit.  When and with
+ * which lock is the transport's choice (DcFenceMode in store_batch.h):
+ * locked FOR SHARE before the writes (RelationFindReplTupleByIndex waits
+ * for a change of owner in flight and returns the row as it is after it),
+ * so that a change of owner waits for the batch's commit; or read last,
+ * without a lock, by a node that may be paused while it holds what it
+ * took.
  *
- * Entity rows are written only by the owner of their shard, so an update
- * finds the row at the revision the node holds; otherwise (the row changed
- * or is missing) the whole batch fails with serialization_failure.  An
- * insert of a key that exists fails on the primary key, also as a whole.
+ * Entity rows are written only by the owner of their shard, so each is
+ * found, and locked, at the revision the node holds; otherwise (the row
+ * changed, is missing, or exists when the node holds none) the whole
+ * batch fails with serialization_failure.  The lock makes that exact when
+ * a paused former owner still has the row in an open transaction: the
+ * write waits for it (lock_timeout) and then compares with what it
+ * committed.
  *
  * Copyright (c) 2026, the durable_cluster developers
  *
@@ -53,9 +62,12 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "storage/procarray.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -66,6 +78,7 @@
 #include "pg_compat.h"
 #include "settings.h"
 #include "state_table.h"
+#include "store_batch.h"
 
 PG_FUNCTION_INFO_V1(dc_load_batch);
 PG_FUNCTION_INFO_V1(dc_write_batch_0_2);
@@ -127,71 +140,120 @@ result_relation(EState *estate, Relation rel, Index rti)
 }
 
 /*
- * A batch, checked: its parts as rows of their fields, row i of a part
- * being part[i * natts] ... part[i * natts + natts - 1], in the order the
- * types durable_cluster.batch_* declare them.
+ * Rows another transaction has open.  Only the owner of an entity's shard
+ * writes its rows, so another transaction has one open only when a former
+ * owner, paused in its batch, wrote it before its shard moved
+ * (docs/design.md, "A paused node"); a state read before that one ended
+ * could be stale, and a write would wait for it.
+ *
+ * Such a transaction usually ends within milliseconds (a former owner that
+ * runs finds its shard moved and rolls back), so a batch waits for one,
+ * for HELD_WAIT_MS at most; one still open after that is most likely
+ * paused.  Its row is then "held": the batch leaves it out, without
+ * waiting again, as do later batches that meet the same transaction while
+ * it is open.  So a paused node costs a new owner's batch HELD_WAIT_MS at
+ * most, once.
  */
-typedef struct BatchArgs
-{
-	text	   *node_name;
-	Datum	   *fence;			/* the shards, at the epochs the node holds */
-	int			nfence;
-	Datum	   *entities;		/* the entities written */
-	int			nentities;
-	Datum	   *log;			/* the command log entries added */
-	int			nlogs;
-	Datum	   *saga_steps;		/* the transfer steps applied */
-	int			nsagas;
-} BatchArgs;
+#define HELD_WAIT_MS	Min(100, Max(dc_failure_timeout_ms / 8, 1))
+#define HELD_REMEMBERED	8
 
-enum
-{
-	FENCE_SHARD_ID, FENCE_EPOCH, FENCE_NATTS
-};
-enum
-{
-	WRITE_MALL_ID, WRITE_USER_ID, WRITE_SHARD_ID, WRITE_STATE, WRITE_REVISION,
-	WRITE_OLD_REVISION, WRITE_NATTS
-};
-enum
-{
-	ENTRY_MALL_ID, ENTRY_USER_ID, ENTRY_COMMAND_ID, ENTRY_REPLY, ENTRY_REQUEST, ENTRY_NATTS
-};
-enum
-{
-	STEP_RECORD, STEP_STEP, STEP_NATTS
-};
+static bool waited_out = false;		/* this batch waited HELD_WAIT_MS already */
+static TransactionId held_by[HELD_REMEMBERED];	/* found open after the wait */
+static int	held_next = 0;
 
-/* field k of row i of a part natts wide */
-#define FIELD(part, natts, i, k)	((part)[(i) * (natts) + (k)])
+/* A new batch: it may wait again. */
+void
+dc_batch_begin(void)
+{
+	waited_out = false;
+}
+
+/* Did transaction xid end, waiting as the batch still may? */
+static bool
+transaction_ended(TransactionId xid)
+{
+	TimestampTz deadline;
+
+	for (int i = 0; i < HELD_REMEMBERED; i++)
+		if (TransactionIdEquals(held_by[i], xid))
+			return !TransactionIdIsInProgress(xid);
+	if (waited_out)
+		return !TransactionIdIsInProgress(xid);
+
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), HELD_WAIT_MS);
+	while (TransactionIdIsInProgress(xid))
+	{
+		if (GetCurrentTimestamp() >= deadline)
+		{
+			waited_out = true;
+			held_by[held_next] = xid;
+			held_next = (held_next + 1) % HELD_REMEMBERED;
+			return false;
+		}
+		CHECK_FOR_INTERRUPTS();
+		pg_usleep(1000L);
+	}
+	return true;
+}
 
 /*
- * Lock every shard row of the batch's fence FOR SHARE and return those
- * that do not name its node at the epoch given.
+ * A row as last committed, after any transaction that has it open ended;
+ * *held, and false, if one did not (above).
  */
-static List *
-fence_shards(const BatchArgs *b)
+static bool
+find_latest(Relation rel, Relation index, const Datum *keys, int nkeys,
+			TupleTableSlot *slot, bool *held)
+{
+	*held = false;
+	for (;;)
+	{
+		TransactionId open;
+		bool		found = dc_find_latest_by_key(rel, index, keys, nkeys, slot, &open);
+
+		if (!TransactionIdIsValid(open))
+			return found;
+		if (!transaction_ended(open))
+		{
+			*held = true;
+			ExecClearTuple(slot);
+			return false;
+		}
+	}
+}
+
+/*
+ * The shards of the batch's fence that do not name its node at the epoch
+ * given: with lock, each row locked FOR SHARE (waiting for a change of
+ * owner in flight); otherwise read in the active snapshot.
+ */
+List *
+dc_batch_fenced(const DcBatchRows *b, bool lock)
 {
 	Oid			pkey;
-	Relation	rel = dc_open_shards(RowExclusiveLock, &pkey);
+	Relation	rel = dc_open_shards(lock ? RowExclusiveLock : AccessShareLock, &pkey);
+	Relation	index = lock ? NULL : index_open(pkey, AccessShareLock);
 	TupleTableSlot *search = table_slot_create(rel, NULL);
 	TupleTableSlot *found = table_slot_create(rel, NULL);
 	List	   *fenced = NIL;
 
 	for (int i = 0; i < b->nfence; i++)
 	{
-		Datum		shard = FIELD(b->fence, FENCE_NATTS, i, FENCE_SHARD_ID);
+		Datum		shard = BATCH_FIELD(b->fence, FENCE_NATTS, i, FENCE_SHARD_ID);
 		bool		isnull;
 		Datum		node;
 		bool		held;
 
-		ExecClearTuple(search);
-		memset(search->tts_isnull, true, sizeof(bool) * SHARDS_NATTS);
-		search->tts_values[SHARDS_SHARD_ID - 1] = shard;
-		search->tts_isnull[SHARDS_SHARD_ID - 1] = false;
-		ExecStoreVirtualTuple(search);
-
-		held = RelationFindReplTupleByIndex(rel, pkey, LockTupleShare, search, found);
+		if (lock)
+		{
+			ExecClearTuple(search);
+			memset(search->tts_isnull, true, sizeof(bool) * SHARDS_NATTS);
+			search->tts_values[SHARDS_SHARD_ID - 1] = shard;
+			search->tts_isnull[SHARDS_SHARD_ID - 1] = false;
+			ExecStoreVirtualTuple(search);
+			held = RelationFindReplTupleByIndex(rel, pkey, LockTupleShare, search, found);
+		}
+		else
+			held = dc_find_by_key(rel, index, &shard, 1, found);
 		if (held)
 		{
 			node = slot_getattr(found, SHARDS_NODE, &isnull);
@@ -199,7 +261,7 @@ fence_shards(const BatchArgs *b)
 				DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, node,
 													 PointerGetDatum(b->node_name))) &&
 				DatumGetInt64(slot_getattr(found, SHARDS_EPOCH, &isnull)) ==
-				DatumGetInt64(FIELD(b->fence, FENCE_NATTS, i, FENCE_EPOCH));
+				DatumGetInt64(BATCH_FIELD(b->fence, FENCE_NATTS, i, FENCE_EPOCH));
 		}
 		if (!held)
 			fenced = lappend_int(fenced, DatumGetInt32(shard));
@@ -207,19 +269,22 @@ fence_shards(const BatchArgs *b)
 
 	ExecDropSingleTupleTableSlot(search);
 	ExecDropSingleTupleTableSlot(found);
+	if (index)
+		index_close(index, NoLock);
 	table_close(rel, NoLock);
 	return fenced;
 }
 
 /*
  * For each i < n whose primary key, key column k being keys[k][i], is in
- * rel: a row (what, i + 1, its doc_att, its revision_att or NULL, its
- * request_att or NULL).
+ * rel: found[i] is its doc_att, and its revision_att or its request_att,
+ * copied into the current memory context; as committed by the last
+ * transaction that wrote it, waited for if it is still open (found[i].held
+ * if that one did not end).
  */
 static void
-put_found_rows(ReturnSetInfo *rsinfo, Relation rel, Oid pkey, const char *what,
-			   Datum **keys, int n, AttrNumber doc_att, AttrNumber revision_att,
-			   AttrNumber request_att)
+find_rows(Relation rel, Oid pkey, Datum **keys, int n, AttrNumber doc_att,
+		  AttrNumber revision_att, AttrNumber request_att, DcFoundRow *found)
 {
 	Relation	index = index_open(pkey, AccessShareLock);
 	int			nkeys = IndexRelationGetNumberOfKeyAttributes(index);
@@ -228,29 +293,93 @@ put_found_rows(ReturnSetInfo *rsinfo, Relation rel, Oid pkey, const char *what,
 	for (int i = 0; i < n; i++)
 	{
 		Datum		key[INDEX_MAX_KEYS];
-		Datum		values[5];
-		bool		nulls[5] = {0};
 		bool		isnull;
 
 		for (int k = 0; k < nkeys; k++)
 			key[k] = keys[k][i];
-		if (!dc_find_by_key(rel, index, key, nkeys, slot))
+		memset(&found[i], 0, sizeof(DcFoundRow));
+		if (!find_latest(rel, index, key, nkeys, slot, &found[i].held))
 			continue;
-		values[0] = CStringGetTextDatum(what);
-		values[1] = Int32GetDatum(i + 1);
-		values[2] = slot_getattr(slot, doc_att, &isnull);
+		found[i].found = true;
+		found[i].doc = datumCopy(slot_getattr(slot, doc_att, &isnull), false, -1);
 		if (revision_att != InvalidAttrNumber)
-			values[3] = slot_getattr(slot, revision_att, &isnull);
-		else
-			nulls[3] = true;
+			found[i].revision = DatumGetInt64(slot_getattr(slot, revision_att, &isnull));
 		if (request_att != InvalidAttrNumber)
-			values[4] = slot_getattr(slot, request_att, &isnull);
-		else
-			nulls[4] = true;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			found[i].request = datumCopy(slot_getattr(slot, request_att, &isnull), false, -1);
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	index_close(index, NoLock);
+}
+
+/* The stored state and revision of each entity (mall_ids[i], user_ids[i]). */
+void
+dc_batch_find_states(int n, const Datum *mall_ids, const Datum *user_ids, DcFoundRow *found)
+{
+	Oid			pkey;
+	Relation	rel;
+
+	if (n == 0)
+		return;
+	rel = dc_open_entity_state(AccessShareLock, &pkey);
+	find_rows(rel, pkey, (Datum *[]) {unconstify(Datum *, mall_ids), unconstify(Datum *, user_ids)},
+			  n, ENTITY_STATE, ENTITY_REVISION, InvalidAttrNumber, found);
+	table_close(rel, NoLock);
+}
+
+/* The logged reply and request of each command (mall, user, command_id). */
+void
+dc_batch_find_replies(int n, const Datum *mall_ids, const Datum *user_ids,
+					  const Datum *command_ids, DcFoundRow *found)
+{
+	Oid			pkey;
+	Relation	rel;
+
+	if (n == 0)
+		return;
+	rel = dc_open_command_log(AccessShareLock, &pkey);
+	find_rows(rel, pkey, (Datum *[]) {unconstify(Datum *, mall_ids), unconstify(Datum *, user_ids),
+			  unconstify(Datum *, command_ids)},
+			  n, LOG_REPLY, InvalidAttrNumber, LOG_REQUEST, found);
+	table_close(rel, NoLock);
+}
+
+/* The error of a row another transaction held past lock_timeout. */
+static void
+raise_held(Datum mall_id, Datum user_id)
+{
+	ereport(ERROR,
+			errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+			errmsg("entity (%s, %s) is held by another transaction",
+				   TextDatumGetCString(mall_id), TextDatumGetCString(user_id)),
+			errdetail("A former owner of its shard, paused in its batch, may have it open."));
+}
+
+/*
+ * Rows (what, i + 1, doc, revision or NULL, request or NULL) of those
+ * found; an error for one held.
+ */
+static void
+put_found_rows(ReturnSetInfo *rsinfo, const char *what, const DcFoundRow *found, int n,
+			   bool replies, const Datum *mall_ids, const Datum *user_ids)
+{
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[5];
+		bool		nulls[5] = {0};
+
+		if (found[i].held)
+			raise_held(mall_ids[i], user_ids[i]);
+		if (!found[i].found)
+			continue;
+		values[0] = CStringGetTextDatum(what);
+		values[1] = Int32GetDatum(i + 1);
+		values[2] = found[i].doc;
+		values[3] = Int64GetDatum(found[i].revision);
+		nulls[3] = replies;
+		values[4] = found[i].request;
+		nulls[4] = !replies;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
 }
 
 /*
@@ -271,8 +400,7 @@ dc_load_batch(PG_FUNCTION_ARGS)
 			   *command_ids;
 	int			n,
 				nlogs;
-	Oid			pkey;
-	Relation	rel;
+	DcFoundRow *found;
 
 	dc_require_arguments(fcinfo, "durable_cluster.load_batch", -1);
 	n = array_argument(fcinfo, 0, TEXTOID, -1, &mall_ids);
@@ -282,21 +410,12 @@ dc_load_batch(PG_FUNCTION_ARGS)
 	array_argument(fcinfo, 4, TEXTOID, nlogs, &command_ids);
 	InitMaterializedSRF(fcinfo, 0);
 
-	if (n > 0)
-	{
-		rel = dc_open_entity_state(AccessShareLock, &pkey);
-		put_found_rows(rsinfo, rel, pkey, "state", (Datum *[]) {mall_ids, user_ids}, n,
-					   ENTITY_STATE, ENTITY_REVISION, InvalidAttrNumber);
-		table_close(rel, NoLock);
-	}
-	if (nlogs > 0)
-	{
-		rel = dc_open_command_log(AccessShareLock, &pkey);
-		put_found_rows(rsinfo, rel, pkey, "reply",
-					   (Datum *[]) {log_mall_ids, log_user_ids, command_ids}, nlogs,
-					   LOG_REPLY, InvalidAttrNumber, LOG_REQUEST);
-		table_close(rel, NoLock);
-	}
+	found = palloc(sizeof(DcFoundRow) * Max(Max(n, nlogs), 1));
+	dc_batch_begin();
+	dc_batch_find_states(n, mall_ids, user_ids, found);
+	put_found_rows(rsinfo, "state", found, n, false, mall_ids, user_ids);
+	dc_batch_find_replies(nlogs, log_mall_ids, log_user_ids, command_ids, found);
+	put_found_rows(rsinfo, "reply", found, nlogs, true, log_mall_ids, log_user_ids);
 	return (Datum) 0;
 }
 
@@ -363,7 +482,7 @@ part_rows(Datum array, const char *part, int natts, int *n)
 			ereport(ERROR,
 					errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					errmsg("element %d of the %s of durable_cluster.batch is NULL", i + 1, part));
-		record_fields(DatumGetHeapTupleHeader(elems[i]), tupdesc, &FIELD(rows, natts, i, 0),
+		record_fields(DatumGetHeapTupleHeader(elems[i]), tupdesc, &BATCH_FIELD(rows, natts, i, 0),
 					  nulls, part, i + 1);
 	}
 	ReleaseTupleDesc(tupdesc);
@@ -372,7 +491,7 @@ part_rows(Datum array, const char *part, int natts, int *n)
 
 /* The batch of durable_cluster.write_batch(durable_cluster.batch). */
 static void
-batch_from_record(FunctionCallInfo fcinfo, BatchArgs *b)
+batch_from_record(FunctionCallInfo fcinfo, DcBatchRows *b)
 {
 	HeapTupleHeader batch;
 	TupleDesc	tupdesc;
@@ -412,7 +531,7 @@ part_from_arrays(FunctionCallInfo fcinfo, int argno, const Oid *types, int natts
 	rows = palloc(sizeof(Datum) * natts * Max(*n, 1));
 	for (int i = 0; i < *n; i++)
 		for (int k = 0; k < natts; k++)
-			FIELD(rows, natts, i, k) = columns[k][i];
+			BATCH_FIELD(rows, natts, i, k) = columns[k][i];
 	return rows;
 }
 
@@ -423,7 +542,7 @@ part_from_arrays(FunctionCallInfo fcinfo, int argno, const Oid *types, int natts
  * saga_records, saga_steps): the fields of each part as parallel arrays.
  */
 static void
-batch_from_arrays(FunctionCallInfo fcinfo, BatchArgs *b)
+batch_from_arrays(FunctionCallInfo fcinfo, DcBatchRows *b)
 {
 	dc_require_arguments(fcinfo, "durable_cluster.write_batch", -1);
 	b->node_name = PG_GETARG_TEXT_PP(0);
@@ -448,7 +567,7 @@ field_array(const Datum *part, int natts, int n, int k, Oid type)
 	char		typalign;
 
 	for (int i = 0; i < n; i++)
-		elems[i] = FIELD(part, natts, i, k);
+		elems[i] = BATCH_FIELD(part, natts, i, k);
 	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
 	return PointerGetDatum(construct_array(elems, n, type, typlen, typbyval, typalign));
 }
@@ -467,7 +586,7 @@ field_array(const Datum *part, int natts, int n, int k, Oid type)
  * the life of the backend, a node's store session.
  */
 static void
-cap_command_log(const BatchArgs *b)
+cap_command_log(const DcBatchRows *b)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		values[3];
@@ -504,7 +623,7 @@ cap_command_log(const BatchArgs *b)
  * estate.
  */
 static void
-log_replies(EState *estate, Relation log_rel, const BatchArgs *b)
+log_replies(EState *estate, Relation log_rel, const DcBatchRows *b)
 {
 	ResultRelInfo *rri = result_relation(estate, log_rel, 2);
 	TupleTableSlot *log = table_slot_create(log_rel, &estate->es_tupleTable);
@@ -514,7 +633,7 @@ log_replies(EState *estate, Relation log_rel, const BatchArgs *b)
 		elog(ERROR, "durable_cluster.command_log_seq does not exist");
 	for (int i = 0; i < b->nlogs; i++)
 	{
-		Datum	   *entry = &FIELD(b->log, ENTRY_NATTS, i, 0);
+		Datum	   *entry = &BATCH_FIELD(b->log, ENTRY_NATTS, i, 0);
 
 		ExecClearTuple(log);
 		log->tts_values[LOG_MALL_ID - 1] = entry[ENTRY_MALL_ID];
@@ -531,7 +650,7 @@ log_replies(EState *estate, Relation log_rel, const BatchArgs *b)
 
 /* The rows of durable_cluster.sagas for the transfer steps of a batch. */
 static void
-record_saga_steps(const BatchArgs *b)
+record_saga_steps(const DcBatchRows *b)
 {
 	Datum		records = field_array(b->saga_steps, STEP_NATTS, b->nsagas, STEP_RECORD, JSONBOID);
 	Datum		steps = field_array(b->saga_steps, STEP_NATTS, b->nsagas, STEP_STEP, TEXTOID);
@@ -550,9 +669,12 @@ record_saga_steps(const BatchArgs *b)
  * single-row routines, as the logical replication apply worker does; then
  * cap the log of the entities it logged for and record the transfer
  * steps.  An entity not at the revision the node holds fails the batch.
+ * One that another transaction holds open past the batch's wait is left
+ * out and listed in *held (by its row in the batch); the caller must then
+ * roll back whatever was written.
  */
 static void
-write_rows(const BatchArgs *b)
+write_rows(const DcBatchRows *b, List **held)
 {
 	Oid			pkey;
 	Oid			log_pkey;
@@ -588,8 +710,9 @@ write_rows(const BatchArgs *b)
 
 	for (int i = 0; i < b->nentities && stale == 0; i++)
 	{
-		Datum	   *entity = &FIELD(b->entities, WRITE_NATTS, i, 0);
+		Datum	   *entity = &BATCH_FIELD(b->entities, WRITE_NATTS, i, 0);
 		int64		old_revision = DatumGetInt64(entity[WRITE_OLD_REVISION]);
+		bool		row_held;
 
 		ExecClearTuple(new);
 		new->tts_values[ENTITY_MALL_ID - 1] = entity[WRITE_MALL_ID];
@@ -601,25 +724,38 @@ write_rows(const BatchArgs *b)
 		memset(new->tts_isnull, false, sizeof(bool) * ENTITY_NATTS);
 		ExecStoreVirtualTuple(new);
 
-		if (old_revision == 0)
-			ExecSimpleRelationInsert(rri, estate, new);
-		else
+		/*
+		 * As last committed, after any transaction that has it open (a
+		 * paused former owner's) ended; a new one must not exist.  No lock
+		 * is taken: another transaction that wrote it from now on can only
+		 * be a former owner's, which finds its shard moved and rolls back
+		 * (the update waits for it).
+		 */
+		if (find_latest(rel, index, &entity[WRITE_MALL_ID], 2, old, &row_held))
 		{
 			bool		isnull;
 
-			if (!dc_find_by_key(rel, index, &entity[WRITE_MALL_ID], 2, old) ||
-				DatumGetInt64(slot_getattr(old, ENTITY_REVISION, &isnull)) != old_revision)
+			if (DatumGetInt64(slot_getattr(old, ENTITY_REVISION, &isnull)) != old_revision)
 			{
 				stale = i + 1;
 				break;
 			}
 			ExecSimpleRelationUpdate(rri, estate, &epq, old, new);
 		}
+		else if (row_held)
+			*held = lappend_int(*held, i);
+		else if (old_revision == 0)
+			ExecSimpleRelationInsert(rri, estate, new);
+		else
+		{
+			stale = i + 1;
+			break;
+		}
 	}
 
 	if (stale > 0)
 	{
-		Datum	   *entity = &FIELD(b->entities, WRITE_NATTS, stale - 1, 0);
+		Datum	   *entity = &BATCH_FIELD(b->entities, WRITE_NATTS, stale - 1, 0);
 
 		ereport(ERROR,
 				errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -630,7 +766,8 @@ write_rows(const BatchArgs *b)
 						  DatumGetInt64(entity[WRITE_OLD_REVISION])));
 	}
 
-	if (log_rel)
+	/* a held entity: the batch is rolled back and applied again without it */
+	if (log_rel && *held == NIL)
 		log_replies(estate, log_rel, b);
 
 	AfterTriggerEndQuery(estate);
@@ -644,29 +781,67 @@ write_rows(const BatchArgs *b)
 	if (log_rel)
 		table_close(log_rel, NoLock);
 
-	if (b->nlogs > 0)
+	if (b->nlogs > 0 && *held == NIL)
 		cap_command_log(b);
-	if (b->nsagas > 0)
+	if (b->nsagas > 0 && *held == NIL)
 		record_saga_steps(b);
 }
 
 /*
- * Fence and write a batch: the result of write_batch is NULL when it was
- * written, or the shards found fenced, and then it wrote nothing.
+ * Fence and write a batch, in the caller's transaction.  Returns the
+ * shards found fenced, NIL if none; *held lists the entities (rows of
+ * b->entities) another transaction held open, which were not written.  If
+ * either list is not empty, nothing of the batch may commit: with
+ * DC_FENCE_LOCK_FIRST nothing was written if shards were fenced; with
+ * DC_FENCE_CHECK_LAST the rows were written, and the caller must roll the
+ * transaction back.
+ */
+List *
+dc_batch_store(const DcBatchRows *b, DcFenceMode mode, List **held)
+{
+	List	   *fenced;
+
+	*held = NIL;
+	if (mode == DC_FENCE_LOCK_FIRST)
+	{
+		fenced = dc_batch_fenced(b, true);
+		if (fenced == NIL)
+			write_rows(b, held);
+		return fenced;
+	}
+
+	/* the fence as it is once every row is written: a snapshot taken now */
+	write_rows(b, held);
+	PushActiveSnapshot(GetLatestSnapshot());
+	fenced = dc_batch_fenced(b, false);
+	PopActiveSnapshot();
+	return fenced;
+}
+
+/*
+ * The result of write_batch: NULL when the batch was written, or the
+ * shards found fenced, and then it wrote nothing.
  */
 static Datum
-store_batch(FunctionCallInfo fcinfo, const BatchArgs *b)
+write_batch_result(FunctionCallInfo fcinfo, const DcBatchRows *b)
 {
-	List	   *fenced = fence_shards(b);
+	List	   *held;
+	List	   *fenced;
 	Datum	   *elems;
 	ListCell   *lc;
 	int			i = 0;
 
-	if (fenced == NIL)
+	dc_batch_begin();
+	fenced = dc_batch_store(b, DC_FENCE_LOCK_FIRST, &held);
+	if (held != NIL)
 	{
-		write_rows(b);
-		PG_RETURN_NULL();
+		Datum	   *entity = &BATCH_FIELD(b->entities, WRITE_NATTS, linitial_int(held), 0);
+
+		raise_held(entity[WRITE_MALL_ID], entity[WRITE_USER_ID]);
 	}
+
+	if (fenced == NIL)
+		PG_RETURN_NULL();
 	elems = palloc(sizeof(Datum) * list_length(fenced));
 	foreach(lc, fenced)
 		elems[i++] = Int32GetDatum(lfirst_int(lc));
@@ -677,10 +852,10 @@ store_batch(FunctionCallInfo fcinfo, const BatchArgs *b)
 Datum
 dc_write_batch_0_2(PG_FUNCTION_ARGS)
 {
-	BatchArgs	b;
+	DcBatchRows	b;
 
 	batch_from_record(fcinfo, &b);
-	return store_batch(fcinfo, &b);
+	return write_batch_result(fcinfo, &b);
 }
 
 /*
@@ -691,8 +866,8 @@ dc_write_batch_0_2(PG_FUNCTION_ARGS)
 Datum
 dc_write_batch(PG_FUNCTION_ARGS)
 {
-	BatchArgs	b;
+	DcBatchRows	b;
 
 	batch_from_arrays(fcinfo, &b);
-	return store_batch(fcinfo, &b);
+	return write_batch_result(fcinfo, &b);
 }

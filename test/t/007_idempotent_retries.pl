@@ -77,8 +77,10 @@ my $load = DurableClusterLoad->start($node, name => 'retry', clients => 4, entit
 ok($load->wait_for_progress(200), 'retrying writers are under way');
 
 # Hold every batch in the store (table locked), pause a node whose batch
-# waits there, release: its batch commits while it is paused, and its
-# callers get no reply.
+# waits there, release: its callers get no reply.  The batch waits in the
+# node itself when it writes in process (then, continued, it finds its
+# shards moved and commits nothing), or in its store session, which
+# commits it while the node is paused.
 my $locker = $node->background_psql('postgres');
 $locker->query_safe('BEGIN');
 $locker->query_safe('LOCK TABLE durable_cluster.entity_state IN ACCESS EXCLUSIVE MODE');
@@ -88,7 +90,7 @@ while ($paused eq '' && time < $deadline)
 {
 	my ($r, $o) = $node->psql('postgres', q{
 SELECT m.name FROM dc.members m JOIN pg_stat_activity a
-    ON a.application_name = 'durable_cluster ' || m.name
+    ON a.pid = m.pid OR a.application_name = 'durable_cluster ' || m.name
  WHERE m.status = 'up' AND a.wait_event_type = 'Lock'
  ORDER BY m.name LIMIT 1});
 	$paused = $o // '' if $r == 0;

@@ -13,12 +13,14 @@
 #        shard and go on writing to a store that now runs the new library.
 #     3. ALTER EXTENSION UPDATE in the store database: the store's nodes
 #        serve again beside b's 0.1 nodes, which write through 0.1's form
-#        of write_batch while the store's write through the new one
-#        (counted by pg_stat_user_functions); commands, forwarded either
-#        way, and transfers between entities of the two servers work.
+#        of write_batch (counted by pg_stat_user_functions) while the
+#        store's write in their own process (counted by dc.node_stats);
+#        commands, forwarded either way, and transfers between entities of
+#        the two servers work.
 #     4. Writers through the store start; b restarts (its shards fail over
 #        to the store's nodes) and its database is updated: both servers
-#        run the new version and serve.
+#        run the new version and serve, b's nodes writing through the new
+#        form of write_batch.
 #
 #     Afterwards every acknowledged command is stored exactly once.  Both
 #     servers run from one private installation
@@ -136,14 +138,20 @@ ok($ok, 'the store\'s nodes serve again: four nodes share the shards');
 cmp_ok($store->safe_psql('postgres', shards_of('store')), '>', 0, 'the store\'s nodes hold shards');
 cmp_ok($store->safe_psql('postgres', shards_of('b')), '>', 0, 'and b\'s 0.1 nodes still do');
 
+# the store's own nodes write in their own process: their batches, not a
+# function call, show it
+my $store_batches = q{SELECT coalesce(sum(batches), 0) FROM dc.node_stats};
 my $old_calls = $store->safe_psql('postgres', $old_form);
 my $new_calls = $store->safe_psql('postgres', $new_form);
+my $batches = $store->safe_psql('postgres', $store_batches);
 makes_progress(200, 'the writers through b carry on');
 ($ok) = DurableClusterLoad::poll_until($store,
-	"SELECT ($old_form) > $old_calls AND ($new_form) > $new_calls");
-ok($ok, '0.1 nodes write with 0.1\'s write_batch, the new ones with one durable_cluster.batch')
+	"SELECT ($old_form) > $old_calls AND ($store_batches) > $batches");
+ok($ok, '0.1 nodes write with 0.1\'s write_batch, the new ones in their own process')
   or diag('write_batch calls: 0.1 form ' . $store->safe_psql('postgres', $old_form)
-	  . ', new form ' . $store->safe_psql('postgres', $new_form));
+	  . '; batches of the store\'s nodes: ' . $store->safe_psql('postgres', $store_batches));
+is($store->safe_psql('postgres', $new_form), $new_calls,
+	'nothing calls the new form of write_batch: no node of the new version is on another server yet');
 
 for my $server ($store, $b)
 {
@@ -192,8 +200,11 @@ for my $server ($store, $b)
    AND (SELECT count(*) FROM dc_members WHERE status = 'up' AND address = '$address{b}'
            AND pid NOT IN ($b_pids)) = 2});
 ok($ok, 'b\'s nodes rejoined with the new library, and the shards are shared again');
+$new_calls = $store->safe_psql('postgres', $new_form);
 push @loads, DurableClusterLoad->start($b, name => 'ru_b_after', mall => 'rolling', %load_opts);
 makes_progress(200, 'writers through both servers make progress');
+($ok) = DurableClusterLoad::poll_until($store, "SELECT ($new_form) > $new_calls");
+ok($ok, 'b\'s new nodes, whose store is on another server, write with one durable_cluster.batch');
 
 $_->stop for @loads;
 for my $load (@loads)

@@ -1,0 +1,148 @@
+#
+# test/t/031_paused_node.pl
+#     Node workers stopped with SIGSTOP at random points of their work,
+#     round after round, under writers, and continued later; the nodes
+#     write their batches in their own process (the store is this server).
+#
+# A BEFORE trigger on the state table sleeps 3 ms per row of the writers'
+# mall, so a batch spends most of its time with rows written and not yet
+# committed: most pauses land there, where the stopped node holds row locks
+# (docs/design.md, "A paused node").  Each round:
+#
+#   - within failure_timeout + heartbeat_interval + 1 s the node is marked
+#     down and every shard is owned by another up node;
+#   - the new owners serve every entity the paused transaction did not
+#     write: one new entity in each shard the node had, all answered, and
+#     well within ask_timeout;
+#   - the writers go on;
+#   - after SIGCONT the node rejoins as a new incarnation.
+#
+# The writers retry with the same command_id after 40003 (their commands
+# may have been taken by the stopped node), and with a new one after an
+# error that means "not applied".  At the end every writer failure has a
+# retryable SQLSTATE, and the stored state equals exactly what was
+# acknowledged: nothing lost, nothing applied twice.
+#
+
+use strict;
+use warnings;
+
+use FindBin;
+use lib $FindBin::RealBin;
+
+use DurableClusterLoad;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $n_nodes = 3;
+my $n_shards = 100;
+my $rounds = 8;
+my $heartbeat = 0.2;         # seconds, as configured below
+my $failure_timeout = 2;     # seconds, as configured below
+my $ask_timeout = 10;        # seconds, as configured below
+my @retryable = ('40001', '40003', '55000', '55P03');
+
+my $node = DurableClusterLoad::new_server('paused', $n_nodes, qq{
+durable_cluster.heartbeat_interval = '${heartbeat}s'
+durable_cluster.failure_timeout = '${failure_timeout}s'
+durable_cluster.ask_timeout = '${ask_timeout}s'
+});
+
+like(
+	$node->safe_psql('postgres',
+		"SELECT string_agg(DISTINCT datname || ' ' || usename, ',') FROM pg_stat_activity"
+		  . " WHERE backend_type = 'durable_cluster node'"),
+	qr/^postgres dc_cluster$/,
+	'the nodes work in the store database as dc_cluster (in process)');
+
+$node->safe_psql(
+	'postgres', q{
+CREATE FUNCTION public.slow_write() RETURNS trigger LANGUAGE plpgsql AS
+$$BEGIN PERFORM pg_sleep(0.003); RETURN NEW; END$$;
+CREATE TRIGGER slow_write BEFORE INSERT OR UPDATE ON durable_cluster.entity_state
+    FOR EACH ROW WHEN (NEW.mall_id = 'mall_paused') EXECUTE FUNCTION public.slow_write();
+});
+
+my $load = DurableClusterLoad->start(
+	$node,
+	name => 'paused',
+	clients => 6,
+	entities => 40,
+	retry => 1,
+	seed => 31);
+ok($load->wait_for_progress(200), 'the writers are under way');
+
+srand(31);
+for my $round (1 .. $rounds)
+{
+	my $label = "round $round";
+	my $victim = 'node-' . (1 + $round % $n_nodes);
+	my $before = DurableClusterLoad::member($node, $victim);
+	my $shards = $node->safe_psql('postgres',
+		"SELECT string_agg(shard_id::text, ',') FROM dc.shards WHERE node = '$victim'");
+
+	usleep(int(rand(300_000)));
+	is(kill('STOP', $before->{pid}), 1, "$label: stopped $victim (pid $before->{pid})");
+	my $t_stop = time;
+
+	my ($failed_over, $took) = DurableClusterLoad::poll_until(
+		$node, qq{
+SELECT m.status = 'down'
+   AND NOT EXISTS (SELECT FROM dc.shards WHERE node = '$victim')
+   AND (SELECT count(*) FROM dc.shards s JOIN dc.members o ON o.name = s.node
+         WHERE o.status = 'up') = $n_shards
+  FROM dc.members m WHERE m.name = '$victim'},
+		since => $t_stop,
+		timeout => 30,
+		interval => 0.02);
+	ok($failed_over, "$label: $victim is down and its shards are owned by up nodes")
+	  or DurableClusterLoad::dump_cluster($node, $label);
+	cmp_ok($took, '<=', $failure_timeout + $heartbeat + 1,
+		"$label: failover within failure_timeout + heartbeat_interval + 1 s");
+
+	# one entity nobody wrote yet in each shard the stopped node had
+	my $t_probe = time;
+	my $probe = $node->safe_psql(
+		'postgres', qq{
+WITH ids AS (
+    SELECT DISTINCT ON (dc.shard_id('probe_$round', 'p' || g)) 'p' || g AS u
+      FROM generate_series(1, 20000) g
+     WHERE dc.shard_id('probe_$round', 'p' || g) = ANY ('{$shards}'::int[])
+     ORDER BY dc.shard_id('probe_$round', 'p' || g), g)
+SELECT count(*) || '|' || count(*) FILTER (WHERE r.sqlstate IS NULL)
+       || '|' || coalesce(string_agg(DISTINCT r.sqlstate || ' ' || r.message, '; '), '')
+  FROM dc.send_commands((SELECT jsonb_agg(jsonb_build_object(
+            'mall_id', 'probe_$round', 'user_id', u,
+            'command', 'add_balance', 'payload', '{"amount": "1.00"}'::jsonb)) FROM ids)) r});
+	my ($sent, $answered, $errors) = split /\|/, $probe, 3;
+	my $n_victim_shards = scalar(split /,/, $shards);
+	is("$sent|$answered", "$n_victim_shards|$n_victim_shards",
+		"$label: the new owners serve an untouched entity in each of the $n_victim_shards shards")
+	  or diag("errors: $errors");
+	cmp_ok(time - $t_probe, '<', $ask_timeout,
+		"$label: ... within ask_timeout");
+	ok($load->wait_for_progress(20, 30), "$label: the writers go on while $victim is stopped");
+
+	usleep(200_000 + int(rand(1_800_000)));
+	is(kill('CONT', $before->{pid}), 1, "$label: continued $victim");
+	my ($rejoined) = DurableClusterLoad::poll_until(
+		$node, qq{
+SELECT status = 'up' AND incarnation > $before->{incarnation}
+  FROM dc.members WHERE name = '$victim'},
+		timeout => 30);
+	ok($rejoined, "$label: $victim rejoined as a new incarnation")
+	  or DurableClusterLoad::dump_cluster($node, $label);
+	DurableClusterLoad::wait_for_cluster($node, $n_nodes, "$label: after SIGCONT");
+}
+
+$load->stop;
+ok($load->clients_ok, 'every writer ran until it was told to stop');
+cmp_ok($load->acked, '>', 0, 'commands were acknowledged');
+note('writer retries: ' . $load->retried);
+$load->failures_ok('paused nodes', allowed => \@retryable);
+DurableClusterLoad::check_stored($node, 'paused nodes', [$load]);
+
+$node->stop;
+done_testing();
