@@ -10,6 +10,9 @@
 # wait_for QUERY                poll (every 20 ms, at most 120 s) until QUERY
 #                               returns t
 # bench_machine                 one line describing the machine
+# pgb NAME SCRIPT CLIENTS       one pgbench run of DIR/SCRIPT.sql, its
+#                               figures added to the samples of NAME
+# median SAMPLES                the median of space-separated samples
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 bindir=$("$PG_CONFIG" --bindir)
@@ -82,4 +85,55 @@ wait_for()
 bench_machine()
 {
 	echo "$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $("$bindir/postgres" --version)"
+}
+
+declare -A tps lat p50 p99 cpu
+
+clk_tck=$(getconf CLK_TCK)
+# the machine's busy time so far, in clock ticks (/proc/stat: user, nice,
+# system, irq, softirq, steal of all CPUs)
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+
+# pgb NAME SCRIPT CLIENTS: one pgbench run; appends to the samples of NAME
+# its tps, average, p50 and p99 latency (ms) and the server's CPU time per
+# transaction (microseconds): the machine's busy time over the run less
+# pgbench's own (the shell's "times" of its children), over the
+# transactions
+pgb()
+{
+	local name=$1 file=$2 clients=$3 out t a p50v p99v b0 b1 n client c
+	rm -f "$BENCH_DIR"/pgb_log*
+	b0=$(busy_ticks)
+	out=$(cd "$BENCH_DIR" && "$bindir/pgbench" -h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres -n -M prepared \
+		-c "$clients" -j "$(( clients < 4 ? clients : 4 ))" -T "$DURATION" \
+		-l --log-prefix=pgb_log -f "$BENCH_DIR/$file.sql" postgres 2>&1; times)
+	b1=$(busy_ticks)
+	if echo "$out" | grep -q 'aborted\|failed transactions: [1-9]'; then
+		echo "$out" >&2
+		echo "bench: $name had errors" >&2
+		exit 1
+	fi
+	t=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+	a=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
+	n=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')
+	# "times": the shell's user and system time, then its children's
+	client=$(echo "$out" | tail -n 1 | awk '{ for (i = 1; i <= 2; i++) { split($i, v, /[ms]/); s += v[1] * 60 + v[2] } print s }')
+	c=$(echo "($b1 - $b0) / $clk_tck - $client" | bc -l)
+	c=$(echo "$c * 1000000 / $n" | bc -l)
+	read -r p50v p99v < <(cat "$BENCH_DIR"/pgb_log* | awk '{ print $3 }' | sort -n |
+		awk '{ v[NR] = $1 } END { i = int(NR * 0.5); if (i < 1) i = 1; j = int(NR * 0.99); if (j < 1) j = 1; printf "%.3f %.2f\n", v[i] / 1000, v[j] / 1000 }')
+	tps[$name]="${tps[$name]:-} $t"
+	lat[$name]="${lat[$name]:-} $a"
+	p50[$name]="${p50[$name]:-} $p50v"
+	p99[$name]="${p99[$name]:-} $p99v"
+	cpu[$name]="${cpu[$name]:-} $c"
+	printf '  %-22s %3d clients  %9.0f tps  %7.3f ms avg  %7.3f ms p50  %7.2f ms p99  %6.0f us CPU\n' \
+		"$name" "$clients" "$t" "$a" "$p50v" "$p99v" "$c" >&2
+}
+
+# median of the samples (the mean of the middle two for an even count)
+median()
+{
+	tr ' ' '\n' <<< "$1" | grep -v '^$' | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
