@@ -147,14 +147,19 @@ dc_node_worker(BackgroundWorker *worker, int index)
 	worker->bgw_main_arg = Int32GetDatum(index);
 }
 
-/* Passivate what is due and publish the node's statistics. */
+/*
+ * Passivate what is due and publish the node's statistics: after a batch
+ * (commands > 0), or at a tick, which also measures its memory.  Walking
+ * every memory context (the caches of a node connected to its database
+ * have many) cost a batch of one command several percent of its time.
+ */
 static void
 report_stats(int commands, TimestampTz now)
 {
 	int			passivated = dc_cache_passivate(now);
 
 	dc_node_report(node.index, dc_cache_count(),
-				   (int64) MemoryContextMemAllocated(TopMemoryContext, true),
+				   commands > 0 ? -1 : (int64) MemoryContextMemAllocated(TopMemoryContext, true),
 				   commands, passivated, now);
 }
 

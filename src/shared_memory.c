@@ -918,7 +918,7 @@ dc_stats_reset_all(TimestampTz now)
 /*
  * A node reports what it did since its last report: commands applied (a
  * batch when > 0, at batch_at), entities passivated, and how many entities
- * and how much memory it now holds.
+ * and how much memory it now holds (memory < 0: not measured this time).
  */
 void
 dc_node_report(int node, int64 entities, int64 memory, int commands, int passivations,
@@ -928,7 +928,8 @@ dc_node_report(int node, int64 entities, int64 memory, int commands, int passiva
 
 	SpinLockAcquire(&dc_shared->mutex);
 	n->stats.entities_in_memory = entities;
-	n->stats.memory_bytes = memory;
+	if (memory >= 0)
+		n->stats.memory_bytes = memory;
 	n->stats.passivations += passivations;
 	if (commands > 0)
 	{
