@@ -12,6 +12,7 @@
 #ifndef DC_STATE_TABLE_H
 #define DC_STATE_TABLE_H
 
+#include "access/skey.h"
 #include "executor/tuptable.h"
 #include "utils/relcache.h"
 
@@ -48,6 +49,7 @@ extern Relation dc_open_tenant_grants(LOCKMODE lockmode, Oid *pkey);
 extern Relation dc_open_pending_commands(LOCKMODE lockmode, Oid *pkey);
 extern int	dc_read_number_of_shards(void);
 extern bool dc_extension_is_current(Oid *extension);
+extern void dc_key_scan_keys(Relation index, const Datum *keys, int nkeys, ScanKey key);
 extern bool dc_find_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,
 						   TupleTableSlot *slot);
 extern bool dc_find_latest_by_key(Relation rel, Relation index, const Datum *keys, int nkeys,

@@ -147,11 +147,11 @@ dc_read_number_of_shards(void)
 }
 
 /*
- * Scan keys for a primary key (text or integer columns, as in the
- * extension's tables) starting with keys[0..nkeys-1].
+ * Scan keys of index (on text or integer columns, as the extension's are)
+ * for its first nkeys columns equal to keys[0..nkeys-1].
  */
-static void
-key_scan_keys(Relation index, const Datum *keys, int nkeys, ScanKey key)
+void
+dc_key_scan_keys(Relation index, const Datum *keys, int nkeys, ScanKey key)
 {
 	Assert(nkeys <= IndexRelationGetNumberOfKeyAttributes(index));
 	for (int i = 0; i < nkeys; i++)
@@ -176,7 +176,7 @@ find_in(Relation rel, Relation index, const Datum *keys, int nkeys, Snapshot sna
 	IndexScanDesc scan;
 	bool		found;
 
-	key_scan_keys(index, keys, nkeys, key);
+	dc_key_scan_keys(index, keys, nkeys, key);
 	scan = dc_index_beginscan(rel, index, snapshot, nkeys, 0);
 	index_rescan(scan, key, nkeys, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);

@@ -54,6 +54,7 @@
 #include "access/genam.h"
 #include "access/table.h"
 #include "access/tableam.h"
+#include "access/xact.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
@@ -576,46 +577,79 @@ field_array(const Datum *part, int natts, int n, int k, Oid type)
  * Keep no more than durable_cluster.command_log_per_entity entries of each
  * entity the batch logged a reply for: its newest ones (seq orders them).
  * Run after the batch's entries went in, so that the cap holds after every
- * batch, whatever commands run at once.  One statement for the batch: per
- * distinct entity, the lateral scan walks back over at most the cap's
- * entries (command_log_entity_seq) to the newest one past it, and the
- * delete then finds the ones up to that, usually one, through the same
- * index.  OFFSET 0 keeps those horizons a subquery of their own, found
- * before the delete scans: otherwise the planner may join every entry of
- * an entity to a horizon computed again for each.  The plan is kept for
- * the life of the backend, a node's store session.
+ * batch, whatever commands run at once.  For each entity, a backward scan
+ * of command_log_entity_seq passes its newest entries and deletes those
+ * after them, usually one, as the rest of the batch is written: by index,
+ * without a plan (a DELETE joining the entities' horizons with the log was
+ * planned as a hash join over the whole log whenever its statistics made
+ * an entity look big).
+ *
+ * An entry another transaction is deleting or holds (the saga worker's
+ * retention; a paused former owner's cap) is left, not waited for: a later
+ * batch of the entity deletes it, if retention has not.  No trigger fires
+ * for these deletes.
  */
 static void
-cap_command_log(const DcBatchRows *b)
+cap_command_log(Relation log_rel, const DcBatchRows *b)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		values[3];
+	Oid			index_oid = get_relname_relid("command_log_entity_seq",
+											  RelationGetNamespace(log_rel));
+	Relation	index;
+	TupleTableSlot *slot;
+	Snapshot	snapshot;
+	CommandId	cid;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (plan == NULL)
+	if (!OidIsValid(index_oid))
+		elog(ERROR, "durable_cluster.command_log_entity_seq does not exist");
+	index = index_open(index_oid, RowExclusiveLock);
+	slot = table_slot_create(log_rel, NULL);
+	/* the entries the batch just added count */
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	cid = GetCurrentCommandId(true);
+
+	for (int i = 0; i < b->nlogs; i++)
 	{
-		plan = SPI_prepare("DELETE FROM durable_cluster.command_log c"
-						   "  USING (SELECT e.m, e.u, past.seq"
-						   "           FROM (SELECT DISTINCT m, u FROM unnest($1, $2) AS e (m, u)) e"
-						   "          CROSS JOIN LATERAL"
-						   "                (SELECT seq FROM durable_cluster.command_log l"
-						   "                  WHERE l.mall_id = e.m AND l.user_id = e.u"
-						   "                  ORDER BY seq DESC OFFSET $3 LIMIT 1) past"
-						   "         OFFSET 0) horizon"
-						   " WHERE c.mall_id = horizon.m AND c.user_id = horizon.u"
-						   "   AND c.seq <= horizon.seq",
-						   3, (Oid[]) {TEXTARRAYOID, TEXTARRAYOID, INT4OID});
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "could not prepare the command log's cap: %s",
-				 SPI_result_code_string(SPI_result));
+		Datum	   *entry = &BATCH_FIELD(b->log, ENTRY_NATTS, i, 0);
+		ScanKeyData key[2];
+		IndexScanDesc scan;
+		bool		seen = false;
+		int			kept = 0;
+
+		/* each entity once */
+		for (int j = 0; j < i && !seen; j++)
+		{
+			Datum	   *earlier = &BATCH_FIELD(b->log, ENTRY_NATTS, j, 0);
+
+			seen = DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
+														entry[ENTRY_MALL_ID],
+														earlier[ENTRY_MALL_ID])) &&
+				DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
+													 entry[ENTRY_USER_ID],
+													 earlier[ENTRY_USER_ID]));
+		}
+		if (seen)
+			continue;
+
+		StaticAssertStmt(ENTRY_USER_ID == ENTRY_MALL_ID + 1, "the ids are the key, in order");
+		dc_key_scan_keys(index, &entry[ENTRY_MALL_ID], 2, key);
+		scan = dc_index_beginscan(log_rel, index, snapshot, 2, 0);
+		index_rescan(scan, key, 2, NULL, 0);
+		while (index_getnext_slot(scan, BackwardScanDirection, slot))
+		{
+			TM_FailureData tmfd;
+
+			if (++kept <= dc_command_log_per_entity)
+				continue;
+			(void) table_tuple_delete(log_rel, &slot->tts_tid, cid, snapshot, InvalidSnapshot,
+									  false, &tmfd, false);
+		}
+		index_endscan(scan);
 	}
-	values[0] = field_array(b->log, ENTRY_NATTS, b->nlogs, ENTRY_MALL_ID, TEXTOID);
-	values[1] = field_array(b->log, ENTRY_NATTS, b->nlogs, ENTRY_USER_ID, TEXTOID);
-	values[2] = Int32GetDatum(dc_command_log_per_entity);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not cap durable_cluster.command_log");
-	SPI_finish();
+
+	UnregisterSnapshot(snapshot);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, NoLock);
 }
 
 /*
@@ -778,11 +812,11 @@ write_rows(const DcBatchRows *b, List **held)
 	FreeExecutorState(estate);
 	index_close(index, NoLock);
 	table_close(rel, NoLock);
+	if (log_rel && *held == NIL)
+		cap_command_log(log_rel, b);
 	if (log_rel)
 		table_close(log_rel, NoLock);
 
-	if (b->nlogs > 0 && *held == NIL)
-		cap_command_log(b);
 	if (b->nsagas > 0 && *held == NIL)
 		record_saga_steps(b);
 }
