@@ -5,7 +5,8 @@
 # bench_server_start DIR PORT   initdb and start a server in DIR, listening
 #                               only on a Unix socket in DIR, with the
 #                               extension preloaded (3 nodes) and
-#                               synchronous_commit = on; stops it on exit.
+#                               synchronous_commit = on, and the settings
+#                               of BENCH_EXTRA_CONF; stops it on exit.
 # sql QUERY                     run QUERY there, unaligned, tuples only
 # wait_for QUERY                poll (every 20 ms, at most 120 s) until QUERY
 #                               returns t
@@ -54,7 +55,8 @@ bench_server_start()
 	mkdir -p "$BENCH_DIR"
 	[ "$(id -u)" -ne 0 ] || chown postgres "$BENCH_DIR"
 	bench_initdb_start "$BENCH_DIR" "$BENCH_PORT" "max_connections = ${BENCH_MAX_CONNECTIONS:-100}
-shared_buffers = 512MB"
+shared_buffers = 512MB
+${BENCH_EXTRA_CONF:-}"
 	trap bench_server_stop EXIT
 	sql "CREATE EXTENSION durable_cluster"
 	wait_for "SELECT (SELECT count(*) FROM dc.members WHERE status = 'up') = 3
