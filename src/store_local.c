@@ -22,6 +22,12 @@
  * the commit is flushed and, where synchronous_standby_names is set,
  * confirmed, and until then no other session sees the batch.
  *
+ * That commit is also why this transport is not the default
+ * (durable_cluster.store_in_process): a node stopped inside its commit's
+ * WAL flush holds WALWriteLock, which every commit of the server waits for
+ * until the node continues.  A store backend doing that flush for a node
+ * over libpq is not stopped with the node.
+ *
  * Copyright (c) 2026, the durable_cluster developers
  *
  *-------------------------------------------------------------------------
