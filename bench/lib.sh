@@ -11,6 +11,8 @@
 # wait_for QUERY                poll (every 20 ms, at most 120 s) until QUERY
 #                               returns t
 # bench_machine                 one line describing the machine
+# load_entities FROM TO         entities uFROM..uTO of mall m, stored for the
+#                               extension and for bench/alternative.sql
 # pgb NAME SCRIPT CLIENTS       one pgbench run of DIR/SCRIPT.sql, its
 #                               figures added to the samples of NAME
 # median SAMPLES                the median of space-separated samples
@@ -138,4 +140,23 @@ median()
 {
 	tr ' ' '\n' <<< "$1" | grep -v '^$' | sort -g |
 		awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# Entities u1..uN of mall m, stored in both tables with the same initial
+# document and revision 1, each in its right shard.
+load_entities()
+{
+	local from=$1 to=$2
+	sql "
+INSERT INTO durable_cluster.entity_state (mall_id, user_id, shard_id, state, revision, updated_at)
+SELECT 'm', 'u' || g, dc.shard_id('m', 'u' || g),
+       jsonb_build_object('mall_id', 'm', 'user_id', 'u' || g, 'logged_in', false,
+                          'login_count', 0, 'nickname', NULL, 'balance', '0.00',
+                          'last_event_time', NULL), 1, now()
+  FROM generate_series($from, $to) g;
+INSERT INTO bench_state SELECT mall_id, user_id, state, revision, updated_at
+  FROM durable_cluster.entity_state WHERE mall_id = 'm' AND user_id IN
+       (SELECT 'u' || g FROM generate_series($from, $to) g)"
+	sql "VACUUM ANALYZE durable_cluster.entity_state, bench_state"
+	sql "CHECKPOINT"
 }

@@ -28,16 +28,7 @@ ENTITIES=${ENTITIES:-100000}
 bench_server_start "${DC_BENCH_DIR:-/tmp/durable_cluster_pairs}" "${DC_BENCH_PORT:-5495}"
 "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$BENCH_DIR" -p "$BENCH_PORT" -U postgres -d postgres \
 	-f "$top/bench/alternative.sql"
-sql "
-INSERT INTO durable_cluster.entity_state (mall_id, user_id, shard_id, state, revision, updated_at)
-SELECT 'm', 'u' || g, dc.shard_id('m', 'u' || g),
-       jsonb_build_object('mall_id', 'm', 'user_id', 'u' || g, 'logged_in', false,
-                          'login_count', 0, 'nickname', NULL, 'balance', '0.00',
-                          'last_event_time', NULL), 1, now()
-  FROM generate_series(1, $ENTITIES) g;
-INSERT INTO bench_state SELECT mall_id, user_id, state, revision, updated_at
-  FROM durable_cluster.entity_state WHERE mall_id = 'm'"
-sql "VACUUM ANALYZE durable_cluster.entity_state, bench_state"
+load_entities 1 "$ENTITIES"
 printf '\\set k random(1, %s)\n%s\n' "$ENTITIES" \
 	"SELECT dc.send_command('m', 'u' || :k, 'add_balance', '{\"amount\": \"1.00\"}');" \
 	> "$BENCH_DIR/ext.sql"

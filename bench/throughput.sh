@@ -76,24 +76,6 @@ started=$(date +%s)
 "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$DIR" -p "$BENCH_PORT" -U postgres -d postgres \
 	-f "$top/bench/alternative.sql"
 
-# Entities u1..uN of mall m, stored in both tables with the same initial
-# document and revision 1, each in its right shard.
-load_entities()
-{
-	local from=$1 to=$2
-	sql "
-INSERT INTO durable_cluster.entity_state (mall_id, user_id, shard_id, state, revision, updated_at)
-SELECT 'm', 'u' || g, dc.shard_id('m', 'u' || g),
-       jsonb_build_object('mall_id', 'm', 'user_id', 'u' || g, 'logged_in', false,
-                          'login_count', 0, 'nickname', NULL, 'balance', '0.00',
-                          'last_event_time', NULL), 1, now()
-  FROM generate_series($from, $to) g;
-INSERT INTO bench_state SELECT mall_id, user_id, state, revision, updated_at
-  FROM durable_cluster.entity_state WHERE mall_id = 'm' AND user_id IN
-       (SELECT 'u' || g FROM generate_series($from, $to) g)"
-	sql "VACUUM ANALYZE durable_cluster.entity_state, bench_state"
-	sql "CHECKPOINT"
-}
 load_entities 1 "$ENTITIES"
 
 # script NAME KEYS QUERY: a pgbench script over keys 1..KEYS
