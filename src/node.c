@@ -248,15 +248,7 @@ extension_gone(void)
 	return gone;
 }
 
-/*
- * Log a failed store call and forget the error; returns a copy of it.  The
- * same failure again and again (say, the database does not exist yet) is
- * logged once, not every heartbeat.  A call that failed because the
- * extension was dropped (or dropped and created again) meanwhile -- a
- * function or table missing, a plan gone stale -- is what DROP EXTENSION
- * does to a node in mid-call: not worth a log line.  The failure says so
- * to the callers, and the next tick, right away, notices the change.
- */
+/* The error being handled, copied into the batch's context, and forgotten. */
 static ErrorData *
 caught_error(void)
 {
@@ -268,6 +260,15 @@ caught_error(void)
 	return edata;
 }
 
+/*
+ * Log a failed store call's error (edata, from caught_error), return it.  The
+ * same failure again and again (say, the database does not exist yet) is
+ * logged once, not every heartbeat.  A call that failed because the
+ * extension was dropped (or dropped and created again) meanwhile -- a
+ * function or table missing, a plan gone stale -- is what DROP EXTENSION
+ * does to a node in mid-call: not worth a log line.  The failure says so
+ * to the callers, and the next tick, right away, notices the change.
+ */
 static ErrorData *
 failure_of(ErrorData *edata, const char *what)
 {
@@ -289,6 +290,7 @@ failure_of(ErrorData *edata, const char *what)
 	return edata;
 }
 
+/* Both: for a store call outside a batch's transaction. */
 static ErrorData *
 store_failure(const char *what)
 {
