@@ -66,9 +66,6 @@ if ! command -v gnuplot >/dev/null 2>&1; then
 fi
 
 BENCH_MAX_CONNECTIONS=200
-# issue 27's path: the nodes write their batches in their own process (not
-# yet the default; docs/design.md, "A paused node")
-BENCH_EXTRA_CONF="durable_cluster.store_in_process = on"
 bench_server_start "${DC_BENCH_DIR:-/tmp/durable_cluster_tput}" "${DC_BENCH_PORT:-5497}"
 DIR=$BENCH_DIR
 started=$(date +%s)

@@ -12,6 +12,7 @@
 #define DC_SHARED_MEMORY_H
 
 #include "postgres_ext.h"
+#include "access/xlogdefs.h"
 #include "port/atomics.h"
 #include "datatype/timestamp.h"
 #include "storage/latch.h"
@@ -80,6 +81,8 @@ typedef struct DcRequestSlot
 	/* written by the node while TAKEN, read by the caller once DONE */
 	DcReplyKind reply_kind;
 	int			reply_sqlstate;
+	XLogRecPtr	durable_lsn;	/* OK: shown once the WAL is durable up to
+								 * here (durable.c); InvalidXLogRecPtr = now */
 	Size		reply_len;
 	char		reply[DC_REPLY_BYTES];
 } DcRequestSlot;
@@ -214,5 +217,7 @@ extern void dc_node_detach(int node);
 extern int	dc_inbox_take(int node, int *slots, int max);
 extern void dc_slot_reply(int slot, DcReplyKind kind, int sqlstate,
 						  const void *data, Size len);
+extern void dc_slot_reply_durable(int slot, const void *data, Size len,
+								  XLogRecPtr durable_lsn);
 
 #endif							/* DC_SHARED_MEMORY_H */

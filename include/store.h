@@ -16,6 +16,8 @@
 #ifndef DC_STORE_H
 #define DC_STORE_H
 
+#include "access/xlogdefs.h"
+
 #include "entity.h"
 #include "store_batch.h"
 
@@ -43,6 +45,7 @@ extern int	dc_store_write_batch(const char *name, const DcBatchWrite *batch, int
 extern void dc_store_begin_batch(void);
 extern void dc_store_end_batch(bool commit);
 extern void dc_store_release_batch(void);
+extern XLogRecPtr dc_store_durable_lsn(void);
 extern Jsonb *dc_store_run_command(const DcCommand *cmd, Jsonb *state, int *sqlstate,
 								   char **message);
 

@@ -28,9 +28,9 @@
  * - write_batch checks the fence in the transaction of the writes; it
  *	 returns the number of shards found fenced, listed in fenced[], and
  *	 then nothing was committed; so with held[] (*nheld of them), the
- *	 entities (rows of batch->writes) another transaction held open.  When it returns 0 the batch is durable:
- *	 its commit is flushed (and confirmed by synchronous standbys), so its
- *	 replies may go out.  It raises an error if the batch could not be
+ *	 entities (rows of batch->writes) another transaction held open.  When
+ *	 it returns 0 the batch is committed, and its replies may go out to
+ *	 callers who wait for durable_lsn (durable.c).  It raises an error if the batch could not be
  *	 written; nothing was committed then, unless the error says the
  *	 outcome is unknown (SQLSTATE 40003, a connection lost after the
  *	 commit was sent), which only a transport over a network can raise.
@@ -38,6 +38,10 @@
  *	 or when the batch ended without a write (it only read, from memory, or
  *	 its writes went over the libpq session with its registered commands).
  *	 The transport is usable afterwards.
+ * - durable_lsn says, after a batch, up to where the WAL must be flushed
+ *	 (and confirmed by synchronous standbys) before its replies are shown:
+ *	 InvalidXLogRecPtr when the transport's commit waited for that itself
+ *	 and what it loaded was durable already.
  * - Nothing is held between batches, and no wait is unbounded: row locks
  *	 wait at most lock_timeout, statements at most failure_timeout.
  *
@@ -48,6 +52,8 @@
 #ifndef DC_STORE_TRANSPORT_H
 #define DC_STORE_TRANSPORT_H
 
+#include "access/xlogdefs.h"
+
 #include "store_batch.h"
 
 typedef struct DcStoreTransport
@@ -57,6 +63,7 @@ typedef struct DcStoreTransport
 	int			(*write_batch) (const char *node_name, const DcBatchWrite *batch,
 								int *fenced, int *held, int *nheld);
 	void		(*release_batch) (void);
+	XLogRecPtr	(*durable_lsn) (void);
 } DcStoreTransport;
 
 extern const DcStoreTransport dc_local_transport;

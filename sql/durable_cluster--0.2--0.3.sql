@@ -281,10 +281,22 @@ SELECT c.name, c.handler, p.proowner::regrole AS runs_as, c.registered_by, c.reg
 CREATE VIEW dc.tenant_grants AS
 SELECT role_name, mall_id, commands FROM durable_cluster.tenant_grants;
 
+/*
+ * True once everything committed so far on this server is durable: a node
+ * writing in process commits without waiting for the flush (durable.c).
+ * A view of what nodes write gates its rows on it, evaluated once per
+ * query (a one-time filter: STABLE, no arguments).  A view's functions
+ * run with the reader's privileges: whoever may read the view may call it.
+ */
+CREATE FUNCTION durable_cluster.wait_durable() RETURNS boolean
+AS 'MODULE_PATHNAME', 'dc_wait_durable_sql' LANGUAGE C STABLE PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION durable_cluster.wait_durable() FROM PUBLIC;
+
 CREATE VIEW dc.sagas AS
 SELECT saga_id, from_mall, from_user, to_mall, to_user, amount, step, status,
        created_at, updated_at
-  FROM durable_cluster.sagas;
+  FROM durable_cluster.sagas
+ WHERE durable_cluster.wait_durable();
 
 /*
  * What the extension's tables hold on this server: rows as the statistics
@@ -382,6 +394,7 @@ GRANT EXECUTE ON FUNCTION dc.get_state(text, text) TO dc_cluster;
 GRANT SELECT ON dc.members, dc.shards, dc.node_stats, dc.commands, dc.storage TO dc_client;
 -- they name every mall
 GRANT SELECT ON dc.tenant_grants, dc.sagas TO dc_admin;
+GRANT EXECUTE ON FUNCTION durable_cluster.wait_durable() TO dc_admin;
 REVOKE ALL ON FUNCTION durable_cluster.api_exposure() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION durable_cluster.api_exposure() TO dc_cluster;
 

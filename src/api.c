@@ -36,6 +36,7 @@
 #include "utils/timestamp.h"
 
 #include "ask.h"
+#include "durable.h"
 #include "entity.h"
 #include "forward.h"
 #include "jsonb_build.h"
@@ -387,6 +388,8 @@ dc_get_state(PG_FUNCTION_ARGS)
 	table_close(rel, NoLock);
 	owner = shard_owner(shard);
 	PopActiveSnapshot();
+	/* a node may have committed it without the flush (durable.c) */
+	dc_wait_durable_now();
 
 	PG_RETURN_JSONB_P(dc_build_reply(true, "state", doc, revision, shard, owner));
 }

@@ -27,6 +27,10 @@
  * the shard moves while it still waits in the inbox (its node may be
  * paused or gone), it is taken back and routed again.
  *
+ * A call returns its replies once the WAL they depend on is durable
+ * (durable.c): a node writing in process commits without the flush, which
+ * its callers wait for, one wait per call.
+ *
  * Every command has ask_timeout from when it was first routed.  Not
  * applied, or not known to be, by then, it gets an error saying which.
  * Whatever ends the call (an error, a cancel, the backend exiting), every
@@ -49,6 +53,7 @@
 #include "utils/timestamp.h"
 
 #include "ask.h"
+#include "durable.h"
 #include "entity.h"
 #include "forward.h"
 #include "settings.h"
@@ -79,6 +84,8 @@ typedef struct AskCall
 	int			ready_tail;
 	int		   *active;			/* commands started, not yet answered */
 	int			nactive;
+	XLogRecPtr	durable_lsn;	/* replies are shown once the WAL is durable
+								 * up to here (durable.c) */
 } AskCall;
 
 /*
@@ -338,6 +345,8 @@ poll_one(AskCall *call, DcAsk *a, TimestampTz now, bool check_route)
 			case DC_REPLY_OK:
 				a->reply = palloc(s->reply_len);
 				memcpy(a->reply, s->reply, s->reply_len);
+				if (s->durable_lsn > call->durable_lsn)
+					call->durable_lsn = s->durable_lsn;
 				release_slot(call, a);
 				finish(call, a);
 				break;
@@ -560,6 +569,9 @@ dc_ask_many(DcAsk *asks, int n, const DcAskOptions *options)
 	PG_END_TRY();
 	pfree(call.ready);
 	pfree(call.active);
+
+	/* one wait for the flush of all the replies, as a commit's */
+	dc_wait_durable(call.durable_lsn);
 }
 
 Jsonb *

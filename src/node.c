@@ -124,6 +124,8 @@ typedef struct NodeState
 	/* the batch attempt */
 	int			batch_count;	/* its entities, seen by the error path too */
 	bool		batch_write_sent;	/* its write (or COMMIT) went to the store */
+	XLogRecPtr	batch_durable_lsn;	/* its replies are shown once the WAL is
+									 * durable up to here (durable.c) */
 } NodeState;
 
 static NodeState node = {
@@ -537,6 +539,34 @@ entity_held(BatchRequest *reqs, int n, const char *mall_id, const char *user_id)
 	}
 }
 
+/*
+ * A request whose command_id's logged reply another transaction holds
+ * open: that transaction has this very command in it (a delivery the
+ * caller gave up on, taken by a former owner paused in its batch), and
+ * may still commit it, if it passed its fence before it stopped.  Its
+ * outcome is not known until that transaction ends, so the request fails
+ * as "may or may not have been applied", to be sent again with the same
+ * command_id; the other requests of its entity are held (entity_held).
+ */
+static void
+command_pending(BatchRequest *reqs, int n, BatchRequest *r)
+{
+	DcRequestSlot *req = &dc_shared->slots[r->slot];
+	int			index = r - reqs;
+
+	for (int i = 0; i < n; i++)
+	{
+		if ((i != index && reqs[i].same_as != index) || reqs[i].kind != DC_REPLY_OK)
+			continue;
+		reqs[i].kind = DC_REPLY_ERROR;
+		reqs[i].same_as = -1;
+		reqs[i].error_sqlstate = ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN;
+		reqs[i].error_message =
+			psprintf("command_id \"%s\" of entity (%s, %s) is in another transaction that has not ended, most likely that of a former owner of its shard paused in its batch; the command may or may not have been applied",
+					 req->command.command_id, req->mall_id, req->user_id);
+	}
+	entity_held(reqs, n, req->mall_id, req->user_id);
+}
 
 /*
  * Get what the OK requests need from the store, in one call:
@@ -630,7 +660,7 @@ load_batch(BatchRequest *reqs, int n, TimestampTz now)
 		BatchRequest *r = &reqs[lookup_req[j]];
 
 		if (lookups[j].held)
-			entity_held(reqs, n, lookups[j].mall_id, lookups[j].user_id);
+			command_pending(reqs, n, r);
 		if (lookups[j].reply == NULL || r->kind != DC_REPLY_OK)
 			continue;
 		if (dc_jsonb_equal(lookups[j].request, r->request))
@@ -978,6 +1008,7 @@ run_batch(BatchRequest *reqs, int n, BatchEntity *entities, TimestampTz now)
 			;
 		/* a batch that wrote nothing may still hold what it read */
 		dc_store_release_batch();
+		node.batch_durable_lsn = dc_store_durable_lsn();
 	}
 	PG_CATCH();
 	{
@@ -1027,7 +1058,7 @@ send_reply(BatchRequest *r, ErrorData *failure)
 		dc_slot_reply(r->slot, DC_REPLY_ERROR, ERRCODE_PROGRAM_LIMIT_EXCEEDED, msg, sizeof(msg));
 	}
 	else
-		dc_slot_reply(r->slot, DC_REPLY_OK, 0, r->reply, VARSIZE(r->reply));
+		dc_slot_reply_durable(r->slot, r->reply, VARSIZE(r->reply), node.batch_durable_lsn);
 }
 
 /*

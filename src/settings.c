@@ -41,7 +41,7 @@ int			dc_command_log_per_entity = 100;
 int			dc_saga_retention_s = 24 * 60 * 60;
 
 bool		dc_preloaded = false;
-bool		dc_store_in_process = false;
+bool		dc_store_in_process = true;
 
 /* host:port, short enough to name nodes by (node-N@host:port) */
 static bool
@@ -91,9 +91,9 @@ dc_define_settings(void)
 
 	DefineCustomBoolVariable("durable_cluster.store_in_process",
 							 "Whether a node whose store is this server writes it in its own process.",
-							 "Otherwise it reaches the store over libpq, as a node whose store is on another server does.  Not yet safe against a paused node: see docs/design.md.",
+							 "Otherwise it reaches the store over libpq, as a node whose store is on another server does.",
 							 &dc_store_in_process,
-							 false,
+							 true,
 							 PGC_POSTMASTER,
 							 0,
 							 NULL, NULL, NULL);

@@ -652,8 +652,13 @@ dc_inbox_take(int node, int *slots, int max)
 	return count;
 }
 
-void
-dc_slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size len)
+/*
+ * The node's answer to the request in slot, which it took: wake its caller,
+ * or free the slot if the caller has gone.
+ */
+static void
+slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size len,
+		   XLogRecPtr durable_lsn)
 {
 	DcRequestSlot *s = &dc_shared->slots[slot];
 	Latch	   *latch = NULL;
@@ -661,6 +666,7 @@ dc_slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size l
 	/* the slot is ours while TAKEN */
 	s->reply_kind = kind;
 	s->reply_sqlstate = sqlstate;
+	s->durable_lsn = durable_lsn;
 	s->reply_len = Min(len, DC_REPLY_BYTES);
 	if (s->reply_len > 0)
 		memcpy(s->reply, data, s->reply_len);
@@ -677,6 +683,19 @@ dc_slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size l
 
 	if (latch)
 		SetLatch(latch);
+}
+
+void
+dc_slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size len)
+{
+	slot_reply(slot, kind, sqlstate, data, len, InvalidXLogRecPtr);
+}
+
+/* An OK reply that its caller shows once the WAL is durable up to durable_lsn. */
+void
+dc_slot_reply_durable(int slot, const void *data, Size len, XLogRecPtr durable_lsn)
+{
+	slot_reply(slot, DC_REPLY_OK, 0, data, len, durable_lsn);
 }
 
 /*

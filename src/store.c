@@ -1446,10 +1446,21 @@ libpq_load_batch(DcEntityLoad *loads, int nloads, DcCommandLog *lookups, int nlo
 	PG_END_TRY();
 }
 
+/*
+ * The store session's commit waited for its flush (and standbys), and
+ * load_batch() for the flush of what it read.
+ */
+static XLogRecPtr
+libpq_durable_lsn(void)
+{
+	return InvalidXLogRecPtr;
+}
+
 static const DcStoreTransport libpq_transport = {
 	.load_batch = libpq_load_batch,
 	.write_batch = libpq_write_batch,
 	.release_batch = libpq_release_batch,
+	.durable_lsn = libpq_durable_lsn,
 };
 
 /*
@@ -1491,4 +1502,14 @@ dc_store_release_batch(void)
 	libpq_release_batch();
 	if (transport != &libpq_transport)
 		transport->release_batch();
+}
+
+/*
+ * Up to where the WAL must be durable before the replies of the batch just
+ * ended are shown (store_transport.h).
+ */
+XLogRecPtr
+dc_store_durable_lsn(void)
+{
+	return transport->durable_lsn();
 }

@@ -75,6 +75,7 @@
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 
+#include "durable.h"
 #include "entity.h"
 #include "pg_compat.h"
 #include "settings.h"
@@ -417,6 +418,8 @@ dc_load_batch(PG_FUNCTION_ARGS)
 	put_found_rows(rsinfo, "state", found, n, false, mall_ids, user_ids);
 	dc_batch_find_replies(nlogs, log_mall_ids, log_user_ids, command_ids, found);
 	put_found_rows(rsinfo, "reply", found, nlogs, true, log_mall_ids, log_user_ids);
+	/* a node of this server may have committed them without the flush */
+	dc_wait_durable_now();
 	return (Datum) 0;
 }
 

@@ -18,15 +18,12 @@
  * commands fail, to be retried, and the rest of its batches go on
  * (store_batch.c, docs/design.md "A paused node").
  *
- * The commit is a normal one: with synchronous_commit = on it returns once
- * the commit is flushed and, where synchronous_standby_names is set,
- * confirmed, and until then no other session sees the batch.
- *
- * That commit is also why this transport is not the default
- * (durable_cluster.store_in_process): a node stopped inside its commit's
- * WAL flush holds WALWriteLock, which every commit of the server waits for
- * until the node continues.  A store backend doing that flush for a node
- * over libpq is not stopped with the node.
+ * The commit is asynchronous (synchronous_commit = off): the node does not
+ * wait for the WAL flush, and goes on with its next batch while the
+ * callers' backends wait for it before they show the replies (durable.c).
+ * So the node never holds WALWriteLock for a flush, which every commit of
+ * the server would wait for while it is stopped; what it still holds for
+ * microseconds (a page it changes, a WAL insertion) docs/design.md lists.
  *
  * Copyright (c) 2026, the durable_cluster developers
  *
@@ -35,19 +32,25 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
 
+#include "durable.h"
 #include "settings.h"
 #include "store_batch.h"
 #include "store_transport.h"
 
 /* the batch's transaction was started here and is open */
 static bool batch_open = false;
+
+/* synchronous_commit is off in this process (local_start) */
+static bool started = false;
 
 /*
  * Open the batch's transaction, if it is not open yet.
@@ -64,6 +67,15 @@ begin_batch(void)
 
 	if (batch_open)
 		return;
+	if (!started)
+	{
+		/*
+		 * The process's transactions are the batches: their commits leave
+		 * the flush to the callers (durable.c).
+		 */
+		SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+		started = true;
+	}
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	dc_batch_begin();
@@ -250,8 +262,21 @@ local_release_batch(void)
 	AbortCurrentTransaction();
 }
 
+/*
+ * Where the WAL must be flushed before the replies of the batch may go
+ * out: everything inserted so far.  That covers the batch's commit, the
+ * earlier batches whose states it replied from memory, and states it
+ * loaded that another node committed, asynchronously too.
+ */
+static XLogRecPtr
+local_durable_lsn(void)
+{
+	return dc_wal_insert_end();
+}
+
 const DcStoreTransport dc_local_transport = {
 	.load_batch = local_load_batch,
 	.write_batch = local_write_batch,
 	.release_batch = local_release_batch,
+	.durable_lsn = local_durable_lsn,
 };

@@ -70,13 +70,12 @@ in_root make -C /src -s PG_CONFIG="$bindir/pg_config"
 in_root make -C /src -s install PG_CONFIG="$bindir/pg_config" >/dev/null
 in_root chown -R postgres:postgres /src
 
-# a server with the extension preloaded, on a Unix socket in /tmp only, its
-# nodes writing in their own process (as test/run_tests.sh has it for pg_regress)
+# a server with the extension preloaded, on a Unix socket in /tmp only
 as_postgres() { in_root su postgres -c "cd /src && LANG=C.UTF-8 $*"; }
 as_postgres "rm -rf /tmp/dc-regress && $bindir/initdb -D /tmp/dc-regress -A trust >/dev/null"
 as_postgres "printf '%s\n' \"shared_preload_libraries = 'durable_cluster'\" \"max_worker_processes = 32\" \
 	\"listen_addresses = ''\" \"unix_socket_directories = '/tmp'\" \"port = 5439\" \
-	\"durable_cluster.store_in_process = on\" >> /tmp/dc-regress/postgresql.conf"
+	>> /tmp/dc-regress/postgresql.conf"
 as_postgres "$bindir/pg_ctl -D /tmp/dc-regress -l /tmp/dc-regress.log -w start >/dev/null"
 
 regress_rc=0

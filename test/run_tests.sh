@@ -123,9 +123,6 @@ inside()
 		unix_socket_directories = '$server'
 		shared_preload_libraries = 'durable_cluster'
 		max_worker_processes = 32
-		# pg_regress through the nodes that write in their own process (not
-		# yet the default); the TAP tests run the default
-		durable_cluster.store_in_process = on
 	EOC
 	# shellcheck disable=SC2317  # (called through the trap)
 	stop_server()

@@ -62,6 +62,34 @@ $primary->poll_query_until('postgres',
 	q{SELECT count(*) = 1 FROM pg_stat_replication WHERE sync_state = 'sync'})
   or die 'the standby did not become synchronous';
 
+# A node writing in its own process commits without waiting for the flush,
+# let alone the standby: its caller waits, as a commit would, for what its
+# synchronous_commit asks.  With the standby's replay paused, a caller
+# asking for remote_apply is not answered (a cancel ends the wait with
+# 40003) though the command is applied and committed on the primary; one
+# asking for on (the standby's flush) is.  Sent again with its command_id
+# once replay resumed, the first is answered from the log: applied once.
+sub sync_command
+{
+	my ($user, $id) = @_;
+	return qq{SELECT dc.send_command('sync', '$user', 'add_balance',
+	                  '{"amount": "1.00", "command_id": "$id"}') ->> 'revision'};
+}
+$standby->safe_psql('postgres', 'SELECT pg_wal_replay_pause()');
+my ($rc, $out, $err) = $primary->psql('postgres',
+	"\\set VERBOSITY verbose\nSET synchronous_commit = remote_apply;\nSET statement_timeout = '2s';\n"
+	  . sync_command('u1', 's1'));
+like($err, qr/ERROR:  40003: the wait for synchronous standbys to confirm the command ended before they did/,
+	'replay paused on the standby: a caller asking for remote_apply is not answered, 40003 after a cancel');
+is($primary->safe_psql('postgres',
+		q{SELECT revision FROM durable_cluster.entity_state WHERE mall_id = 'sync' AND user_id = 'u1'}),
+	'1', '... though the command was applied and committed on the primary');
+is($primary->safe_psql('postgres', sync_command('u2', 's2')), '1',
+	'a caller asking for the standby\'s flush only is answered meanwhile');
+$standby->safe_psql('postgres', 'SELECT pg_wal_replay_resume()');
+is($primary->safe_psql('postgres', "SET synchronous_commit = remote_apply;\n" . sync_command('u1', 's1')), '1',
+	'once replay resumed, the command sent again is answered from the log, applied once');
+
 my $b = PostgreSQL::Test::Cluster->new('b');
 $b->init;
 $b->append_conf('postgresql.conf', cluster_conf($b) . qq{

@@ -147,11 +147,21 @@ sub upgrade_from
 
 	my $log_offset = -s $node->logfile;
 	$node->start;
-	ok( eval {
-			$node->wait_for_log(
-				qr/WARNING:  durable_cluster node-\d does not serve: the extension in the store is version \Q$from\E, but this server loaded the library of version \Q$to\E/,
-				$log_offset);
-		},
+	# (a node writing its store in process may start once without a
+	# database, and restart as soon as it finds dc_cluster can log in: the
+	# processes that refuse, and are to serve again, are the connected ones)
+	$node->poll_query_until('postgres', q{
+	SELECT count(*) = 3 FROM pg_stat_activity
+	 WHERE backend_type = 'durable_cluster node' AND datname IS NOT NULL})
+	  or die 'the nodes did not connect to the database';
+	my @node_pids = split /\n/, $node->safe_psql('postgres', q{
+	SELECT pid FROM pg_stat_activity WHERE backend_type = 'durable_cluster node' ORDER BY pid});
+	ok( (3 == grep {
+				my $pid = $_;
+				wait_for_log_count($node,
+					qr/\[$pid\] WARNING:  durable_cluster node-\d does not serve: the extension in the store is version \Q$from\E, but this server loaded the library of version \Q$to\E/,
+					1, $log_offset);
+			} @node_pids),
 		'the nodes refuse to serve the old SQL objects, and say why');
 	like(slurp_file($node->logfile, $log_offset), qr/HINT:  .*ALTER EXTENSION durable_cluster UPDATE/,
 		'with a hint naming ALTER EXTENSION ... UPDATE');
@@ -172,7 +182,11 @@ sub upgrade_from
 	$node->safe_psql('postgres', 'ALTER EXTENSION durable_cluster UPDATE');
 	is($node->safe_psql('postgres', q{SELECT library || ' ' || extension FROM dc.version()}),
 		"$to $to", "dc.version(): library and extension at $to");
-	ok(wait_for_log_count($node, qr/durable_cluster node-\d serves again/, 3, $log_offset),
+	ok( (3 == grep {
+				my $pid = $_;
+				wait_for_log_count($node, qr/\[$pid\] LOG:  durable_cluster node-\d serves again/, 1,
+					$log_offset);
+			} @node_pids),
 		'the three nodes say they serve again');
 	# (the members' rows of before the restart look up until the nodes rejoin)
 	$node->poll_query_until('postgres', $ready_query . q{
