@@ -54,6 +54,7 @@ extern int	dc_max_nodes;
 extern int	dc_ask_timeout_ms;
 extern int	dc_heartbeat_interval_ms;
 extern int	dc_failure_timeout_ms;
+extern int	dc_batch_flush_wait_ms;
 extern int	dc_command_timeout_ms;
 extern int	dc_passivate_idle_after_ms;
 extern int	dc_max_entities_per_node;

@@ -217,7 +217,7 @@ extern void dc_node_detach(int node);
 extern int	dc_inbox_take(int node, int *slots, int max);
 extern void dc_slot_reply(int slot, DcReplyKind kind, int sqlstate,
 						  const void *data, Size len);
-extern void dc_slot_reply_durable(int slot, const void *data, Size len,
+extern bool dc_slot_reply_durable(int slot, const void *data, Size len,
 								  XLogRecPtr durable_lsn);
 
 #endif							/* DC_SHARED_MEMORY_H */

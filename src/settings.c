@@ -42,6 +42,7 @@ int			dc_saga_retention_s = 24 * 60 * 60;
 
 bool		dc_preloaded = false;
 bool		dc_store_in_process = true;
+int			dc_batch_flush_wait_ms = 5;
 
 /* host:port, short enough to name nodes by (node-N@host:port) */
 static bool
@@ -166,6 +167,15 @@ dc_define_settings(void)
 							"Passivation only frees memory: the state is stored already and is loaded again by the next command.",
 							&dc_passivate_idle_after_ms,
 							30 * 60 * 1000, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("durable_cluster.batch_flush_wait",
+							"How long a node writing in process waits, before its next batch, for the WAL flush of the batch before its last.",
+							"Commands arriving meanwhile make one batch, as with a synchronous commit; 0: no wait.",
+							&dc_batch_flush_wait_ms,
+							5, 0, 100,
 							PGC_SIGHUP,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);

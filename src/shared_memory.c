@@ -654,9 +654,10 @@ dc_inbox_take(int node, int *slots, int max)
 
 /*
  * The node's answer to the request in slot, which it took: wake its caller,
- * or free the slot if the caller has gone.
+ * or free the slot if the caller has gone.  Returns whether a caller takes
+ * it.
  */
-static void
+static bool
 slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size len,
 		   XLogRecPtr durable_lsn)
 {
@@ -683,19 +684,23 @@ slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size len,
 
 	if (latch)
 		SetLatch(latch);
+	return latch != NULL;
 }
 
 void
 dc_slot_reply(int slot, DcReplyKind kind, int sqlstate, const void *data, Size len)
 {
-	slot_reply(slot, kind, sqlstate, data, len, InvalidXLogRecPtr);
+	(void) slot_reply(slot, kind, sqlstate, data, len, InvalidXLogRecPtr);
 }
 
-/* An OK reply that its caller shows once the WAL is durable up to durable_lsn. */
-void
+/*
+ * An OK reply that its caller shows once the WAL is durable up to
+ * durable_lsn.  Returns whether a caller takes it (and waits for that).
+ */
+bool
 dc_slot_reply_durable(int slot, const void *data, Size len, XLogRecPtr durable_lsn)
 {
-	slot_reply(slot, DC_REPLY_OK, 0, data, len, durable_lsn);
+	return slot_reply(slot, DC_REPLY_OK, 0, data, len, durable_lsn);
 }
 
 /*

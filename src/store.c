@@ -99,6 +99,10 @@ static bool listening = false;
 /* a store on another server announced a change (LISTEN durable_cluster) */
 static bool announced = false;
 
+static void beat_connect(const char *user_timeout);
+static void beat_disconnect(void);
+static void beat_service(void);
+static TimestampTz beat_due(void);
 static PGresult *await_result(PGconn *conn, bool sent, const char *sql, int timeout_ms);
 static PGresult *await_results(PGconn *conn, bool sent, const char *sql, int timeout_ms,
 							   bool pipeline, bool *first_ok);
@@ -162,6 +166,7 @@ store_disconnect(void)
 	if (store_conn)
 		PQfinish(store_conn);
 	store_conn = NULL;
+	beat_disconnect();
 	n_prepared = 0;
 	batch_types_known = false;
 	listening = false;
@@ -267,6 +272,9 @@ connect_store(void)
 				errmsg("could not connect to the durable_cluster store: %s", msg));
 	}
 
+	if (!dc_store_is_here())
+		beat_connect(user_timeout);
+
 	/* WaitLatchOrSocket would build and tear down an epoll set per wait */
 	store_wait = dc_create_wait_event_set(3);
 	AddWaitEventToSet(store_wait, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -331,6 +339,14 @@ void
 dc_store_wait_idle(long timeout_ms)
 {
 	WaitEvent	event;
+	TimestampTz due;
+
+	/* the heartbeat session's heartbeats go out while idle too */
+	beat_service();
+	due = beat_due();
+	if (due != 0)
+		timeout_ms = Min(timeout_ms,
+						 Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), due), 1));
 
 	if (dc_store_listen_socket() != PGINVALID_SOCKET)
 		(void) WaitEventSetWait(store_wait, timeout_ms, &event, 1, PG_WAIT_EXTENSION);
@@ -386,7 +402,25 @@ await_result(PGconn *conn, bool sent, const char *sql, int timeout_ms)
 static void
 wait_ready(PGconn *conn, TimestampTz deadline, const char *sql, int timeout_ms)
 {
-	switch (dc_pq_await(conn, store_wait, deadline, false))
+	DcPqWait	waited;
+
+	/* the heartbeat session's heartbeats go out while this waits */
+	for (;;)
+	{
+		TimestampTz due = beat_due();
+
+		if (due == 0 || due >= deadline)
+		{
+			waited = dc_pq_await(conn, store_wait, deadline, false);
+			break;
+		}
+		waited = dc_pq_await(conn, store_wait, due, false);
+		if (waited != DC_PQ_TIMED_OUT)
+			break;
+		beat_service();
+	}
+
+	switch (waited)
 	{
 		case DC_PQ_READY:
 			break;
@@ -520,7 +554,9 @@ int8_text(int64 v)
  * set-up on every batch, a good part of a small batch's cost.  One is due HEARTBEAT_EVERY_MS
  * after the last one sent; so consecutive heartbeats reach the store at
  * most that plus one round trip apart, and a node survives a round trip
- * of up to failure_timeout - HEARTBEAT_EVERY_MS (docs/operations.md).
+ * of up to failure_timeout - HEARTBEAT_EVERY_MS (docs/operations.md).  A
+ * node whose store is on another server sends them on a session of their
+ * own instead, which does not wait for any statement (below).
  */
 #define HEARTBEAT_EVERY_MS	Min(dc_heartbeat_interval_ms, dc_failure_timeout_ms / 4)
 
@@ -541,6 +577,129 @@ dc_store_set_member(const char *name, int64 incarnation)
 }
 
 /*
+ * The heartbeat session of a node whose store is on another server.
+ *
+ * Riding along, a heartbeat still waits for the statement before it: over
+ * a slow link a batch of two round trips, or a tick of several, holds it
+ * back by as many.  So such a node keeps a second session to the store for
+ * its heartbeats alone, in pipeline mode: while the node waits for any
+ * statement of its store session (wait_ready), and before it sends one, a
+ * heartbeat goes out on it once one is due, without waiting for the
+ * earlier ones to come back.  Heartbeats then reach the store
+ * HEARTBEAT_EVERY_MS apart however long a batch takes, late by the link's
+ * one-way delay only, and the store session's statements carry none.  The
+ * session is opened with the store session and closed with it; while it
+ * is missing (it could not connect, or broke), heartbeats ride along as
+ * before.  Its results only say that the heartbeats arrived: whether this
+ * node is still a member, the tick's own heartbeat tells.
+ */
+/* enough in flight for a round trip of half of failure_timeout */
+#define MAX_BEATS_IN_FLIGHT \
+	Max(4, dc_failure_timeout_ms / 2 / Max(HEARTBEAT_EVERY_MS, 1) + 2)
+
+static PGconn *beat_conn = NULL;
+static int	beats_in_flight = 0;
+
+static void
+beat_connect(const char *user_timeout)
+{
+	beat_conn = dc_connect((const char *[]) {"dbname", "application_name",
+											 "tcp_user_timeout", "options", NULL},
+						   (const char *[]) {store_conninfo,
+											 psprintf("%s heartbeat", store_application_name),
+											 user_timeout,
+											 dc_cluster_session_options(true), NULL},
+						   true,
+						   TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   2 * dc_failure_timeout_ms));
+	if (beat_conn == NULL || PQstatus(beat_conn) != CONNECTION_OK ||
+		PQsetnonblocking(beat_conn, 1) != 0 || !PQenterPipelineMode(beat_conn))
+	{
+		ereport(LOG,
+				errmsg("durable_cluster could not open the heartbeat session to the store: %s; heartbeats go with the node's statements",
+					   beat_conn ? dc_libpq_error(beat_conn) : "timed out"));
+		beat_disconnect();
+	}
+}
+
+static void
+beat_disconnect(void)
+{
+	if (beat_conn)
+		PQfinish(beat_conn);
+	beat_conn = NULL;
+	beats_in_flight = 0;
+}
+
+/* When the heartbeat session sends the next heartbeat; 0: it does not. */
+static TimestampTz
+beat_due(void)
+{
+	if (beat_conn == NULL || member_incarnation == 0)
+		return 0;
+	return TimestampTzPlusMilliseconds(heartbeat_sent, HEARTBEAT_EVERY_MS);
+}
+
+/*
+ * Read what came back on the heartbeat session, and send a heartbeat if
+ * one is due and not too many are unanswered (a store that stopped
+ * answering: the store session finds that out).
+ */
+static void
+beat_service(void)
+{
+	const char *values[2];
+	int			nulls = 0;
+
+	if (beat_conn == NULL)
+		return;
+	if (PQflush(beat_conn) < 0 || !PQconsumeInput(beat_conn))
+	{
+		ereport(LOG,
+				errmsg("durable_cluster lost the heartbeat session to the store: %s; heartbeats go with the node's statements",
+					   dc_libpq_error(beat_conn)));
+		beat_disconnect();
+		return;
+	}
+	/* per heartbeat: its result, the end of its results, its sync */
+	while (beats_in_flight > 0 && !PQisBusy(beat_conn))
+	{
+		PGresult   *res = PQgetResult(beat_conn);
+
+		if (res == NULL)
+		{
+			if (++nulls > 1)
+				break;
+			continue;
+		}
+		nulls = 0;
+		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC)
+			beats_in_flight--;
+		PQclear(res);
+	}
+
+	if (beat_due() == 0 || GetCurrentTimestamp() < beat_due() ||
+		beats_in_flight >= MAX_BEATS_IN_FLIGHT)
+		return;
+	values[0] = member_name;
+	values[1] = int8_text(member_incarnation);
+	if (!PQsendQueryParams(beat_conn,
+						   "UPDATE durable_cluster.members SET last_heartbeat = clock_timestamp()"
+						   " WHERE name = $1 AND incarnation = $2::bigint AND status = 'up'",
+						   2, NULL, values, NULL, NULL, 0) ||
+		!PQpipelineSync(beat_conn) || PQflush(beat_conn) < 0)
+	{
+		ereport(LOG,
+				errmsg("durable_cluster lost the heartbeat session to the store: %s; heartbeats go with the node's statements",
+					   dc_libpq_error(beat_conn)));
+		beat_disconnect();
+		return;
+	}
+	beats_in_flight++;
+	heartbeat_sent = GetCurrentTimestamp();
+}
+
+/*
  * Run one statement, waiting at most timeout_ms for it; with refresh, it
  * carries the heartbeat (above).  Parameters are text, or as lengths and
  * formats say (NULL: all text).  Each statement text (they are all string
@@ -557,7 +716,13 @@ run(const char *sql, int nparams, const char *const *values, const int *lengths,
 	const char *const *all = values;
 	int			nsent;
 
-	/* not due: the statement as it is (a second prepared form) */
+	/*
+	 * Not due, or sent on the heartbeat session (below): the statement as
+	 * it is (a second prepared form).
+	 */
+	beat_service();
+	if (refresh && beat_conn != NULL)
+		refresh = false;
 	if (refresh)
 	{
 		TimestampTz now = GetCurrentTimestamp();
@@ -800,7 +965,9 @@ dc_store_heartbeat(const char *name, int64 incarnation)
 	PGresult   *res;
 	bool		alive;
 
-	heartbeat_sent = GetCurrentTimestamp();
+	/* (the heartbeat session, if there is one, keeps its own pace) */
+	if (beat_conn == NULL)
+		heartbeat_sent = GetCurrentTimestamp();
 	res = exec_plain("UPDATE durable_cluster.members SET last_heartbeat = clock_timestamp() "
 					 " WHERE name = $1 AND incarnation = $2 AND status = 'up'",
 					 2, values);
