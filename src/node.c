@@ -533,14 +533,23 @@ same_command(const DcRequestSlot *a, const DcRequestSlot *b)
 		strcmp(a->user_id, b->user_id) == 0;
 }
 
+/* The request fails with sqlstate and message: not applied, nor answered as another. */
+static void
+request_fails(BatchRequest *r, int sqlstate, char *message)
+{
+	r->kind = DC_REPLY_ERROR;
+	r->same_as = -1;
+	r->error_sqlstate = sqlstate;
+	r->error_message = message;
+}
+
 /* Same command_id as an earlier command of the entity, but not the same command. */
 static void
 command_id_reused(BatchRequest *r, const DcRequestSlot *req)
 {
-	r->kind = DC_REPLY_ERROR;
-	r->error_sqlstate = ERRCODE_UNIQUE_VIOLATION;
-	r->error_message = psprintf("command_id \"%s\" was already used for another command of this entity; this \"%s\" was not applied",
-								req->command.command_id, req->command.name);
+	request_fails(r, ERRCODE_UNIQUE_VIOLATION,
+				  psprintf("command_id \"%s\" was already used for another command of this entity; this \"%s\" was not applied",
+						   req->command.command_id, req->command.name));
 }
 
 
@@ -562,12 +571,9 @@ entity_held(BatchRequest *reqs, int n, const char *mall_id, const char *user_id)
 		if (reqs[i].kind != DC_REPLY_OK || strcmp(req->mall_id, mall_id) != 0 ||
 			strcmp(req->user_id, user_id) != 0)
 			continue;
-		reqs[i].kind = DC_REPLY_ERROR;
-		reqs[i].same_as = -1;
-		reqs[i].error_sqlstate = ERRCODE_LOCK_NOT_AVAILABLE;
-		reqs[i].error_message =
-			psprintf("entity (%s, %s) is held by another transaction, most likely that of a former owner of its shard paused in its batch; the command was not applied and may be retried",
-					 mall_id, user_id);
+		request_fails(&reqs[i], ERRCODE_LOCK_NOT_AVAILABLE,
+					  psprintf("entity (%s, %s) is held by another transaction, most likely that of a former owner of its shard paused in its batch; the command was not applied and may be retried",
+							   mall_id, user_id));
 		entry = cache_lookup(req, HASH_FIND, &found);
 		if (found)
 			dc_cache_remove(entry);
@@ -593,12 +599,9 @@ command_pending(BatchRequest *reqs, int n, BatchRequest *r)
 	{
 		if ((i != index && reqs[i].same_as != index) || reqs[i].kind != DC_REPLY_OK)
 			continue;
-		reqs[i].kind = DC_REPLY_ERROR;
-		reqs[i].same_as = -1;
-		reqs[i].error_sqlstate = ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN;
-		reqs[i].error_message =
-			psprintf("command_id \"%s\" of entity (%s, %s) is in another transaction that has not ended, most likely that of a former owner of its shard paused in its batch; the command may or may not have been applied",
-					 req->command.command_id, req->mall_id, req->user_id);
+		request_fails(&reqs[i], ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN,
+					  psprintf("command_id \"%s\" of entity (%s, %s) is in another transaction that has not ended, most likely that of a former owner of its shard paused in its batch; the command may or may not have been applied",
+							   req->command.command_id, req->mall_id, req->user_id));
 	}
 	entity_held(reqs, n, req->mall_id, req->user_id);
 }
@@ -657,10 +660,7 @@ load_batch(BatchRequest *reqs, int n, TimestampTz now)
 		if (reqs[i].same_as >= 0)
 		{
 			if (!dc_jsonb_equal(reqs[i].request, reqs[reqs[i].same_as].request))
-			{
-				reqs[i].same_as = -1;
 				command_id_reused(&reqs[i], req);
-			}
 			continue;
 		}
 		lookups[nlookups].mall_id = req->mall_id;
