@@ -24,6 +24,13 @@
 #     finds the failed files by their "FAILED" lines).  With --verbose every
 #     line of every test is echoed as it arrives as well.
 #
+#     A file that runs longer than DC_TAP_FILE_TIMEOUT seconds (default
+#     600; the longest file takes about 90 s here) fails as "timed out":
+#     first what it was waiting for goes into its output (its processes,
+#     and each of its servers' pg_stat_activity), then it is killed and
+#     the servers it left are stopped, and the run goes on.  Without this
+#     one hung file would use up CI's whole time and leave no trace.
+#
 #     Exit status 0 only if every file passed (or skipped itself).
 #
 #     The files run one at a time, in the order given, from the current
@@ -44,6 +51,9 @@ use Time::HiRes qw(time);
 use constant MAX_REPORT_LINES => 25;
 # at most this many lines for one failed test (its "not ok" and diagnostics)
 use constant MAX_TEST_LINES => 8;
+
+# a file running longer than this many seconds is stopped and failed
+my $file_timeout = $ENV{DC_TAP_FILE_TIMEOUT} || 600;
 
 my $me = 'tap_run.pl';
 
@@ -185,6 +195,81 @@ sub die_message
 	return @message;
 }
 
+# The processes below $pid, as "ps" shows them: a hung test's tree says
+# which psql or server it waits for.
+sub process_tree
+{
+	my ($pid) = @_;
+	my %children;
+	my %line;
+	for (`ps -e -o pid=,ppid=,etimes=,args=`)
+	{
+		my ($p, $pp, $rest) = /^\s*(\d+)\s+(\d+)\s+(.*)$/ or next;
+		push @{ $children{$pp} }, $p;
+		$line{$p} = $rest;
+	}
+	my @out;
+	my @todo = ([ $pid, 0 ]);
+	while (my $next = shift @todo)
+	{
+		my ($p, $depth) = @$next;
+		push @out, ('  ' x $depth) . "$p $line{$p}" if defined $line{$p};
+		unshift @todo, map { [ $_, $depth + 1 ] } @{ $children{$p} || [] };
+	}
+	return @out;
+}
+
+# The running servers a test named $stem started: [ postmaster pid, data
+# directory, port, socket directory ] from each live postmaster.pid under
+# its tmp_check/t_<stem>_<node>_data/pgdata (PostgreSQL::Test::Cluster's
+# layout).
+sub test_servers
+{
+	my ($stem) = @_;
+	my $tmp_check = $ENV{TESTDIR} ? "$ENV{TESTDIR}/tmp_check" : 'tmp_check';
+	my @servers;
+	for my $pidfile (glob("$tmp_check/t_${stem}_*_data/pgdata/postmaster.pid"))
+	{
+		open my $fh, '<', $pidfile or next;
+		my @l = <$fh>;
+		close $fh;
+		chomp @l;
+		next unless @l >= 5 && $l[0] =~ /^\d+$/ && kill(0, $l[0]);
+		push @servers, [ $l[0], $l[1], $l[3], $l[4] ];
+	}
+	return @servers;
+}
+
+# A file ran out of time: write what it waited for into its output, kill
+# it, and stop its servers, so that the next file starts on a quiet
+# machine.
+sub stop_hung_test
+{
+	my ($pid, $stem, $out) = @_;
+	print $out "$me: timed out after $file_timeout s (DC_TAP_FILE_TIMEOUT); its processes:\n";
+	print $out map { "    $_\n" } process_tree($pid);
+	for my $server (test_servers($stem))
+	{
+		my ($ppid, $datadir, $port, $sockdir) = @$server;
+		print $out "$me: pg_stat_activity of the server in $datadir:\n";
+		my $host = $sockdir ne '' ? $sockdir : 'localhost';
+		print $out map { "    $_" } `timeout 10 psql -X -h '$host' -p $port -d postgres -c "SELECT pid, backend_type, state, wait_event_type, wait_event, now() - query_start AS running, left(query, 120) AS query FROM pg_stat_activity ORDER BY pid" 2>&1`;
+	}
+	kill 'TERM', $pid;
+	for (1 .. 50)
+	{
+		last unless kill(0, $pid);
+		select(undef, undef, undef, 0.1);
+	}
+	kill 'KILL', $pid if kill(0, $pid);
+	for my $server (test_servers($stem))
+	{
+		system('pg_ctl', 'stop', '-s', '-m', 'immediate', '-D', $server->[1]) == 0
+		  or kill 'KILL', $server->[0];
+	}
+	return;
+}
+
 # Runs one test file.  Returns a hash: status ('ok', 'skipped', 'failed'),
 # tests (number run), seconds, and for a failure the reason.
 sub run_test
@@ -237,6 +322,16 @@ sub run_test
 	my @trailer;
 	my $bailout;
 	my $in_failure = 0;
+
+	# The time limit: the alarm kills the test, which ends its output, so
+	# the loop below ends as it would.
+	my $timed_out = 0;
+	my $test_pid = $parser->_iterator->{pid};
+	local $SIG{ALRM} = sub {
+		$timed_out = 1;
+		stop_hung_test($test_pid, $stem, $out) if $test_pid;
+	};
+	alarm($file_timeout);
 	while (my $result = $parser->next)
 	{
 		my $line = $result->raw;
@@ -271,6 +366,7 @@ sub run_test
 			}
 		}
 	}
+	alarm(0);
 	close $out;
 
 	my $seconds = time - $start;
@@ -284,6 +380,7 @@ sub run_test
 
 	# Why the file failed, if it did, in a few words.
 	my @why;
+	push @why, "timed out after $file_timeout s" if $timed_out;
 	my @failed = $parser->failed;
 	push @why, sprintf('%d of %d failed: %s', scalar @failed, $run, number_list(@failed))
 	  if @failed;
