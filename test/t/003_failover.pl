@@ -224,7 +224,7 @@ cmp_ok(scalar(@victim_shards), '>', 0, "SIGSTOP: $victim owns shards before");
 $listener->poll;
 my $events_from = scalar($listener->events);
 
-is(kill('STOP', $before->{pid}), 1, "SIGSTOP: stopped $victim (pid $before->{pid})");
+ok(DurableClusterLoad::pause_node($node, $before->{pid}), "SIGSTOP: stopped $victim (pid $before->{pid})");
 stopped_node_course(
 	label => 'SIGSTOP',
 	load => $load1,

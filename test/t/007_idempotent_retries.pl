@@ -38,7 +38,7 @@ is($node->safe_psql('postgres', $add), $first, 'a retry gets the original reply'
 
 # the owner fails; its shards go to the others; the retry reaches a new owner
 my $victim = DurableClusterLoad::member($node, $owner);
-is(kill('STOP', $victim->{pid}), 1, "stopped $owner, the owner");
+ok(DurableClusterLoad::pause_node($node, $victim->{pid}), "stopped $owner, the owner");
 my ($ok) = DurableClusterLoad::poll_until($node, qq{
 SELECT node IS DISTINCT FROM '$owner' AND node IS NOT NULL
   FROM dc.shards WHERE shard_id = dc.shard_id('shop', 'buyer')}, timeout => 60);

@@ -53,7 +53,7 @@ SELECT 'u' || i FROM generate_series(2, 1000) i
 ok($other ne '', "$owner also owns ('batch', '$other')");
 
 my $member = DurableClusterLoad::member($node, $owner);
-is(kill('STOP', $member->{pid}), 1, "paused $owner");
+ok(DurableClusterLoad::pause_node($node, $member->{pid}), "paused $owner");
 
 my %commands = (
 	good_u1 => q{SELECT dc.send_command('batch', 'u1', 'set_email', '{"email": "u1@example.com"}')},

@@ -157,7 +157,7 @@ my ($ok) = DurableClusterLoad::poll_until($node, q{SELECT count(*) >= 50 FROM dc
 ok($ok, 'transfers are under way');
 
 my $paused = DurableClusterLoad::member($node, 'node-1');
-is(kill('STOP', $paused->{pid}), 1, 'paused node-1');
+ok(DurableClusterLoad::pause_node($node, $paused->{pid}), 'paused node-1');
 ($ok) = DurableClusterLoad::poll_until($node, q{
 SELECT count(*) = 0 FROM dc.shards WHERE node = 'node-1'}, timeout => 60);
 ok($ok, 'node-1\'s shards were failed over while it was paused');
@@ -208,7 +208,7 @@ my $dst_owner = $node->safe_psql('postgres',
 $node->safe_psql('postgres',
 	q{SELECT dc.send_command('crash', 'src', 'add_balance', '{"amount": 50}')});
 my $victim = DurableClusterLoad::member($node, $dst_owner);
-is(kill('STOP', $victim->{pid}), 1, "paused $dst_owner, owner of the target");
+ok(DurableClusterLoad::pause_node($node, $victim->{pid}), "paused $dst_owner, owner of the target");
 my ($out, $err) = ('', '');
 my $transfer = IPC::Run::start(
 	[

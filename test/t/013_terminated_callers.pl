@@ -35,7 +35,7 @@ SELECT current_setting('max_connections')::int + current_setting('max_worker_pro
 note("about $slots request slots");
 
 my $owner = DurableClusterLoad::member($node, 'node-1');
-is(kill('STOP', $owner->{pid}), 1, 'paused the only node');
+ok(DurableClusterLoad::pause_node($node, $owner->{pid}), 'paused the only node');
 
 my $waiting = q{SELECT count(*) FROM pg_stat_activity
  WHERE query LIKE 'SELECT dc.send_command(''term''%' AND pid <> pg_backend_pid()};

@@ -71,18 +71,6 @@ CREATE TRIGGER slow_write BEFORE INSERT OR UPDATE ON durable_cluster.entity_stat
     FOR EACH ROW WHEN (NEW.mall_id LIKE 'mall_paused%') EXECUTE FUNCTION public.slow_write();
 });
 
-# Does a write of a session of its own commit within $seconds (1)?
-sub write_commits
-{
-	my ($seconds) = @_;
-	my $timed_out;
-	my ($rc) = $node->psql('postgres',
-		'INSERT INTO public.commit_probe VALUES (clock_timestamp())',
-		timeout => $seconds // 1,
-		timed_out => \$timed_out);
-	return !$timed_out && defined $rc && $rc == 0;
-}
-$node->safe_psql('postgres', 'CREATE TABLE public.commit_probe (at timestamptz)');
 my $inside_wal_insert = 0;
 
 # ---------------------------------------------------------------------------
@@ -119,12 +107,12 @@ sub pause_rounds
 		# then nothing commits on the server until it continues, failover
 		# included (docs/design.md, "A paused node").  Such a round is told
 		# apart by a write of its own that cannot commit, and counted.
-		if ($transport eq 'in process' && !write_commits())
+		if ($transport eq 'in process' && !DurableClusterLoad::server_commits($node))
 		{
 			$inside_wal_insert++;
 			note("$label: nothing commits on the server while $victim is stopped (inside a WAL insertion)");
 			is(kill('CONT', $before->{pid}), 1, "$label: continued $victim at once");
-			ok(write_commits(5), "$label: the server commits again once $victim continues");
+			ok(DurableClusterLoad::server_commits($node, 5), "$label: the server commits again once $victim continues");
 			DurableClusterLoad::wait_for_cluster($node, $n_nodes, "$label: after SIGCONT");
 			next;
 		}

@@ -92,6 +92,7 @@ use strict;
 use warnings;
 
 use Carp;
+use List::Util qw(max);
 use File::Basename ();
 use File::Copy ();
 use File::Path ();
@@ -754,10 +755,15 @@ sub poll_until
 	my ($out, $err) = ('', '');
 	while (1)
 	{
-		my $ret;
-		($ret, $out, $err) = $node->psql($dbname, $query);
+		# each try is bounded too: a query stuck behind a stalled server
+		# ends the wait at its deadline, not never
+		my ($ret, $timed_out);
+		($ret, $out, $err) = $node->psql($dbname, $query,
+			timeout => max(5, $deadline - time),
+			timed_out => \$timed_out);
 		$out //= '';
-		if ($ret == 0 && $out eq $expected)
+		$err = "(the query timed out)\n" . ($err // '') if $timed_out;
+		if (defined $ret && $ret == 0 && $out eq $expected)
 		{
 			return wantarray ? (1, time - $start, $out) : 1;
 		}
@@ -897,7 +903,7 @@ sub lose_three_nodes
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
 
 	my $paused = member($node, 'node-1');
-	kill 'STOP', $paused->{pid};
+	pause_node($node, $paused->{pid});
 	ok(poll_until($node, q{SELECT status FROM dc.members WHERE name = 'node-1'},
 			expected => 'down', timeout => 30, interval => 0.2),
 		'the paused node is declared down');
@@ -971,6 +977,44 @@ SELECT status, incarnation, pid, shard_count, roles::text FROM dc.members WHERE 
 	my %m;
 	@m{qw(status incarnation pid shard_count roles)} = split /\|/, $row, -1;
 	return \%m;
+}
+
+# Does a transaction of a session of its own commit on $node within
+# $seconds (1)?  Its commit is flushed, so it waits for every WAL insertion
+# begun before it.
+sub server_commits
+{
+	my ($node, $seconds) = @_;
+	my $timed_out;
+	my ($rc) = $node->psql('postgres', 'SELECT txid_current()',
+		timeout => $seconds // 1,
+		timed_out => \$timed_out);
+	return !$timed_out && defined $rc && $rc == 0;
+}
+
+# SIGSTOP the node process $pid of $node, at a point where the rest of the
+# server goes on.  A node writing in process can be stopped inside
+# PostgreSQL's own WAL insertion, holding a WAL insertion lock, as any
+# backend can: then nothing commits on the server until it continues,
+# failover included (docs/design.md, "A paused node"; TAP 031 counts how
+# often).  A test of what the cluster does about a paused node needs a
+# pause the cluster can do something about, so such a stop is undone
+# (SIGCONT, once the server commits again) and tried again a moment later,
+# up to 10 times.  Returns the number of stops made (1 unless some had to
+# be undone); dies if no stop left the server committing.
+sub pause_node
+{
+	my ($node, $pid) = @_;
+	for my $try (0 .. 9)
+	{
+		kill('STOP', $pid) or croak "cannot SIGSTOP $pid: $!";
+		return $try + 1 if server_commits($node);
+		note("pause_node: nothing commits while $pid is stopped (inside a WAL insertion); continuing it and stopping it again");
+		kill('CONT', $pid);
+		server_commits($node, 30) or croak "the server does not commit even after $pid continued";
+		usleep(10_000 + int(rand(90_000)));
+	}
+	croak "pause_node: each of 10 stops of $pid stalled the server";
 }
 
 # After a SIGKILL of a backend: wait for the postmaster's crash restart,
