@@ -631,6 +631,16 @@ beat_disconnect(void)
 	beats_in_flight = 0;
 }
 
+/* The heartbeat session failed: say why, and let heartbeats ride along. */
+static void
+beat_lost(void)
+{
+	ereport(LOG,
+			errmsg("durable_cluster lost the heartbeat session to the store: %s; heartbeats go with the node's statements",
+				   dc_libpq_error(beat_conn)));
+	beat_disconnect();
+}
+
 /* When the heartbeat session sends the next heartbeat; 0: it does not. */
 static TimestampTz
 beat_due(void)
@@ -655,10 +665,7 @@ beat_service(void)
 		return;
 	if (PQflush(beat_conn) < 0 || !PQconsumeInput(beat_conn))
 	{
-		ereport(LOG,
-				errmsg("durable_cluster lost the heartbeat session to the store: %s; heartbeats go with the node's statements",
-					   dc_libpq_error(beat_conn)));
-		beat_disconnect();
+		beat_lost();
 		return;
 	}
 	/* per heartbeat: its result, the end of its results, its sync */
@@ -689,10 +696,7 @@ beat_service(void)
 						   2, NULL, values, NULL, NULL, 0) ||
 		!PQpipelineSync(beat_conn) || PQflush(beat_conn) < 0)
 	{
-		ereport(LOG,
-				errmsg("durable_cluster lost the heartbeat session to the store: %s; heartbeats go with the node's statements",
-					   dc_libpq_error(beat_conn)));
-		beat_disconnect();
+		beat_lost();
 		return;
 	}
 	beats_in_flight++;
