@@ -47,6 +47,8 @@
 #   DC_KEEP_TMP=1      keep the run's directory even when everything passed
 #   PROVE_FLAGS        passed to test/tap_run.pl, e.g. PROVE_FLAGS=--verbose
 #   PROVE_TESTS        the TAP test files to run (default test/t/*.pl)
+#   DC_TAP_FILE_TIMEOUT  seconds a TAP file may run before it is stopped
+#                      and failed (default 600)
 #
 # Internal:  test/run_tests.sh --inside
 #     is how the script re-enters itself as the test user, in the temporary
@@ -375,7 +377,8 @@ if wants tap; then
 	bash "$srcdir/test/export_releases.sh" "$workdir" || die "could not export the released versions' sources"
 fi
 
-suite_env=(PG_CONFIG="$PG_CONFIG" DC_SUITES="$suites" PROVE_FLAGS="${PROVE_FLAGS:-}" PROVE_TESTS="${PROVE_TESTS:-}")
+suite_env=(PG_CONFIG="$PG_CONFIG" DC_SUITES="$suites" PROVE_FLAGS="${PROVE_FLAGS:-}" PROVE_TESTS="${PROVE_TESTS:-}"
+	DC_TAP_FILE_TIMEOUT="${DC_TAP_FILE_TIMEOUT:-600}")
 
 say "running the suites ($suites) as OS user '$run_as' in $workdir"
 rc=0
