@@ -992,29 +992,59 @@ sub server_commits
 	return !$timed_out && defined $rc && $rc == 0;
 }
 
+# What the process $pid of $node, just stopped, holds up on the server: ''
+# if nothing, else why.  A node writing in process can be stopped inside a
+# critical section of PostgreSQL's, as any backend can: inside a WAL
+# insertion, holding a WAL insertion lock (then nothing commits on the
+# server until it continues, failover included), or holding a buffer's
+# content lock (then whoever needs that page waits: another node writing an
+# entity on the same page, which then misses its heartbeats too).
+# docs/design.md, "A paused node".  Told apart by a transaction of our own
+# that cannot commit within a second, or by a process that waits on the
+# same LWLock in five samples 0.1 s apart (such waits last microseconds).
+sub stopped_process_holds
+{
+	my ($node, $pid) = @_;
+	return 'nothing commits (it is inside a WAL insertion)' unless server_commits($node);
+	my %waiting;
+	for my $sample (1 .. 5)
+	{
+		my $timed_out;
+		my ($rc, $out) = $node->psql('postgres', qq{
+SELECT string_agg(pid || ' (' || backend_type || ', ' || wait_event || ')', ',')
+  FROM pg_stat_activity WHERE wait_event_type = 'LWLock' AND pid <> $pid},
+			timeout => 5,
+			timed_out => \$timed_out);
+		return 'nothing answers (a query of pg_stat_activity timed out)' if $timed_out;
+		my %now = map { $_ => 1 } split /,/, ($out // '');
+		%waiting = $sample == 1 ? %now : map { $_ => 1 } grep { $now{$_} } keys %waiting;
+		return '' unless %waiting;
+		usleep(100_000);
+	}
+	return 'others wait on an LWLock it holds: ' . join(', ', sort keys %waiting);
+}
+
 # SIGSTOP the node process $pid of $node, at a point where the rest of the
-# server goes on.  A node writing in process can be stopped inside
-# PostgreSQL's own WAL insertion, holding a WAL insertion lock, as any
-# backend can: then nothing commits on the server until it continues,
-# failover included (docs/design.md, "A paused node"; TAP 031 counts how
-# often).  A test of what the cluster does about a paused node needs a
-# pause the cluster can do something about, so such a stop is undone
+# server goes on.  A test of what the cluster does about a paused node
+# needs a pause the cluster can do something about: a stop inside one of
+# PostgreSQL's critical sections (stopped_process_holds) is undone
 # (SIGCONT, once the server commits again) and tried again a moment later,
 # up to 10 times.  Returns the number of stops made (1 unless some had to
-# be undone); dies if no stop left the server committing.
+# be undone); dies if no stop left the server going on.
 sub pause_node
 {
 	my ($node, $pid) = @_;
 	for my $try (0 .. 9)
 	{
 		kill('STOP', $pid) or croak "cannot SIGSTOP $pid: $!";
-		return $try + 1 if server_commits($node);
-		note("pause_node: nothing commits while $pid is stopped (inside a WAL insertion); continuing it and stopping it again");
+		my $holds = stopped_process_holds($node, $pid);
+		return $try + 1 if $holds eq '';
+		note("pause_node: with $pid stopped, $holds; continuing it and stopping it again");
 		kill('CONT', $pid);
 		server_commits($node, 30) or croak "the server does not commit even after $pid continued";
 		usleep(10_000 + int(rand(90_000)));
 	}
-	croak "pause_node: each of 10 stops of $pid stalled the server";
+	croak "pause_node: each of 10 stops of $pid held up the server";
 }
 
 # After a SIGKILL of a backend: wait for the postmaster's crash restart,
