@@ -114,7 +114,9 @@ if (!@tests)
 
 # Where the output of each test goes, next to the logs PostgreSQL::Test::Utils
 # writes (it uses the same rule: $TESTDIR/tmp_check, else ./tmp_check).
-my $logdir = ($ENV{TESTDIR} ? "$ENV{TESTDIR}/tmp_check" : 'tmp_check') . '/log';
+# Its servers' data directories are under the same tmp_check.
+my $tmp_check = $ENV{TESTDIR} ? "$ENV{TESTDIR}/tmp_check" : 'tmp_check';
+my $logdir = "$tmp_check/log";
 
 # What TAP::Harness tells the tests, so that they behave as under prove
 # (Test::More, for one, formats its diagnostics for a harness).
@@ -226,7 +228,6 @@ sub process_tree
 sub test_servers
 {
 	my ($stem) = @_;
-	my $tmp_check = $ENV{TESTDIR} ? "$ENV{TESTDIR}/tmp_check" : 'tmp_check';
 	my @servers;
 	for my $pidfile (glob("$tmp_check/t_${stem}_*_data/pgdata/postmaster.pid"))
 	{
@@ -250,7 +251,7 @@ sub stop_hung_test
 	print $out map { "    $_\n" } process_tree($pid);
 	for my $server (test_servers($stem))
 	{
-		my ($ppid, $datadir, $port, $sockdir) = @$server;
+		my (undef, $datadir, $port, $sockdir) = @$server;
 		print $out "$me: pg_stat_activity of the server in $datadir:\n";
 		my $host = $sockdir ne '' ? $sockdir : 'localhost';
 		print $out map { "    $_" } `timeout 10 psql -X -h '$host' -p $port -d postgres -c "SELECT pid, backend_type, state, wait_event_type, wait_event, now() - query_start AS running, left(query, 120) AS query FROM pg_stat_activity ORDER BY pid" 2>&1`;
